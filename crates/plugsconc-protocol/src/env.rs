@@ -24,6 +24,9 @@ pub const UNIX_SOCKET_GROUP: &str = "PLUGIN_UNIX_SOCKET_GROUP";
 pub const MULTIPLEX_GRPC: &str = "PLUGIN_MULTIPLEX_GRPC";
 /// Not part of go-plugin: asks a plugsconc plugin to listen on TCP instead of a unix socket.
 pub const TRANSPORT: &str = "PLUGSCONC_TRANSPORT";
+/// Not part of go-plugin: tells a plugsconc plugin which curve its AutoMTLS key may use (`p256` or
+/// `p521`); a plugsconc host sets `p256` because the peer is known to accept it.
+pub const AUTOMTLS_CURVE: &str = "PLUGSCONC_AUTOMTLS_CURVE";
 
 /// go-plugin hosts default to this port range when none is configured.
 pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
@@ -60,8 +63,8 @@ impl HandshakeConfig {
     }
 }
 
-/// An inclusive TCP port range; `0..=0` means "any free port".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An inclusive TCP port range; `0..=0` (the default) means "any free port".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PortRange {
     /// Lowest port.
     pub min: u16,

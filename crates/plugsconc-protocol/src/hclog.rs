@@ -197,10 +197,10 @@ impl LineClassifier {
     /// Classifies the next line.
     pub fn classify(&mut self, line: &str) -> Line {
         let text = line.trim_end_matches(['\n', '\r']);
-        if text.starts_with('{') {
-            if let Some(entry) = Entry::from_json(text) {
-                return Line::Structured(entry);
-            }
+        if text.starts_with('{')
+            && let Some(entry) = Entry::from_json(text)
+        {
+            return Line::Structured(entry);
         }
         if text.starts_with("panic: ") || text.starts_with("fatal error: ") {
             self.panicked = true;

@@ -1,0 +1,56 @@
+//! The error type of the transport crate.
+
+use std::path::PathBuf;
+
+/// Failures to listen, connect or broker a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// A unix socket could not be created.
+    #[error("cannot listen on a unix socket in {dir}: {source}")]
+    ListenUnix {
+        /// Folder the socket was to be created in.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No port of the range could be bound.
+    #[error("couldn't bind plugin TCP listener on 127.0.0.1 ports {min}-{max}: {source}")]
+    ListenTcp {
+        /// Lowest port tried.
+        min: u16,
+        /// Highest port tried.
+        max: u16,
+        /// The last OS error.
+        source: std::io::Error,
+    },
+    /// The socket group could not be applied.
+    #[error("cannot give unix socket {path} to group {group:?}: {reason}")]
+    SocketGroup {
+        /// The socket.
+        path: PathBuf,
+        /// The group asked for.
+        group: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The address in a handshake or broker message cannot be dialled.
+    #[error("cannot connect to {network} address {address:?}: {source}")]
+    Connect {
+        /// `unix` or `tcp`.
+        network: String,
+        /// The address.
+        address: String,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The peer announced a network other than unix or tcp.
+    #[error("unknown address type {0:?}: expected unix or tcp")]
+    UnknownNetwork(String),
+    /// No connection info for a broker id arrived in time.
+    #[error("timeout waiting for connection info for broker id {0}")]
+    BrokerTimeout(u32),
+    /// The broker stream is closed.
+    #[error("broker closed")]
+    BrokerClosed,
+}
