@@ -11,12 +11,11 @@ use plugsconc_protocol::mtls::{self, CertifiedKey, Curve};
 use plugsconc_protocol::proto::plugin::grpc_controller_server::GrpcControllerServer;
 use plugsconc_protocol::proto::plugin::grpc_stdio_server::GrpcStdioServer;
 use plugsconc_protocol::{HEALTH_SERVICE, HandshakeLine, ProtocolError};
-use plugsconc_transport::{BoundListener, Broker, BrokerTls, ListenOptions};
+use plugsconc_transport::{BoundListener, Broker, BrokerTls, ListenOptions, Services};
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
-use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::Server;
 
 use crate::controller::Controller;
@@ -26,7 +25,7 @@ use crate::{SdkError, logging, parent};
 /// How long in-flight calls may run after a shutdown request before the plugin exits anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
-type Registration = Box<dyn FnOnce(&Broker, &mut RoutesBuilder) + Send>;
+type Registration = Box<dyn FnOnce(&Broker, Services) -> Services + Send>;
 
 /// A plugin: its handshake, its services per protocol version, and how to serve them.
 pub struct Plugin {
@@ -69,9 +68,7 @@ impl Plugin {
         S::Future: Send + 'static,
     {
         let version = self.handshake.protocol_version;
-        self.version(version, move |_, routes| {
-            routes.add_service(svc);
-        })
+        self.version(version, move |_, services| services.add(svc))
     }
 
     /// Serves the service `make` builds from the plugin's [`Broker`], through which handlers
@@ -88,8 +85,8 @@ impl Plugin {
         S::Future: Send + 'static,
     {
         let version = self.handshake.protocol_version;
-        self.version(version, move |broker, routes| {
-            routes.add_service(make(broker.clone()));
+        self.version(version, move |broker, services| {
+            services.add(make(broker.clone()))
         })
     }
 
@@ -97,7 +94,7 @@ impl Plugin {
     /// that the plugin has wins (go-plugin's `VersionedPlugins`).
     pub fn version<F>(mut self, version: u32, register: F) -> Self
     where
-        F: FnOnce(&Broker, &mut RoutesBuilder) + Send + 'static,
+        F: FnOnce(&Broker, Services) -> Services + Send + 'static,
     {
         self.versions
             .entry(version)
@@ -205,15 +202,14 @@ impl Plugin {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
 
-        let mut routes = Routes::builder();
-        routes
-            .add_service(health_service)
-            .add_service(GrpcControllerServer::new(Controller {
+        let mut services = Services::new()
+            .add(health_service)
+            .add(GrpcControllerServer::new(Controller {
                 shutdown: shutdown.clone(),
             }))
-            .add_service(broker.service());
+            .add(broker.service());
         for register in self.versions.remove(&version).unwrap_or_default() {
-            register(&broker, &mut routes);
+            services = register(&broker, services);
         }
 
         let mut line = HandshakeLine::grpc(version, listener.network(), listener.address());
@@ -224,7 +220,7 @@ impl Plugin {
         print_handshake(&line)?;
 
         let stdio = Stdio::redirect_stdout(shutdown.clone())?;
-        routes.add_service(GrpcStdioServer::new(stdio));
+        let services = services.add(GrpcStdioServer::new(stdio));
         parent::watch(shutdown.clone());
         watch_signals(shutdown.clone())?;
         tracing::debug!(version, address = line.address, "plugin serving");
@@ -234,8 +230,7 @@ impl Plugin {
             .tcp_nodelay(true)
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(2 << 20)
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(services, incoming, shutdown.clone().cancelled_owned());
         tokio::pin!(serve);
         tokio::select! {
             result = &mut serve => result?,

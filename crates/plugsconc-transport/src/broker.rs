@@ -22,13 +22,13 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::TransportError;
 use crate::connector::{ChannelOptions, connect};
 use crate::listener::{BoundListener, ListenOptions};
+use crate::services::Services;
 
 /// How long a dial waits for its connection info, and how long unclaimed info is kept.
 const CONN_INFO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,7 +87,7 @@ impl Broker {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Serves `routes` on a new listener under `id` and tells the peer where it is. The server
+    /// Serves `services` on a new listener under `id` and tells the peer where it is. The server
     /// stops when the returned handle is dropped or stopped, or when the broker closes.
     ///
     /// # Errors
@@ -96,7 +96,7 @@ impl Broker {
     pub fn accept_and_serve(
         &self,
         id: u32,
-        routes: Routes,
+        services: Services,
     ) -> Result<BrokeredServer, TransportError> {
         if self.inner.closed.is_cancelled() {
             return Err(TransportError::BrokerClosed);
@@ -116,8 +116,7 @@ impl Broker {
         let signal = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
             if let Err(err) = Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, signal)
+                .serve_with_incoming_shutdown(services, incoming, signal)
                 .await
             {
                 tracing::debug!(broker_id = id, error = %err, "brokered server ended");

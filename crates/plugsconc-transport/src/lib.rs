@@ -11,8 +11,10 @@ pub mod connector;
 mod error;
 pub mod io;
 pub mod listener;
+pub mod services;
 
 pub use broker::{Broker, BrokerTls, BrokeredServer};
 pub use connector::{ChannelOptions, connect};
 pub use error::TransportError;
 pub use listener::{BoundListener, ListenOptions};
+pub use services::Services;
