@@ -68,7 +68,7 @@ impl Plugin {
         S::Future: Send + 'static,
     {
         let version = self.handshake.protocol_version;
-        self.version(version, move |_, services| services.add(svc))
+        self.version(version, move |_, services| services.add_service(svc))
     }
 
     /// Serves the service `make` builds from the plugin's [`Broker`], through which handlers
@@ -86,7 +86,7 @@ impl Plugin {
     {
         let version = self.handshake.protocol_version;
         self.version(version, move |broker, services| {
-            services.add(make(broker.clone()))
+            services.add_service(make(broker.clone()))
         })
     }
 
@@ -193,6 +193,14 @@ impl Plugin {
         let listener = BoundListener::bind(&listen)?;
         let broker = Broker::new(listen, tls.clone());
         let shutdown = CancellationToken::new();
+        // Long-lived streams (broker, stdio) must end for the graceful drain to complete.
+        tokio::spawn({
+            let (broker, shutdown) = (broker.clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                broker.close();
+            }
+        });
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -203,11 +211,11 @@ impl Plugin {
             .await;
 
         let mut services = Services::new()
-            .add(health_service)
-            .add(GrpcControllerServer::new(Controller {
+            .add_service(health_service)
+            .add_service(GrpcControllerServer::new(Controller {
                 shutdown: shutdown.clone(),
             }))
-            .add(broker.service());
+            .add_service(broker.service());
         for register in self.versions.remove(&version).unwrap_or_default() {
             services = register(&broker, services);
         }
@@ -220,7 +228,7 @@ impl Plugin {
         print_handshake(&line)?;
 
         let stdio = Stdio::redirect_stdout(shutdown.clone())?;
-        let services = services.add(GrpcStdioServer::new(stdio));
+        let services = services.add_service(GrpcStdioServer::new(stdio));
         parent::watch(shutdown.clone());
         watch_signals(shutdown.clone())?;
         tracing::debug!(version, address = line.address, "plugin serving");

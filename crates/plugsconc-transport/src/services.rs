@@ -39,7 +39,7 @@ impl Services {
 
     /// Adds a tonic-generated server (replacing one of the same name).
     #[must_use]
-    pub fn add<S>(mut self, svc: S) -> Self
+    pub fn add_service<S>(mut self, svc: S) -> Self
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
             + NamedService

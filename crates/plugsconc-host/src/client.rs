@@ -1,0 +1,349 @@
+//! [`PluginClient`]: a started plugin — its channel for typed clients, its broker, its health,
+//! and how it is stopped.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use plugsconc_protocol::proto::plugin::Empty;
+use plugsconc_protocol::proto::plugin::grpc_controller_client::GrpcControllerClient;
+use plugsconc_protocol::proto::plugin::grpc_stdio_client::GrpcStdioClient;
+use plugsconc_protocol::proto::plugin::stdio_data::Channel as StdioChannel;
+use plugsconc_protocol::{HEALTH_SERVICE, HandshakeLine};
+use plugsconc_transport::{Broker, ChannelOptions, connect};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::ChildStdout;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::HostError;
+use crate::builder::ClientBuilder;
+use crate::process::Process;
+use crate::reattach::{self, ReattachConfig};
+use crate::stderr::Tail;
+
+/// Bound on waiting for a SIGKILLed process to be reaped.
+const REAP_LIMIT: Duration = Duration::from_secs(5);
+
+/// A running plugin. Dropping it without [`PluginClient::kill`] SIGKILLs its process group.
+#[derive(Debug)]
+pub struct PluginClient {
+    name: String,
+    process: Process,
+    channel: Channel,
+    broker: Broker,
+    handshake: HandshakeLine,
+    kill_grace: Duration,
+    tail: Tail,
+    stderr_task: Mutex<Option<JoinHandle<()>>>,
+    socket_dir: Mutex<Option<SocketDir>>,
+}
+
+pub(crate) struct Parts {
+    pub(crate) name: String,
+    pub(crate) process: Process,
+    pub(crate) channel: Channel,
+    pub(crate) broker: Broker,
+    pub(crate) handshake: HandshakeLine,
+    pub(crate) kill_grace: Duration,
+    pub(crate) tail: Tail,
+    pub(crate) stderr_task: Option<JoinHandle<()>>,
+    pub(crate) socket_dir: Option<SocketDir>,
+}
+
+impl PluginClient {
+    /// How to launch the plugin `name` (used in logs and errors) from the binary at `path`.
+    pub fn builder(name: impl Into<String>, path: impl Into<PathBuf>) -> ClientBuilder {
+        ClientBuilder::new(name, path)
+    }
+
+    pub(crate) fn new(parts: Parts) -> Self {
+        Self {
+            name: parts.name,
+            process: parts.process,
+            channel: parts.channel,
+            broker: parts.broker,
+            handshake: parts.handshake,
+            kill_grace: parts.kill_grace,
+            tail: parts.tail,
+            stderr_task: Mutex::new(parts.stderr_task),
+            socket_dir: Mutex::new(parts.socket_dir),
+        }
+    }
+
+    /// Connects to a plugin another host process started, after checking that `config.pid`
+    /// really owns the plugin's listening socket (a recycled pid is refused).
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::Reattach`] when the pid is not that plugin, or connection errors.
+    pub async fn reattach(config: ReattachConfig) -> Result<Self, HostError> {
+        reattach::verify_owner(config.pid, config.network, &config.address).map_err(|reason| {
+            HostError::Reattach {
+                plugin: config.name.clone(),
+                reason,
+            }
+        })?;
+        let channel = connect(config.network, &config.address, &ChannelOptions::default())
+            .await
+            .map_err(|source| HostError::Connect {
+                plugin: config.name.clone(),
+                source,
+                tail: crate::error::StderrTail::default(),
+            })?;
+        check_health(channel.clone())
+            .await
+            .map_err(|reason| HostError::Unhealthy {
+                plugin: config.name.clone(),
+                reason,
+            })?;
+        let broker = Broker::new(plugsconc_transport::ListenOptions::default(), None);
+        broker.run_client(channel.clone());
+        let mut handshake = HandshakeLine::grpc(
+            config.protocol_version,
+            config.network,
+            config.address.clone(),
+        );
+        handshake.server_cert = None;
+        Ok(Self::new(Parts {
+            name: config.name,
+            process: Process::foreign(config.pid),
+            channel,
+            broker,
+            handshake,
+            kill_grace: Duration::from_secs(2),
+            tail: Tail::default(),
+            stderr_task: None,
+            socket_dir: None,
+        }))
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The negotiated application protocol version.
+    pub fn protocol_version(&self) -> u32 {
+        self.handshake.app_version
+    }
+
+    /// The handshake line the plugin printed.
+    pub fn handshake_line(&self) -> &HandshakeLine {
+        &self.handshake
+    }
+
+    /// What another host needs to reattach to this plugin (no AutoMTLS: certificates are per
+    /// process and not persisted, as in go-plugin).
+    pub fn reattach_config(&self) -> ReattachConfig {
+        ReattachConfig {
+            name: self.name.clone(),
+            network: self.handshake.network,
+            address: self.handshake.address.clone(),
+            pid: self.pid(),
+            protocol_version: self.handshake.app_version,
+        }
+    }
+
+    /// The connection to the plugin, for typed clients: `KvClient::new(client.channel())`.
+    /// Cloning is cheap; all clones share one HTTP/2 connection.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Sugar for `make(self.channel())`.
+    pub fn dispense<C>(&self, make: impl FnOnce(Channel) -> C) -> C {
+        make(self.channel())
+    }
+
+    /// The host side of the broker: expose servers the plugin can dial back.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The exit status once the plugin has exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.process.exit_status()
+    }
+
+    /// Waits until the plugin exits.
+    pub async fn exited(&self) -> Option<ExitStatus> {
+        self.process.exited().await
+    }
+
+    /// `grpc.health.v1.Health/Check` for service `plugin`.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::Unhealthy`] when it is not SERVING or does not answer.
+    pub async fn health(&self) -> Result<(), HostError> {
+        check_health(self.channel())
+            .await
+            .map_err(|reason| HostError::Unhealthy {
+                plugin: self.name.clone(),
+                reason,
+            })
+    }
+
+    /// Stops the plugin: `Controller.Shutdown`, up to the grace period for it to exit, then
+    /// SIGKILL of its process group. Always reaped; idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::Unkillable`] if it survives SIGKILL (a process stuck in the kernel).
+    pub async fn kill(&self) -> Result<KillOutcome, HostError> {
+        self.broker.close();
+        let mut graceful = false;
+        if self.process.exit_status().is_none() {
+            let mut controller = GrpcControllerClient::new(self.channel());
+            let asked = tokio::time::timeout(self.kill_grace, controller.shutdown(Empty {})).await;
+            graceful = matches!(asked, Ok(Ok(_)));
+            if self.process.wait_for(self.kill_grace).await.is_none() {
+                tracing::warn!(plugin = %self.name, "plugin failed to exit gracefully; killing it");
+                graceful = false;
+                self.process.kill_now();
+            }
+        }
+        let status = self.process.wait_for(REAP_LIMIT).await;
+        if status.is_none() {
+            return Err(HostError::Unkillable {
+                plugin: self.name.clone(),
+                pid: self.pid(),
+            });
+        }
+        // Let the last stderr lines reach the log before reporting the plugin stopped.
+        let stderr_task = self.stderr_task.lock().map(|mut t| t.take()).ok().flatten();
+        if let Some(task) = stderr_task {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+        if let Ok(mut dir) = self.socket_dir.lock() {
+            dir.take();
+        }
+        Ok(KillOutcome { status, graceful })
+    }
+
+    /// The last lines the plugin wrote on stderr.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.tail.snapshot().0
+    }
+}
+
+/// How a plugin stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillOutcome {
+    /// Its exit status (a reattached process reports a clean exit: its real status is unknown).
+    pub status: Option<ExitStatus>,
+    /// It exited by itself after `Shutdown`, without SIGKILL.
+    pub graceful: bool,
+}
+
+impl KillOutcome {
+    /// Exited with status 0 after a graceful shutdown.
+    pub fn success(&self) -> bool {
+        self.graceful && self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// Health check of service `plugin`, as go-plugin's `Ping`.
+pub(crate) async fn check_health(channel: Channel) -> Result<(), String> {
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: HEALTH_SERVICE.to_owned(),
+        })
+        .await
+        .map_err(|status| {
+            format!(
+                "health check failed: {:?}: {}",
+                status.code(),
+                status.message()
+            )
+        })?;
+    let status = response.into_inner().status();
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(format!("health status of service \"plugin\" is {status:?}"))
+    }
+}
+
+/// Discards stdout after the handshake, logging it at debug (go-plugin discards it silently).
+pub(crate) fn drain_stdout(plugin: String, mut stdout: BufReader<ChildStdout>) {
+    tokio::spawn(async move {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match stdout.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    tracing::debug!(target: "plugsconc::plugin", plugin, stream = "stdout", "{}", text.trim_end());
+                }
+            }
+        }
+    });
+}
+
+/// Follows `plugin.GRPCStdio` in the background; plugins without it (go-plugin < 1.1, Python
+/// examples that only keep it open) are fine.
+pub(crate) fn stream_stdio(plugin: String, channel: Channel) {
+    tokio::spawn(async move {
+        let mut client = GrpcStdioClient::new(channel);
+        let mut stream = match client.stream_stdio(()).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                tracing::debug!(plugin, code = ?status.code(), "plugin does not stream stdio");
+                return;
+            }
+        };
+        while let Ok(Some(data)) = stream.message().await {
+            let stream_name = match data.channel() {
+                StdioChannel::Stdout => "stdout",
+                StdioChannel::Stderr => "stderr",
+                StdioChannel::Invalid => continue,
+            };
+            let text = String::from_utf8_lossy(&data.data);
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                tracing::info!(target: "plugsconc::plugin", plugin, stream = stream_name, "{line}");
+            }
+        }
+    });
+}
+
+/// A private folder (0700) for a plugin's unix sockets, removed when dropped.
+#[derive(Debug)]
+pub(crate) struct SocketDir(PathBuf);
+
+impl SocketDir {
+    pub(crate) fn create() -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // Short names: unix socket paths are limited to ~108 bytes.
+        let path = std::env::temp_dir().join(format!(
+            "plugsconc-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Self(path))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,191 @@
+//! The error type of the host crate.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+
+/// Why a plugin could not be started, reached or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The binary could not be read for its checksum.
+    #[error("plugin {plugin:?}: cannot read {path} to check its SHA-256: {source}")]
+    ChecksumRead {
+        /// The plugin.
+        plugin: String,
+        /// Its binary.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The binary is not the one that was approved; it was not executed.
+    #[error(
+        "plugin {plugin:?}: {path} has SHA-256 {actual}, expected {expected}; refusing to run it"
+    )]
+    ChecksumMismatch {
+        /// The plugin.
+        plugin: String,
+        /// Its binary.
+        path: PathBuf,
+        /// The approved hash.
+        expected: String,
+        /// The hash of the file on disk.
+        actual: String,
+    },
+    /// A configured checksum is not 64 hex digits.
+    #[error("plugin {plugin:?}: checksum {value:?} is not a SHA-256 (64 hex digits)")]
+    ChecksumSyntax {
+        /// The plugin.
+        plugin: String,
+        /// The value given.
+        value: String,
+    },
+    /// The process could not be spawned.
+    #[error("plugin {plugin:?}: cannot execute {path}: {source}")]
+    Spawn {
+        /// The plugin.
+        plugin: String,
+        /// Its binary.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The plugin exited before printing its handshake line.
+    #[error("plugin {plugin:?} exited before printing its handshake line ({status}){tail}")]
+    ExitedBeforeHandshake {
+        /// The plugin.
+        plugin: String,
+        /// How it exited.
+        status: String,
+        /// Its last stderr lines, formatted.
+        tail: StderrTail,
+    },
+    /// No handshake line within the start timeout.
+    #[error(
+        "plugin {plugin:?}: timeout while waiting for the handshake line after {seconds:.1} s; the plugin was killed{tail}"
+    )]
+    HandshakeTimeout {
+        /// The plugin.
+        plugin: String,
+        /// The timeout.
+        seconds: f64,
+        /// Its last stderr lines.
+        tail: StderrTail,
+    },
+    /// The first stdout line is not a handshake line (go-plugin: "Unrecognized remote plugin
+    /// message").
+    #[error(
+        "plugin {plugin:?} printed {line:?} where the handshake line was expected (CORE|APP|NETWORK|ADDRESS|grpc|CERT): {reason}; the plugin was killed ({status}){tail}"
+    )]
+    BadHandshake {
+        /// The plugin.
+        plugin: String,
+        /// What it printed.
+        line: String,
+        /// Why it is not a valid handshake.
+        reason: String,
+        /// Its exit status after being stopped.
+        status: String,
+        /// Its last stderr lines.
+        tail: StderrTail,
+    },
+    /// The plugin negotiated a version the host does not accept.
+    #[error(
+        "plugin {plugin:?}: incompatible API version with plugin. Plugin version: {plugin_version}, Client versions: {host_versions:?}"
+    )]
+    IncompatibleVersion {
+        /// The plugin.
+        plugin: String,
+        /// What it offered.
+        plugin_version: u32,
+        /// What the host accepts.
+        host_versions: Vec<u32>,
+    },
+    /// The plugin speaks net/rpc, which plugsconc does not.
+    #[error(
+        "plugin {plugin:?} speaks net/rpc; plugsconc supports gRPC plugins only (in Go: set GRPCServer in plugin.ServeConfig)"
+    )]
+    NetRpc {
+        /// The plugin.
+        plugin: String,
+    },
+    /// AutoMTLS was requested but the plugin sent no certificate.
+    #[error(
+        "plugin {plugin:?} did not send a certificate in its handshake although AutoMTLS is on (a plugin that does not support AutoMTLS must be run with auto_mtls off)"
+    )]
+    MissingCertificate {
+        /// The plugin.
+        plugin: String,
+    },
+    /// A wire-level problem (bad certificate, TLS set-up).
+    #[error("plugin {plugin:?}: {source}")]
+    Protocol {
+        /// The plugin.
+        plugin: String,
+        /// The cause.
+        source: plugsconc_protocol::ProtocolError,
+    },
+    /// Connecting to the plugin's address failed.
+    #[error("plugin {plugin:?}: {source}{tail}")]
+    Connect {
+        /// The plugin.
+        plugin: String,
+        /// The cause.
+        source: plugsconc_transport::TransportError,
+        /// Its last stderr lines.
+        tail: StderrTail,
+    },
+    /// The plugin's health check failed.
+    #[error("plugin {plugin:?} is not healthy: {reason}")]
+    Unhealthy {
+        /// The plugin.
+        plugin: String,
+        /// The health status or the error.
+        reason: String,
+    },
+    /// A reattach target is not that plugin.
+    #[error("cannot reattach to plugin {plugin:?}: {reason}")]
+    Reattach {
+        /// The plugin.
+        plugin: String,
+        /// Why the pid or address was refused.
+        reason: String,
+    },
+    /// The plugin did not exit even after SIGKILL.
+    #[error("plugin {plugin:?} (pid {pid}) did not exit after SIGKILL")]
+    Unkillable {
+        /// The plugin.
+        plugin: String,
+        /// Its pid.
+        pid: u32,
+    },
+}
+
+/// The last stderr lines of a plugin, rendered after an error message.
+#[derive(Debug, Clone, Default)]
+pub struct StderrTail(pub Vec<String>);
+
+impl std::fmt::Display for StderrTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("; it wrote nothing on stderr");
+        }
+        f.write_str("; last stderr lines:")?;
+        for line in &self.0 {
+            write!(f, "\n    {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders an exit status for messages.
+pub(crate) fn describe_status(status: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status {
+        None => "still running".to_owned(),
+        Some(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => status.to_string(),
+        },
+    }
+}

@@ -1,0 +1,32 @@
+//! The host side of plugsconc: launch a plugin binary with the go-plugin handshake, connect to it
+//! (unix socket or TCP, AutoMTLS), check its health, open the broker and stdio streams, hand out
+//! a channel for typed tonic clients, turn its stderr into `tracing` events, and stop it —
+//! `Controller.Shutdown`, a bounded grace period, then SIGKILL of its whole process group, always
+//! reaped.
+//!
+//! ```rust,ignore
+//! let client = PluginClient::builder("kv", "./plugins/kv/kv")
+//!     .handshake(HandshakeConfig::new(1, "BASIC_PLUGIN", "hello"))
+//!     .auto_mtls(true)
+//!     .start()
+//!     .await?;
+//! let mut kv = KvClient::new(client.channel());
+//! kv.put(PutRequest { key: "a".into(), value: b"1".to_vec() }).await?;
+//! client.kill().await?;
+//! ```
+
+#![warn(missing_docs)]
+
+mod builder;
+mod checksum;
+mod client;
+mod error;
+mod process;
+mod reattach;
+mod stderr;
+
+pub use builder::ClientBuilder;
+pub use checksum::{Sha256, sha256_file};
+pub use client::{KillOutcome, PluginClient};
+pub use error::HostError;
+pub use reattach::ReattachConfig;

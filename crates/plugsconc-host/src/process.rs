@@ -1,0 +1,195 @@
+//! The plugin process: spawned in its own process group, reaped by exactly one task, signalled
+//! only while it has not been reaped (so a recycled pid is never hit).
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::sync::watch;
+
+/// A running (or exited) plugin process.
+#[derive(Debug)]
+pub(crate) struct Process {
+    pid: u32,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    /// `true` for our own child (its group can be signalled), `false` for a reattached process.
+    own: bool,
+}
+
+impl Process {
+    /// Spawns `command` as the leader of a new process group and starts its reaper.
+    pub(crate) fn spawn(mut command: Command) -> std::io::Result<(Self, ChildStdout, ChildStderr)> {
+        command.process_group(0).kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let (Some(stdout), Some(stderr), Some(pid)) =
+            (child.stdout.take(), child.stderr.take(), child.id())
+        else {
+            return Err(std::io::Error::other(
+                "spawned plugin has no stdout, stderr or pid",
+            ));
+        };
+        let (tx, exit) = watch::channel(None);
+        tokio::spawn(reap(child, pid, tx));
+        Ok((
+            Self {
+                pid,
+                exit,
+                own: true,
+            },
+            stdout,
+            stderr,
+        ))
+    }
+
+    /// A process this host did not start (reattach): watched by polling, signalled by pid only.
+    pub(crate) fn foreign(pid: u32) -> Self {
+        let (tx, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = tx.closed() => return,
+                }
+                if !alive(pid) {
+                    use std::os::unix::process::ExitStatusExt as _;
+                    // Not our child: its real status is unknowable; report a clean exit.
+                    let _ = tx.send(Some(ExitStatus::from_raw(0)));
+                    return;
+                }
+            }
+        });
+        Self {
+            pid,
+            exit,
+            own: false,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
+        *self.exit.borrow()
+    }
+
+    /// Waits for the exit, at most `limit`.
+    pub(crate) async fn wait_for(&self, limit: Duration) -> Option<ExitStatus> {
+        let mut exit = self.exit.clone();
+        let waited = tokio::time::timeout(limit, exit.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(status)) => *status,
+            _ => self.exit_status(),
+        }
+    }
+
+    /// Waits for the exit.
+    pub(crate) async fn exited(&self) -> Option<ExitStatus> {
+        let mut exit = self.exit.clone();
+        exit.wait_for(Option::is_some).await.ok().and_then(|s| *s)
+    }
+
+    /// SIGKILL to the whole group (our child) or the pid (reattached), unless already reaped.
+    pub(crate) fn kill_now(&self) {
+        if self.exit_status().is_some() {
+            return;
+        }
+        let pid = self.pid as libc::pid_t;
+        // SAFETY: plain syscalls on a pid we own and have not reaped (checked above).
+        unsafe {
+            if self.own {
+                libc::killpg(pid, libc::SIGKILL);
+            } else {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Nobody will kill it later: do it now. The reaper task still reaps it.
+        self.kill_now();
+    }
+}
+
+async fn reap(mut child: Child, pid: u32, tx: watch::Sender<Option<ExitStatus>>) {
+    let status = child.wait().await;
+    // Whatever the plugin forked is in its group: take it down with it. The group id cannot be
+    // reused while members remain, and with none left this is ESRCH.
+    // SAFETY: plain syscall.
+    unsafe {
+        libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+    }
+    match status {
+        Ok(status) => {
+            let _ = tx.send(Some(status));
+        }
+        Err(err) => {
+            use std::os::unix::process::ExitStatusExt as _;
+            tracing::warn!(pid, error = %err, "cannot wait for plugin process");
+            let _ = tx.send(Some(ExitStatus::from_raw(libc::SIGKILL)));
+        }
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn group_kill_reaps_leader_and_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child");
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "sleep 1000 & echo $! > {}; exec sleep 1000",
+                pid_file.display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let (process, _out, _err) = Process::spawn(command).unwrap();
+        let child_pid = loop {
+            if let Ok(text) = std::fs::read_to_string(&pid_file)
+                && let Ok(pid) = text.trim().parse::<u32>()
+            {
+                break pid;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(alive(process.pid()) && alive(child_pid));
+        process.kill_now();
+        let status = process.exited().await.unwrap();
+        assert!(!status.success());
+        // The orphaned child is reparented and reaped by init; wait until it is gone.
+        for _ in 0..500 {
+            if !alive(child_pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!alive(child_pid), "forked child {child_pid} survived");
+        assert!(!alive(process.pid()));
+    }
+
+    #[test]
+    fn alive_reads_proc() {
+        assert!(alive(std::process::id()));
+        assert!(!alive(u32::MAX - 1));
+    }
+}

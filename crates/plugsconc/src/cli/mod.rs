@@ -1,0 +1,46 @@
+//! Command-line surface: one module per subcommand.
+
+mod call;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Run, call and manage plugins (wire-compatible with HashiCorp go-plugin).
+#[derive(Debug, Parser)]
+#[command(name = "plugsconc", version, about)]
+pub struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Launch a plugin binary, call one unary gRPC method with a JSON body, print the JSON reply.
+    Call(call::CallArgs),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Call(args) => call::run(args).await,
+        }
+    }
+}
+
+/// Console logging on stderr; plugin log lines arrive here with their plugin's name.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug,h2=info,hyper=info,tower=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

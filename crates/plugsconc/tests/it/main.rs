@@ -1,0 +1,9 @@
+//! Integration tests of the `plugsconc` binary and of go-plugin interoperability, both ways.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod call;
+mod go_host;
+mod go_plugin;
+mod python;
+mod support;
