@@ -1,7 +1,8 @@
 //! Compiles the example contracts with protox and writes their descriptor set for reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a compiled build script may be reused for a checkout at another path.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "animalpb/animal.proto",
         "kvpb/kv.proto",
