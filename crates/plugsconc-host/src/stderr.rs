@@ -117,8 +117,11 @@ fn emit(plugin: &str, line: Line) {
                 })
                 .collect::<Vec<_>>()
                 .join(" ");
-            let module = entry.module.as_deref().unwrap_or("");
-            at_level!(entry.level, plugin, module, fields, "{}", entry.message);
+            if fields.is_empty() {
+                at_level!(entry.level, plugin, "{}", entry.message);
+            } else {
+                at_level!(entry.level, plugin, fields, "{}", entry.message);
+            }
         }
         Line::Plain { level, text } => at_level!(level, plugin, "{}", text),
     }

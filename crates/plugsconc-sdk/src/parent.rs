@@ -9,10 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 const POLL: Duration = Duration::from_secs(1);
 
-/// Cancels `shutdown` once the parent process is gone (the plugin was re-parented).
-pub(crate) fn watch(shutdown: CancellationToken) {
+/// The parent pid now; taken first thing so a host that dies during start-up is still noticed.
+pub(crate) fn current() -> libc::pid_t {
     // SAFETY: getppid has no preconditions and cannot fail.
-    let parent = unsafe { libc::getppid() };
+    unsafe { libc::getppid() }
+}
+
+/// Cancels `shutdown` once the process is no longer the child of `parent` (it was re-parented).
+pub(crate) fn watch(parent: libc::pid_t, shutdown: CancellationToken) {
     if parent <= 1 {
         // Started by init or a subreaper that is already our parent: nothing to watch.
         return;

@@ -142,6 +142,7 @@ impl Plugin {
     /// [`SdkError::NotLaunchedByHost`] without the magic cookie (the explanation has already
     /// been written to stderr), or why the plugin could not listen or serve.
     pub async fn run(mut self) -> Result<(), SdkError> {
+        let host_pid = parent::current();
         let env = match PluginEnv::from_vars(std::env::vars(), &self.handshake) {
             Ok(env) => env,
             Err(ProtocolError::CookieMismatch { key, .. }) => {
@@ -229,7 +230,7 @@ impl Plugin {
 
         let stdio = Stdio::redirect_stdout(shutdown.clone())?;
         let services = services.add_service(GrpcStdioServer::new(stdio));
-        parent::watch(shutdown.clone());
+        parent::watch(host_pid, shutdown.clone());
         watch_signals(shutdown.clone())?;
         tracing::debug!(version, address = line.address, "plugin serving");
 

@@ -130,3 +130,26 @@ async fn dropping_a_client_kills_its_plugin() {
     drop(client);
     assert_gone(&pids(&pid_file)).await;
 }
+
+#[tokio::test]
+async fn orphaned_plugin_exits_when_its_host_dies() {
+    // A short-lived shell plays the host: it starts the plugin and exits without stopping it.
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids");
+    let out = dir.path().join("stdout");
+    // The shell exits as soon as the plugin has printed its handshake line.
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("\"$PLUGIN\" > \"$OUT\" 2>/dev/null & while [ ! -s \"$OUT\" ]; do sleep 0.01; done")
+        .env("PLUGIN", crate::support::misbehave_bin())
+        .env("OUT", &out)
+        .env("BASIC_PLUGIN", "hello")
+        .env("MISBEHAVE_PID_FILE", &pid_file)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let pids = pids(&pid_file);
+    assert_eq!(pids.len(), 1, "the plugin did not start: {pids:?}");
+    assert_gone(&pids).await;
+}
