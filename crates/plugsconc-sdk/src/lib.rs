@@ -28,6 +28,7 @@ pub mod logging;
 mod parent;
 mod plugin;
 mod stdio;
+pub mod testing;
 
 pub use error::SdkError;
 pub use plugin::Plugin;

@@ -203,24 +203,7 @@ impl Plugin {
             }
         });
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-
-        let mut services = Services::new()
-            .add_service(health_service)
-            .add_service(GrpcControllerServer::new(Controller {
-                shutdown: shutdown.clone(),
-            }))
-            .add_service(broker.service());
-        for register in self.versions.remove(&version).unwrap_or_default() {
-            services = register(&broker, services);
-        }
-
+        let services = self.services(version, &broker, &shutdown).await;
         let mut line = HandshakeLine::grpc(version, listener.network(), listener.address());
         line.server_cert = own_cert.as_ref().map(|(own, _)| own.cert_der().to_vec());
         // go-plugin prints field 7 whenever the host asked; plugsconc does not multiplex.
@@ -251,6 +234,62 @@ impl Plugin {
         broker.close();
         tracing::debug!("plugin stopped");
         Ok(())
+    }
+
+    /// The internal services a host expects, then the plugin's own for `version`.
+    async fn services(
+        &mut self,
+        version: u32,
+        broker: &Broker,
+        shutdown: &CancellationToken,
+    ) -> Services {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let mut services = Services::new()
+            .add_service(health_service)
+            .add_service(GrpcControllerServer::new(Controller {
+                shutdown: shutdown.clone(),
+            }))
+            .add_service(broker.service());
+        for register in self.versions.remove(&version).unwrap_or_default() {
+            services = register(broker, services);
+        }
+        services
+    }
+
+    /// Serves the plugin in-process on a private unix socket, without a host, cookie or
+    /// handshake, for the plugin's own tests; its highest protocol version is used.
+    ///
+    /// # Errors
+    ///
+    /// [`SdkError`] if the socket cannot be created or connected.
+    pub async fn test_server(mut self) -> Result<crate::testing::TestServer, SdkError> {
+        let version = self
+            .versions
+            .keys()
+            .next_back()
+            .copied()
+            .ok_or(SdkError::NoServices {
+                plugin: self.name.clone(),
+            })?;
+        let dir = crate::testing::SocketDir::create().map_err(|source| SdkError::Io {
+            action: "create a socket folder",
+            source,
+        })?;
+        let listen = ListenOptions {
+            socket_dir: Some(dir.path().to_owned()),
+            ..ListenOptions::default()
+        };
+        let listener = BoundListener::bind(&listen)?;
+        let broker = Broker::new(listen, None);
+        let shutdown = CancellationToken::new();
+        let services = self.services(version, &broker, &shutdown).await;
+        crate::testing::TestServer::start(listener, services, shutdown, dir).await
     }
 }
 

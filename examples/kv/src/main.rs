@@ -114,7 +114,7 @@ impl HostAddedCounter {
     }
 }
 
-fn main() {
+fn plugin() -> Plugin {
     Plugin::new("kv", HandshakeConfig::new(1, "BASIC_PLUGIN", "hello"))
         .service(KvServer::new(Store::default()))
         .service_with_broker(|broker| {
@@ -123,5 +123,48 @@ fn main() {
                 values: Mutex::new(HashMap::new()),
             })
         })
-        .serve()
+}
+
+fn main() {
+    plugin().serve()
+}
+
+#[cfg(test)]
+mod tests {
+    use example_contracts::kv::kv_client::KvClient;
+
+    use super::*;
+
+    /// The SDK's in-process harness: no host, no process, the same services.
+    #[tokio::test]
+    async fn stores_and_echoes() {
+        let server = plugin().without_logging().test_server().await.unwrap();
+        let mut kv = KvClient::new(server.channel());
+        kv.put(PutRequest {
+            key: "k".into(),
+            value: b"v".to_vec(),
+        })
+        .await
+        .unwrap();
+        let got = kv
+            .get(GetRequest { key: "k".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(got.found);
+        assert_eq!(got.value, b"v");
+        let missing = kv
+            .get(GetRequest { key: "x".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!missing.found);
+        let echoed = kv
+            .echo(EchoRequest { data: vec![0, 255] })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(echoed.data, vec![0, 255]);
+        server.stop().await;
+    }
 }
