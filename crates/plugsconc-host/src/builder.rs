@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use plugsconc_protocol::env::{self, HandshakeConfig, HostEnv, Transport};
 use plugsconc_protocol::mtls::{self, CertificateDer, CertifiedKey, Curve};
 use plugsconc_protocol::{HandshakeLine, Protocol};
-use plugsconc_transport::{Broker, BrokerTls, ChannelOptions, ListenOptions, connect};
+use plugsconc_transport::{Broker, BrokerTls, ChannelOptions, ListenOptions, SocketDir, connect};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{ChildStdout, Command};
 use tokio::sync::OnceCell;
 
 use crate::HostError;
 use crate::checksum::{self, Sha256};
-use crate::client::{self, PluginClient, SocketDir};
+use crate::client::{self, PluginClient};
 use crate::error::describe_status;
 use crate::process::Process;
 use crate::stderr::{self, Tail};
@@ -211,7 +211,7 @@ impl ClientBuilder {
             builder: &self,
             process,
             tail,
-            stderr_task,
+            stderr_task: Some(stderr_task),
             socket_dir,
         };
         starting.finish(stdout, started, &versions, host_cert).await
@@ -250,13 +250,13 @@ struct Starting<'a> {
     builder: &'a ClientBuilder,
     process: Process,
     tail: Tail,
-    stderr_task: tokio::task::JoinHandle<()>,
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
     socket_dir: SocketDir,
 }
 
 impl Starting<'_> {
     async fn finish(
-        self,
+        mut self,
         stdout: ChildStdout,
         started: Instant,
         versions: &[u32],
@@ -293,7 +293,7 @@ impl Starting<'_> {
             }
             Ok(Some(_)) => String::from_utf8_lossy(&first).trim().to_owned(),
         };
-        client::drain_stdout(name.clone(), stdout);
+        let stdout_task = client::drain_stdout(name.clone(), stdout);
 
         let handshake = match HandshakeLine::parse(&line) {
             Ok(handshake) => handshake,
@@ -379,7 +379,7 @@ impl Starting<'_> {
             tls,
         );
         broker.run_client(channel.clone());
-        client::stream_stdio(name.clone(), channel.clone());
+        let stdio_task = client::stream_stdio(name.clone(), channel.clone());
         Ok(PluginClient::new(client::Parts {
             name,
             process: self.process,
@@ -388,22 +388,20 @@ impl Starting<'_> {
             handshake,
             kill_grace: self.builder.kill_grace,
             tail: self.tail,
-            stderr_task: Some(self.stderr_task),
+            stderr_task: self.stderr_task,
             socket_dir: Some(self.socket_dir),
+            background: vec![stdout_task, stdio_task],
         }))
     }
 
     /// Kills the process group, reaps it, lets stderr drain, and returns the stderr tail.
-    async fn abort(&self) -> crate::error::StderrTail {
+    async fn abort(&mut self) -> crate::error::StderrTail {
         self.process.kill_now();
         self.process.wait_for(Duration::from_secs(5)).await;
-        // The pipe closes once the group is gone; give the reader a moment to log the rest.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while !self.stderr_task.is_finished() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        // The pipe closes once the group is gone; let the reader log the last lines.
+        if let Some(task) = self.stderr_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
         self.tail.snapshot()
     }
 }

@@ -1,10 +1,9 @@
 //! [`PluginClient`]: a started plugin — its channel for typed clients, its broker, its health,
 //! and how it is stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use plugsconc_protocol::proto::plugin::Empty;
@@ -12,7 +11,7 @@ use plugsconc_protocol::proto::plugin::grpc_controller_client::GrpcControllerCli
 use plugsconc_protocol::proto::plugin::grpc_stdio_client::GrpcStdioClient;
 use plugsconc_protocol::proto::plugin::stdio_data::Channel as StdioChannel;
 use plugsconc_protocol::{HEALTH_SERVICE, HandshakeLine};
-use plugsconc_transport::{Broker, ChannelOptions, connect};
+use plugsconc_transport::{Broker, ChannelOptions, SocketDir, connect};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::ChildStdout;
 use tokio::task::JoinHandle;
@@ -42,6 +41,8 @@ pub struct PluginClient {
     tail: Tail,
     stderr_task: Mutex<Option<JoinHandle<()>>>,
     socket_dir: Mutex<Option<SocketDir>>,
+    /// Stdout drain and stdio stream: they end with the process, and are aborted with the client.
+    background: Vec<JoinHandle<()>>,
 }
 
 pub(crate) struct Parts {
@@ -54,6 +55,7 @@ pub(crate) struct Parts {
     pub(crate) tail: Tail,
     pub(crate) stderr_task: Option<JoinHandle<()>>,
     pub(crate) socket_dir: Option<SocketDir>,
+    pub(crate) background: Vec<JoinHandle<()>>,
 }
 
 impl PluginClient {
@@ -73,6 +75,7 @@ impl PluginClient {
             tail: parts.tail,
             stderr_task: Mutex::new(parts.stderr_task),
             socket_dir: Mutex::new(parts.socket_dir),
+            background: parts.background,
         }
     }
 
@@ -120,6 +123,7 @@ impl PluginClient {
             tail: Tail::default(),
             stderr_task: None,
             socket_dir: None,
+            background: Vec::new(),
         }))
     }
 
@@ -239,6 +243,16 @@ impl PluginClient {
     }
 }
 
+impl Drop for PluginClient {
+    fn drop(&mut self) {
+        // The process itself is killed by `Process`'s own drop; stop what reads from it.
+        self.broker.close();
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
 /// How a plugin stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KillOutcome {
@@ -278,7 +292,7 @@ pub(crate) async fn check_health(channel: Channel) -> Result<(), String> {
 }
 
 /// Discards stdout after the handshake, logging it at debug (go-plugin discards it silently).
-pub(crate) fn drain_stdout(plugin: String, mut stdout: BufReader<ChildStdout>) {
+pub(crate) fn drain_stdout(plugin: String, mut stdout: BufReader<ChildStdout>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut line = Vec::new();
         loop {
@@ -291,12 +305,12 @@ pub(crate) fn drain_stdout(plugin: String, mut stdout: BufReader<ChildStdout>) {
                 }
             }
         }
-    });
+    })
 }
 
 /// Follows `plugin.GRPCStdio` in the background; plugins without it (go-plugin < 1.1, Python
 /// examples that only keep it open) are fine.
-pub(crate) fn stream_stdio(plugin: String, channel: Channel) {
+pub(crate) fn stream_stdio(plugin: String, channel: Channel) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut client = GrpcStdioClient::new(channel);
         let mut stream = match client.stream_stdio(()).await {
@@ -317,34 +331,5 @@ pub(crate) fn stream_stdio(plugin: String, channel: Channel) {
                 tracing::info!(target: "plugsconc::plugin", plugin, stream = stream_name, "{line}");
             }
         }
-    });
-}
-
-/// A private folder (0700) for a plugin's unix sockets, removed when dropped.
-#[derive(Debug)]
-pub(crate) struct SocketDir(PathBuf);
-
-impl SocketDir {
-    pub(crate) fn create() -> std::io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        // Short names: unix socket paths are limited to ~108 bytes.
-        let path = std::env::temp_dir().join(format!(
-            "plugsconc-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(Self(path))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    })
 }

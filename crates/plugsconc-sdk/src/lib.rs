@@ -33,5 +33,5 @@ pub mod testing;
 pub use error::SdkError;
 pub use plugin::Plugin;
 pub use plugsconc_protocol::env::HandshakeConfig;
-pub use plugsconc_transport::{Broker, BrokeredServer, TransportError};
+pub use plugsconc_transport::{Broker, BrokeredServer, GrpcService, Services, TransportError};
 pub use tonic;

@@ -1,7 +1,6 @@
 //! [`Plugin`]: the builder a plugin author fills with services, and the serve loop.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,16 +10,18 @@ use plugsconc_protocol::mtls::{self, CertifiedKey, Curve};
 use plugsconc_protocol::proto::plugin::grpc_controller_server::GrpcControllerServer;
 use plugsconc_protocol::proto::plugin::grpc_stdio_server::GrpcStdioServer;
 use plugsconc_protocol::{HEALTH_SERVICE, HandshakeLine, ProtocolError};
-use plugsconc_transport::{BoundListener, Broker, BrokerTls, ListenOptions, Services};
+use plugsconc_transport::{
+    BoundListener, Broker, BrokerTls, GrpcService, ListenOptions, Services, SocketDir,
+};
 use tokio_util::sync::CancellationToken;
-use tonic::body::Body;
-use tonic::codegen::{Service, http};
-use tonic::server::NamedService;
 use tonic::transport::Server;
 
 use crate::controller::Controller;
 use crate::stdio::Stdio;
 use crate::{SdkError, logging, parent};
+
+/// Overrides [`Plugin::worker_threads`] at run time.
+const WORKER_THREADS_ENV: &str = "PLUGSCONC_WORKER_THREADS";
 
 /// How long in-flight calls may run after a shutdown request before the plugin exits anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -33,6 +34,7 @@ pub struct Plugin {
     handshake: HandshakeConfig,
     versions: BTreeMap<u32, Vec<Registration>>,
     logging: bool,
+    worker_threads: usize,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -53,20 +55,12 @@ impl Plugin {
             handshake,
             versions: BTreeMap::new(),
             logging: true,
+            worker_threads: 1,
         }
     }
 
     /// Serves `svc` (a tonic-generated server) under the handshake's protocol version.
-    pub fn service<S>(self, svc: S) -> Self
-    where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn service<S: GrpcService>(self, svc: S) -> Self {
         let version = self.handshake.protocol_version;
         self.version(version, move |_, services| services.add_service(svc))
     }
@@ -76,13 +70,7 @@ impl Plugin {
     pub fn service_with_broker<S, F>(self, make: F) -> Self
     where
         F: FnOnce(Broker) -> S + Send + 'static,
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
+        S: GrpcService,
     {
         let version = self.handshake.protocol_version;
         self.version(version, move |broker, services| {
@@ -103,6 +91,13 @@ impl Plugin {
         self
     }
 
+    /// Threads serving calls (default 1: one thread answers small calls fastest, see the README's
+    /// benchmarks; give CPU-heavy plugins more). `PLUGSCONC_WORKER_THREADS` overrides it.
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        self.worker_threads = threads;
+        self
+    }
+
     /// Leaves logging to the plugin: no hclog subscriber is installed.
     pub fn without_logging(mut self) -> Self {
         self.logging = false;
@@ -112,10 +107,18 @@ impl Plugin {
     /// Runs the plugin on a new tokio runtime and exits the process: 0 after a graceful stop,
     /// 1 when not started by a host or on error.
     pub fn serve(self) -> ! {
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        let threads = std::env::var(WORKER_THREADS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.worker_threads);
+        let mut builder = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        };
+        let runtime = match builder.enable_all().build() {
             Ok(runtime) => runtime,
             Err(err) => {
                 eprintln!("cannot start the tokio runtime: {err}");
@@ -277,7 +280,7 @@ impl Plugin {
             .ok_or(SdkError::NoServices {
                 plugin: self.name.clone(),
             })?;
-        let dir = crate::testing::SocketDir::create().map_err(|source| SdkError::Io {
+        let dir = SocketDir::create().map_err(|source| SdkError::Io {
             action: "create a socket folder",
             source,
         })?;

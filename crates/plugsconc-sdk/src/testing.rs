@@ -2,10 +2,7 @@
 //! health, controller and broker services a host would see, on a private unix socket, and
 //! [`TestServer::channel`] connects typed clients to it.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use plugsconc_transport::{BoundListener, ChannelOptions, Services, connect};
+use plugsconc_transport::{BoundListener, ChannelOptions, Services, SocketDir, connect};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Server};
@@ -70,34 +67,6 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// A private socket folder, removed when dropped.
-#[derive(Debug)]
-pub(crate) struct SocketDir(PathBuf);
-
-impl SocketDir {
-    pub(crate) fn create() -> std::io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "plugsconc-test-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(Self(path))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

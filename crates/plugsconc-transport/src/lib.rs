@@ -12,9 +12,11 @@ mod error;
 pub mod io;
 pub mod listener;
 pub mod services;
+pub mod socket_dir;
 
 pub use broker::{Broker, BrokerTls, BrokeredServer};
 pub use connector::{ChannelOptions, connect};
 pub use error::TransportError;
 pub use listener::{BoundListener, ListenOptions};
-pub use services::Services;
+pub use services::{GrpcService, Services};
+pub use socket_dir::SocketDir;

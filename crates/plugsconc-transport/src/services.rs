@@ -19,6 +19,35 @@ type BoxedService = BoxCloneSyncService<http::Request<Body>, http::Response<Body
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static>>;
 
+/// A tonic-generated server (what `FooServer::new(impl)` returns), in one bound.
+pub trait GrpcService:
+    Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// gRPC services keyed by their full name; unknown services answer `UNIMPLEMENTED`.
 #[derive(Clone, Default)]
 pub struct Services {
@@ -39,16 +68,7 @@ impl Services {
 
     /// Adds a tonic-generated server (replacing one of the same name).
     #[must_use]
-    pub fn add_service<S>(mut self, svc: S) -> Self
-    where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn add_service<S: GrpcService>(mut self, svc: S) -> Self {
         Arc::make_mut(&mut self.by_name).insert(S::NAME, BoxCloneSyncService::new(svc));
         self
     }
