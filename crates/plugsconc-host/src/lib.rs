@@ -21,6 +21,7 @@ mod builder;
 mod checksum;
 mod client;
 mod error;
+pub mod manifest;
 mod process;
 mod reattach;
 mod stderr;
