@@ -51,6 +51,78 @@ pub fn sha256_file(path: &Path) -> std::io::Result<Sha256> {
     Ok(Sha256(hasher.finalize().into()))
 }
 
+/// Suffix of the checksum sidecar next to an entry point (`kv` -> `kv.sha256`).
+pub const SIDECAR_SUFFIX: &str = ".sha256";
+
+/// Reads `<entrypoint>.sha256` in the standard `sha256sum` format (`<hex>  <file name>`, or
+/// `<hex> *<file name>`, or the bare digest); the file name, when present, must be the entry
+/// point's.
+///
+/// # Errors
+///
+/// [`HostError::Sidecar`] saying what is missing or malformed and how to make it.
+pub fn read_sidecar(plugin: &str, entrypoint: &Path) -> Result<Sha256, HostError> {
+    let file_name = entrypoint
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut sidecar = entrypoint.as_os_str().to_owned();
+    sidecar.push(SIDECAR_SUFFIX);
+    let sidecar = std::path::PathBuf::from(sidecar);
+    let fail = |reason: String| HostError::Sidecar {
+        plugin: plugin.to_owned(),
+        path: sidecar.clone(),
+        entrypoint: file_name.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&sidecar)
+        .map_err(|err| fail(format!("no readable checksum sidecar: {err}")))?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .ok_or_else(|| fail("the checksum sidecar is empty".into()))?;
+    let (hex, named) = match line.split_once(char::is_whitespace) {
+        Some((hex, rest)) => (hex, Some(rest.trim_start().trim_start_matches('*'))),
+        None => (line, None),
+    };
+    let digest = Sha256::from_hex(hex)
+        .ok_or_else(|| fail(format!("{hex:?} is not a SHA-256 (64 hex digits)")))?;
+    if let Some(named) = named
+        && named != file_name
+        && !named.ends_with(&format!("/{file_name}"))
+    {
+        return Err(fail(format!(
+            "the sidecar is for {named:?}, not the entry point {file_name:?}"
+        )));
+    }
+    Ok(digest)
+}
+
+/// Verifies a discovered plugin's entry point against its sidecar, returning the digest (to pass
+/// to [`crate::ClientBuilder::sha256`] so the same check repeats right before exec).
+///
+/// # Errors
+///
+/// [`HostError::Sidecar`] or [`HostError::ChecksumMismatch`].
+pub async fn verify_entrypoint(plugin: &crate::Discovered) -> Result<Sha256, HostError> {
+    let name = plugin.manifest.name.clone();
+    let entrypoint = plugin.entrypoint();
+    let expected = {
+        let (name, path) = (name.clone(), entrypoint.clone());
+        tokio::task::spawn_blocking(move || read_sidecar(&name, &path))
+            .await
+            .map_err(|err| HostError::Sidecar {
+                plugin: plugin.manifest.name.clone(),
+                path: entrypoint.clone(),
+                entrypoint: String::new(),
+                reason: err.to_string(),
+            })??
+    };
+    verify(&name, &entrypoint, expected).await?;
+    Ok(expected)
+}
+
 /// Verifies `path` against `expected` off the async threads.
 pub(crate) async fn verify(plugin: &str, path: &Path, expected: Sha256) -> Result<(), HostError> {
     let owned = path.to_owned();
@@ -87,6 +159,39 @@ mod tests {
         assert_eq!(Sha256::from_hex(&hex.to_uppercase()), Some(digest));
         assert_eq!(Sha256::from_hex("abc"), None);
         assert_eq!(Sha256::from_hex(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn sidecar_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("kv");
+        std::fs::write(&entry, b"").unwrap();
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let sidecar = dir.path().join("kv.sha256");
+        for text in [
+            format!("{hex}  kv\n"),
+            format!("{hex} *kv\n"),
+            format!("{hex}\n"),
+            format!("\n{hex}  ./kv\n"),
+        ] {
+            std::fs::write(&sidecar, text).unwrap();
+            assert_eq!(read_sidecar("kv", &entry).unwrap().to_hex(), hex);
+        }
+        for (text, expected) in [
+            (format!("{hex}  other\n"), "not the entry point"),
+            ("abc  kv\n".to_owned(), "not a SHA-256"),
+            (String::new(), "empty"),
+        ] {
+            std::fs::write(&sidecar, text).unwrap();
+            let err = read_sidecar("kv", &entry).unwrap_err().to_string();
+            assert!(
+                err.contains(expected) && err.contains("sha256sum kv > kv.sha256"),
+                "{err}"
+            );
+        }
+        std::fs::remove_file(&sidecar).unwrap();
+        let err = read_sidecar("kv", &entry).unwrap_err().to_string();
+        assert!(err.contains("no readable checksum sidecar"), "{err}");
     }
 
     #[tokio::test]

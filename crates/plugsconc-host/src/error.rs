@@ -150,6 +150,28 @@ pub enum HostError {
         /// Why the pid or address was refused.
         reason: String,
     },
+    /// The plugins folder cannot be listed.
+    #[error("cannot read the plugins folder {path}: {source}")]
+    PluginsDir {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The checksum sidecar of an entry point is missing or malformed.
+    #[error(
+        "plugin {plugin:?}: {reason} ({path}); create it with `sha256sum {entrypoint} > {entrypoint}.sha256` in the plugin folder"
+    )]
+    Sidecar {
+        /// The plugin.
+        plugin: String,
+        /// The sidecar file.
+        path: PathBuf,
+        /// The entry point's file name.
+        entrypoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The plugin did not exit even after SIGKILL.
     #[error("plugin {plugin:?} (pid {pid}) did not exit after SIGKILL")]
     Unkillable {

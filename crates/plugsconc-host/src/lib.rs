@@ -20,6 +20,7 @@
 mod builder;
 mod checksum;
 mod client;
+mod discovery;
 mod error;
 pub mod manifest;
 mod process;
@@ -27,7 +28,8 @@ mod reattach;
 mod stderr;
 
 pub use builder::ClientBuilder;
-pub use checksum::{Sha256, sha256_file};
+pub use checksum::{Sha256, sha256_file, verify_entrypoint};
 pub use client::{KillOutcome, PluginClient};
+pub use discovery::{Discovered, Discovery, Invalid, discover};
 pub use error::HostError;
 pub use reattach::ReattachConfig;

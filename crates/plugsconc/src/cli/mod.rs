@@ -1,6 +1,7 @@
 //! Command-line surface: one module per subcommand.
 
 mod call;
+mod plugins;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -20,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Launch a plugin binary, call one unary gRPC method with a JSON body, print the JSON reply.
     Call(call::CallArgs),
+    /// Inspect a plugins folder: list, info, verify.
+    Plugins(plugins::PluginsArgs),
 }
 
 impl Cli {
@@ -27,6 +30,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Call(args) => call::run(args).await,
+            Command::Plugins(args) => plugins::run(args).await,
         }
     }
 }

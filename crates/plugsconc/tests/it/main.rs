@@ -5,5 +5,6 @@
 mod call;
 mod go_host;
 mod go_plugin;
+mod plugins_cli;
 mod python;
 mod support;

@@ -1,0 +1,160 @@
+//! Scanning a plugins folder: every `<dir>/<name>/manifest.yaml` is read and validated in
+//! parallel, binaries are not touched (they start lazily). One broken plugin never hides the
+//! others: the result holds every valid plugin and every invalid one with its error.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest as _;
+
+use crate::HostError;
+use crate::checksum::Sha256;
+use crate::manifest::{MANIFEST_FILE, Manifest, ManifestError};
+
+/// A plugin whose manifest is valid.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Its validated manifest.
+    pub manifest: Manifest,
+    /// SHA-256 of the manifest's bytes, to notice changes.
+    pub manifest_sha256: Sha256,
+}
+
+impl Discovered {
+    /// Absolute path of the entry point.
+    pub fn entrypoint(&self) -> PathBuf {
+        self.dir.join(&self.manifest.entrypoint)
+    }
+}
+
+/// A folder whose manifest could not be used.
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Why.
+    pub error: ManifestError,
+}
+
+/// Everything a scan found, sorted by folder name.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    /// Valid plugins.
+    pub plugins: Vec<Discovered>,
+    /// Folders with a broken manifest.
+    pub invalid: Vec<Invalid>,
+}
+
+/// Scans `root`: each sub-folder holding a `manifest.yaml` is a plugin. Blocking (file I/O on
+/// worker threads); call it from `spawn_blocking` in async code.
+///
+/// # Errors
+///
+/// [`HostError::PluginsDir`] only when `root` itself cannot be listed.
+pub fn discover(root: &Path) -> Result<Discovery, HostError> {
+    let entries = std::fs::read_dir(root).map_err(|source| HostError::PluginsDir {
+        path: root.to_owned(),
+        source,
+    })?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|dir| dir.join(MANIFEST_FILE).exists())
+        .collect();
+    dirs.sort();
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(dirs.len().max(1));
+    let chunk = dirs.len().div_ceil(workers).max(1);
+    let results: Vec<Result<Discovered, Invalid>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = dirs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|dir| load(dir)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut discovery = Discovery::default();
+    for result in results {
+        match result {
+            Ok(plugin) => discovery.plugins.push(plugin),
+            Err(invalid) => discovery.invalid.push(invalid),
+        }
+    }
+    Ok(discovery)
+}
+
+/// Loads one plugin folder.
+pub fn load(dir: &Path) -> Result<Discovered, Invalid> {
+    match Manifest::load(dir) {
+        Ok((manifest, bytes)) => Ok(Discovered {
+            dir: dir.to_owned(),
+            manifest,
+            manifest_sha256: Sha256(sha2::Sha256::digest(&bytes).into()),
+        }),
+        Err(error) => Err(Invalid {
+            dir: dir.to_owned(),
+            error,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn write_plugin(root: &Path, name: &str, extra: &str) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), b"#!/bin/sh\n").unwrap();
+        std::fs::write(
+            dir.join(MANIFEST_FILE),
+            format!(
+                "plugin:\n  name: {name}\n  type: animal\n  version: 1.0.0\n  entrypoint: ./{name}\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: K\n  magic_cookie_value: v\n{extra}"
+            ),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn valid_and_invalid_side_by_side() {
+        let root = tempfile::tempdir().unwrap();
+        write_plugin(root.path(), "cat", "");
+        write_plugin(root.path(), "dog", "tags: [a]\n");
+        write_plugin(root.path(), "broken", "bogus: 1\n");
+        std::fs::create_dir(root.path().join("no-manifest")).unwrap();
+        std::fs::create_dir(root.path().join(".hidden")).unwrap();
+        std::fs::write(root.path().join("stray-file"), b"").unwrap();
+        let found = discover(root.path()).unwrap();
+        let names: Vec<_> = found
+            .plugins
+            .iter()
+            .map(|p| p.manifest.name.as_str())
+            .collect();
+        assert_eq!(names, ["cat", "dog"]);
+        assert_eq!(found.invalid.len(), 1);
+        assert!(
+            found.invalid[0]
+                .error
+                .to_string()
+                .contains("unknown field `bogus`")
+        );
+        assert_ne!(
+            found.plugins[0].manifest_sha256,
+            found.plugins[1].manifest_sha256
+        );
+        assert!(found.plugins[0].entrypoint().ends_with("cat/cat"));
+    }
+
+    #[test]
+    fn unreadable_root_is_an_error() {
+        let err = discover(Path::new("/nonexistent/plugins")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/plugins"), "{err}");
+    }
+}

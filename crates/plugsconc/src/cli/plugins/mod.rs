@@ -1,0 +1,120 @@
+//! `plugsconc plugins ...`: the catalog of a plugins folder, read directly (no daemon needed).
+
+mod info;
+mod list;
+mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use plugsconc_host::{Discovered, Invalid};
+use serde_json::{Value, json};
+
+/// Arguments shared by every `plugins` subcommand.
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    /// The plugins folder (one sub-folder with a manifest.yaml per plugin).
+    #[arg(
+        long,
+        global = true,
+        env = "PLUGSCONC_PLUGINS_DIR",
+        default_value = "plugins"
+    )]
+    dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: PluginsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// List every plugin of the folder, valid or not.
+    List(list::ListArgs),
+    /// Show one plugin's manifest, or why it is invalid.
+    Info(info::InfoArgs),
+    /// Check entry points against their `.sha256` sidecars.
+    Verify(verify::VerifyArgs),
+}
+
+/// Runs a `plugins` subcommand.
+pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
+    let dir = args.dir.clone();
+    let discovery = tokio::task::spawn_blocking(move || {
+        plugsconc_host::discover(&dir).map_err(anyhow::Error::from)
+    })
+    .await??;
+    match args.command {
+        PluginsCommand::List(list) => list::run(&list, &discovery, args.json),
+        PluginsCommand::Info(info) => info::run(&info, &discovery, args.json),
+        PluginsCommand::Verify(verify) => verify::run(&verify, &discovery, args.json).await,
+    }
+}
+
+/// The JSON view of a valid plugin.
+fn plugin_json(plugin: &Discovered) -> Value {
+    let m = &plugin.manifest;
+    json!({
+        "name": m.name,
+        "type": m.kind,
+        "version": m.version.to_string(),
+        "status": "discovered",
+        "dir": plugin.dir,
+        "entrypoint": m.entrypoint,
+        "language": m.language,
+        "description": m.about.description,
+        "maintainer": m.about.maintainer,
+        "url": m.about.url,
+        "tags": m.tags,
+        "handshake": {
+            "protocol_version": m.handshake.protocol_version,
+            "magic_cookie_key": m.handshake.magic_cookie_key,
+        },
+        "auto_mtls": m.security.auto_mtls,
+        "dependencies": m.dependencies.iter().map(|d| json!({"name": d.name, "version": d.version.to_string()})).collect::<Vec<_>>(),
+        "manifest_sha256": plugin.manifest_sha256.to_hex(),
+    })
+}
+
+/// The JSON view of an invalid plugin folder.
+fn invalid_json(invalid: &Invalid) -> Value {
+    json!({
+        "name": invalid.dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "status": "invalid",
+        "dir": invalid.dir,
+        "error": invalid.error.to_string(),
+        "line": invalid.error.line,
+        "column": invalid.error.column,
+        "field": invalid.error.field,
+    })
+}
+
+/// Prints rows as aligned columns under a header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let text: Vec<String> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{c:<width$}", width = widths[i])
+                }
+            })
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}

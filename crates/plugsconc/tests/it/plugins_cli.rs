@@ -1,0 +1,107 @@
+//! `plugsconc plugins list|info|verify` on a plugins folder.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support;
+
+fn plugin(root: &Path, name: &str, sidecar: bool) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), format!("#!/bin/sh\necho {name}\n")).unwrap();
+    std::fs::write(
+        dir.join("manifest.yaml"),
+        format!(
+            "plugin:\n  name: {name}\n  type: animal\n  version: 1.0.0\n  entrypoint: ./{name}\nabout:\n  description: the {name}\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: ANIMAL_PLUGIN\n  magic_cookie_value: animal\ntags: [pet]\n"
+        ),
+    )
+    .unwrap();
+    if sidecar {
+        let digest = plugsconc_host::sha256_file(&dir.join(name))
+            .unwrap()
+            .to_hex();
+        std::fs::write(
+            dir.join(format!("{name}.sha256")),
+            format!("{digest}  {name}\n"),
+        )
+        .unwrap();
+    }
+}
+
+fn plugins(root: &Path, args: &[&str]) -> Output {
+    Command::new(support::plugsconc_bin())
+        .arg("plugins")
+        .arg("--dir")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("plugsconc runs")
+}
+
+fn folder() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    plugin(root.path(), "cat", true);
+    plugin(root.path(), "dog", false);
+    let broken = root.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(
+        broken.join("manifest.yaml"),
+        "plugin:\n  name: broken\n  verison: 1.0.0\n",
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn list_shows_valid_and_invalid_plugins() {
+    let root = folder();
+    let out = plugins(root.path(), &["list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(text.contains("cat") && text.contains("the dog"), "{text}");
+    assert!(
+        text.contains("broken") && text.contains("did you mean `version`?"),
+        "{text}"
+    );
+
+    let out = plugins(root.path(), &["list", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 3);
+    let broken = list.iter().find(|p| p["status"] == "invalid").unwrap();
+    assert_eq!(broken["line"], 3);
+
+    let out = plugins(root.path(), &["list", "--json", "--tag", "pet"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 2, "filters leave invalid plugins out");
+}
+
+#[test]
+fn info_and_verify() {
+    let root = folder();
+    let out = plugins(root.path(), &["info", "cat", "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["version"], "1.0.0");
+    assert_eq!(info["handshake"]["magic_cookie_key"], "ANIMAL_PLUGIN");
+    let missing = plugins(root.path(), &["info", "cow"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("known: cat, dog"));
+
+    let ok = plugins(root.path(), &["verify", "cat"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let all = plugins(root.path(), &["verify", "--json"]);
+    assert!(!all.status.success(), "dog has no sidecar");
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&all.stdout).unwrap();
+    let dog = results.iter().find(|r| r["name"] == "dog").unwrap();
+    assert_eq!(dog["ok"], false);
+    assert!(
+        dog["error"]
+            .as_str()
+            .unwrap()
+            .contains("sha256sum dog > dog.sha256")
+    );
+}
