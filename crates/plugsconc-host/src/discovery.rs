@@ -19,6 +19,20 @@ pub struct Discovered {
     pub manifest: Manifest,
     /// SHA-256 of the manifest's bytes, to notice changes.
     pub manifest_sha256: Sha256,
+    /// A [`DISABLED_MARKER`] file is in its folder.
+    pub disabled: bool,
+}
+
+/// A file of this name in a plugin's folder keeps it disabled (`plugsconc plugins disable`
+/// writes it, `enable` removes it).
+pub const DISABLED_MARKER: &str = ".disabled";
+
+/// A plugin folder's name, as its catalog name when its manifest cannot say.
+pub(crate) fn folder_name(dir: &Path) -> String {
+    dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 impl Discovered {
@@ -96,6 +110,7 @@ pub fn load(dir: &Path) -> Result<Discovered, Invalid> {
             dir: dir.to_owned(),
             manifest,
             manifest_sha256: Sha256(sha2::Sha256::digest(&bytes).into()),
+            disabled: dir.join(DISABLED_MARKER).exists(),
         }),
         Err(error) => Err(Invalid {
             dir: dir.to_owned(),
@@ -105,7 +120,7 @@ pub fn load(dir: &Path) -> Result<Discovered, Invalid> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn write_plugin(root: &Path, name: &str, extra: &str) -> PathBuf {

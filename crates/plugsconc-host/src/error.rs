@@ -158,6 +158,42 @@ pub enum HostError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// No plugin of that name is in the catalog.
+    #[error("no plugin named {plugin:?} in the catalog (known: {known})")]
+    UnknownPlugin {
+        /// The name asked for.
+        plugin: String,
+        /// The names the catalog has.
+        known: String,
+    },
+    /// The plugin implements another contract than the one asked for.
+    #[error("plugin {plugin:?} is of type {kind:?}, not {expected:?}")]
+    WrongContract {
+        /// The plugin.
+        plugin: String,
+        /// Its type.
+        kind: String,
+        /// The contract asked for.
+        expected: &'static str,
+    },
+    /// The plugin cannot take calls in its current status.
+    #[error("plugin {plugin:?} is {status} and cannot take calls: {reason}")]
+    NotAvailable {
+        /// The plugin.
+        plugin: String,
+        /// Its status.
+        status: String,
+        /// Why it has that status.
+        reason: String,
+    },
+    /// The plugins folder cannot be watched.
+    #[error("cannot watch the plugins folder {path}: {reason}")]
+    Watch {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The checksum sidecar of an entry point is missing or malformed.
     #[error(
         "plugin {plugin:?}: {reason} ({path}); create it with `sha256sum {entrypoint} > {entrypoint}.sha256` in the plugin folder"

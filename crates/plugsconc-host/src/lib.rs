@@ -20,16 +20,22 @@
 mod builder;
 mod checksum;
 mod client;
+mod contract;
 mod discovery;
 mod error;
 pub mod manifest;
 mod process;
 mod reattach;
+pub mod registry;
 mod stderr;
 
 pub use builder::ClientBuilder;
 pub use checksum::{Sha256, sha256_file, verify_entrypoint};
 pub use client::{KillOutcome, PluginClient};
-pub use discovery::{Discovered, Discovery, Invalid, discover};
+pub use contract::{Builtin, Contract, builtin_handle, builtins};
+pub use discovery::{DISABLED_MARKER, Discovered, Discovery, Invalid, discover, load};
 pub use error::HostError;
+/// Link-time registration of built-in plugins: `plugsconc_host::inventory::submit!`.
+pub use inventory;
 pub use reattach::ReattachConfig;
+pub use registry::{Event, Handle, Lease, PluginInfo, Query, Registry, RegistryOptions, Status};

@@ -27,6 +27,8 @@ pub const TRANSPORT: &str = "PLUGSCONC_TRANSPORT";
 /// Not part of go-plugin: tells a plugsconc plugin which curve its AutoMTLS key may use (`p256` or
 /// `p521`); a plugsconc host sets `p256` because the peer is known to accept it.
 pub const AUTOMTLS_CURVE: &str = "PLUGSCONC_AUTOMTLS_CURVE";
+/// The manifest's `config` section, as a JSON object, given to the plugin at start.
+pub const PLUGIN_CONFIG: &str = "PLUGSCONC_PLUGIN_CONFIG";
 
 /// go-plugin hosts default to this port range when none is configured.
 pub const DEFAULT_PORT_RANGE: PortRange = PortRange {

@@ -3,6 +3,9 @@
 mod cli;
 mod transcode;
 
+// Built-in plugins register at link time; naming the crate is what links it in.
+use builtin_cow as _;
+
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {

@@ -8,23 +8,28 @@ use std::time::Duration;
 use plugsconc_host::{ClientBuilder, PluginClient};
 use plugsconc_protocol::env::HandshakeConfig;
 
-/// The `misbehave` test plugin, built once per test run.
-pub fn misbehave_bin() -> PathBuf {
+/// The binary of workspace package `name` (`misbehave`, `cat`, `dog`), all built once per run.
+pub fn example_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
             let status = Command::new(env!("CARGO"))
                 .current_dir(&workspace)
-                .args(["build", "-q", "-p", "misbehave"])
+                .args(["build", "-q", "-p", "misbehave", "-p", "cat", "-p", "dog"])
                 .status()
                 .expect("cargo runs");
-            assert!(status.success(), "building misbehave failed");
+            assert!(status.success(), "building the test plugins failed");
             std::env::var_os("CARGO_TARGET_DIR")
                 .map_or_else(|| workspace.join("target"), PathBuf::from)
-                .join("debug/misbehave")
+                .join("debug")
         })
-        .clone()
+        .join(name)
+}
+
+/// The `misbehave` test plugin.
+pub fn misbehave_bin() -> PathBuf {
+    example_bin("misbehave")
 }
 
 /// A builder for the test plugin in `mode`, recording its pids in `pid_file`.

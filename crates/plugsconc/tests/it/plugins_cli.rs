@@ -67,13 +67,52 @@ fn list_shows_valid_and_invalid_plugins() {
 
     let out = plugins(root.path(), &["list", "--json"]);
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list.len(), 3);
+    assert_eq!(list.len(), 4, "cat, dog, broken and the built-in cow");
+    let cow = list.iter().find(|p| p["name"] == "cow").unwrap();
+    assert_eq!(
+        (&cow["runtime"], &cow["status"]),
+        (&"builtin".into(), &"ready".into())
+    );
     let broken = list.iter().find(|p| p["status"] == "invalid").unwrap();
     assert_eq!(broken["line"], 3);
 
     let out = plugins(root.path(), &["list", "--json", "--tag", "pet"]);
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.len(), 2, "filters leave invalid plugins out");
+
+    let out = plugins(root.path(), &["list", "--json", "--status", "invalid"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+}
+
+#[test]
+fn disable_and_enable_write_the_marker() {
+    let root = folder();
+    let out = plugins(root.path(), &["disable", "cat"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(root.path().join("cat/.disabled").exists());
+    let out = plugins(root.path(), &["list", "--json", "--status", "disabled"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "cat");
+
+    let out = plugins(root.path(), &["enable", "cat"]);
+    assert!(out.status.success());
+    assert!(!root.path().join("cat/.disabled").exists());
+
+    let out = plugins(root.path(), &["disable", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no plugin named \"nope\"") && err.contains("cat"),
+        "{err}"
+    );
+    let out = plugins(root.path(), &["disable", "cow"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("built-in"));
 }
 
 #[test]

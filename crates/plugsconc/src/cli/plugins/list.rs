@@ -1,9 +1,12 @@
-//! `plugsconc plugins list`: every plugin of the folder with its status.
+//! `plugsconc plugins list`: the catalog — every plugin of the folder plus the built-in plugins
+//! linked into this binary — with status and the reason for it.
 
 use clap::Args;
-use plugsconc_host::Discovery;
+use plugsconc_host::registry::Status;
+use plugsconc_host::{Discovery, PluginInfo, Query, Registry, RegistryOptions};
+use serde_json::{Value, json};
 
-use super::{invalid_json, plugin_json, print_table};
+use super::print_table;
 
 /// Arguments of `plugins list`.
 #[derive(Debug, Args)]
@@ -14,60 +17,87 @@ pub struct ListArgs {
     /// Only plugins with this tag.
     #[arg(long)]
     tag: Option<String>,
+    /// Only plugins with this status (discovered, invalid, disabled, ...).
+    #[arg(long)]
+    status: Option<Status>,
+    /// Only plugins whose name or description contains this text.
+    #[arg(long)]
+    search: Option<String>,
 }
 
 /// Prints the list.
 pub fn run(args: &ListArgs, discovery: &Discovery, json: bool) -> anyhow::Result<()> {
-    let plugins: Vec<_> = discovery
-        .plugins
-        .iter()
-        .filter(|p| args.kind.as_ref().is_none_or(|k| &p.manifest.kind == k))
-        .filter(|p| {
-            args.tag
-                .as_ref()
-                .is_none_or(|t| p.manifest.tags.contains(t))
-        })
-        .collect();
-    // Invalid plugins have no type or tags to filter on; show them only when not filtering.
-    let show_invalid = args.kind.is_none() && args.tag.is_none();
+    let registry = Registry::from_discovery(discovery.clone(), RegistryOptions::default());
+    let plugins = registry.list(&Query {
+        kind: args.kind.clone(),
+        tag: args.tag.clone(),
+        status: args.status,
+        version: None,
+        text: args.search.clone(),
+    });
     if json {
-        let mut all: Vec<_> = plugins.iter().map(|p| plugin_json(p)).collect();
-        if show_invalid {
-            all.extend(discovery.invalid.iter().map(invalid_json));
-        }
+        let all: Vec<Value> = plugins.iter().map(|p| info_json(p, discovery)).collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
-    let mut rows: Vec<Vec<String>> = plugins
+    let rows: Vec<Vec<String>> = plugins
         .iter()
         .map(|p| {
-            let m = &p.manifest;
+            let detail = match (&p.reason, p.status) {
+                (Some(reason), Status::Invalid | Status::Disabled | Status::Failed) => {
+                    reason.clone()
+                }
+                _ => p.description.clone().unwrap_or_default(),
+            };
             vec![
-                m.name.clone(),
-                m.version.to_string(),
-                m.kind.clone(),
-                "discovered".to_owned(),
-                m.about.description.clone().unwrap_or_default(),
+                p.name.clone(),
+                p.version
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string),
+                p.kind.clone().unwrap_or_else(|| "-".to_owned()),
+                p.runtime.as_str().to_owned(),
+                p.status.to_string(),
+                detail,
             ]
         })
         .collect();
-    if show_invalid {
-        rows.extend(discovery.invalid.iter().map(|i| {
-            vec![
-                i.dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                "-".to_owned(),
-                "-".to_owned(),
-                "invalid".to_owned(),
-                i.error.to_string(),
-            ]
-        }));
-    }
     print_table(
-        &["NAME", "VERSION", "TYPE", "STATUS", "DESCRIPTION / ERROR"],
+        &[
+            "NAME",
+            "VERSION",
+            "TYPE",
+            "RUNTIME",
+            "STATUS",
+            "DESCRIPTION / REASON",
+        ],
         &rows,
     );
     Ok(())
+}
+
+/// The JSON view of a catalog entry; an invalid manifest adds where the problem is.
+fn info_json(info: &PluginInfo, discovery: &Discovery) -> Value {
+    let mut value = json!({
+        "name": info.name,
+        "type": info.kind,
+        "version": info.version.as_ref().map(ToString::to_string),
+        "runtime": info.runtime.as_str(),
+        "status": info.status.as_str(),
+        "reason": info.reason,
+        "description": info.description,
+        "tags": info.tags,
+        "dir": info.dir,
+        "manifest_sha256": info.manifest_sha256,
+    });
+    if let Some(invalid) = discovery
+        .invalid
+        .iter()
+        .find(|i| Some(&i.dir) == info.dir.as_ref())
+    {
+        value["error"] = json!(invalid.error.to_string());
+        value["line"] = json!(invalid.error.line);
+        value["column"] = json!(invalid.error.column);
+        value["field"] = json!(invalid.error.field);
+    }
+    value
 }

@@ -2,6 +2,7 @@
 
 mod info;
 mod list;
+mod toggle;
 mod verify;
 
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ enum PluginsCommand {
     Info(info::InfoArgs),
     /// Check entry points against their `.sha256` sidecars.
     Verify(verify::VerifyArgs),
+    /// Turn a plugin on again (removes its `.disabled` marker).
+    Enable(toggle::ToggleArgs),
+    /// Turn a plugin off (writes a `.disabled` marker in its folder).
+    Disable(toggle::ToggleArgs),
 }
 
 /// Runs a `plugins` subcommand.
@@ -49,6 +54,8 @@ pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
         PluginsCommand::List(list) => list::run(&list, &discovery, args.json),
         PluginsCommand::Info(info) => info::run(&info, &discovery, args.json),
         PluginsCommand::Verify(verify) => verify::run(&verify, &discovery, args.json).await,
+        PluginsCommand::Enable(toggle) => toggle::run(&toggle, &discovery, false),
+        PluginsCommand::Disable(toggle) => toggle::run(&toggle, &discovery, true),
     }
 }
 

@@ -1,0 +1,271 @@
+//! One catalog entry ([`Slot`]), the running process behind it ([`Instance`]), and what host
+//! code holds: a typed [`Handle`] that hands out a [`Lease`] per call.
+//!
+//! A lease pins the instance it was taken from: a reload swaps the slot's instance, and the old
+//! one is stopped only once every lease on it is dropped (its in-flight calls drained). Leases
+//! are taken under the slot's read lock and the swap takes the write lock, so no lease can land
+//! on an instance after it was swapped out.
+
+use std::any::Any;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::types::{PluginInfo, Status};
+use super::{Inner, Registry};
+use crate::checksum::Sha256;
+use crate::contract::Contract;
+use crate::discovery::Discovered;
+use crate::{HostError, PluginClient};
+
+/// Where a slot's plugin comes from.
+pub(crate) enum Source {
+    /// A plugin folder with a valid manifest.
+    Process(Arc<Discovered>),
+    /// Linked into the host: the handle, boxed as `Arc<C::Handle>`.
+    Builtin(Arc<dyn Any + Send + Sync>),
+    /// A folder whose manifest is broken.
+    Invalid,
+}
+
+/// The mutable part of a slot.
+pub(crate) struct State {
+    pub info: PluginInfo,
+    pub source: Source,
+    /// Dependencies by name and accepted versions.
+    pub deps: Vec<(String, semver::VersionReq)>,
+    /// Made invalid by a dependency problem (not by its own manifest), so it recovers when the
+    /// dependency is fixed.
+    pub dep_invalid: bool,
+    /// SHA-256 of the binary when it was last launched or checked, to notice a replacement.
+    pub binary_sha256: Option<Sha256>,
+}
+
+/// A running process plugin.
+pub(crate) struct Instance {
+    pub id: u64,
+    pub client: PluginClient,
+    pub version: semver::Version,
+    pub binary_sha256: Option<Sha256>,
+    /// One token per lease; closed and waited on to drain.
+    pub leases: TaskTracker,
+    pub started: tokio::time::Instant,
+}
+
+/// One plugin of the catalog.
+pub(crate) struct Slot {
+    pub name: String,
+    pub state: Mutex<State>,
+    /// Mirrors `state.info.status.callable()` for the lock-free path of built-in calls.
+    pub callable: AtomicBool,
+    /// Left the catalog; handles to it fail.
+    pub removed: AtomicBool,
+    pub current: RwLock<Option<Arc<Instance>>>,
+    /// Serialises starts, restarts and reloads, so concurrent first calls start one process.
+    pub start: tokio::sync::Mutex<()>,
+    /// Milliseconds since the registry's epoch at the last lease.
+    pub last_used: AtomicU64,
+    /// Wakes a restart waiting out its backoff (disable, removal).
+    pub wake: tokio::sync::Notify,
+}
+
+impl Slot {
+    pub fn new(state: State) -> Self {
+        Self {
+            name: state.info.name.clone(),
+            callable: AtomicBool::new(state.info.status.callable()),
+            state: Mutex::new(state),
+            removed: AtomicBool::new(false),
+            current: RwLock::new(None),
+            start: tokio::sync::Mutex::new(()),
+            last_used: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn info(&self) -> PluginInfo {
+        self.state().info.clone()
+    }
+
+    pub fn status(&self) -> Status {
+        self.state().info.status
+    }
+
+    pub fn instance(&self) -> Option<Arc<Instance>> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the running instance, returning the previous one.
+    pub fn swap(&self, next: Option<Arc<Instance>>) -> Option<Arc<Instance>> {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *current, next)
+    }
+
+    /// Takes the instance out only if it is still `id` (a supervisor must not remove a newer one).
+    pub fn take_if(&self, id: u64) -> Option<Arc<Instance>> {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|i| i.id == id) {
+            current.take()
+        } else {
+            None
+        }
+    }
+
+    /// Takes the instance out if it has no call in flight (idle stop).
+    pub fn take_if_idle(&self, id: u64) -> Option<Arc<Instance>> {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current
+            .as_ref()
+            .is_some_and(|i| i.id == id && i.leases.is_empty())
+        {
+            current.take()
+        } else {
+            None
+        }
+    }
+
+    /// A lease on the running instance, if it is alive.
+    fn try_lease(&self) -> Option<(Arc<Instance>, TaskTrackerToken)> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let instance = current.as_ref()?;
+        if instance.client.exit_status().is_some() {
+            return None;
+        }
+        Some((instance.clone(), instance.leases.token()))
+    }
+
+    pub fn not_available(&self) -> HostError {
+        if self.removed.load(Ordering::Acquire) {
+            return HostError::NotAvailable {
+                plugin: self.name.clone(),
+                status: "removed".into(),
+                reason: "its folder was removed from the plugins folder".into(),
+            };
+        }
+        let state = self.state();
+        HostError::NotAvailable {
+            plugin: self.name.clone(),
+            status: state.info.status.to_string(),
+            reason: state.info.reason.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A plugin of contract `C`, as host code holds it: cheap to clone, valid across restarts and
+/// reloads. Each call takes a [`Lease`] with [`Handle::get`].
+pub struct Handle<C: Contract> {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) builtin: Option<Arc<C::Handle>>,
+}
+
+impl<C: Contract> Clone for Handle<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            slot: self.slot.clone(),
+            builtin: self.builtin.clone(),
+        }
+    }
+}
+
+impl<C: Contract> std::fmt::Debug for Handle<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("plugin", &self.slot.name)
+            .field("contract", &C::KIND)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Contract> Handle<C> {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.slot.name
+    }
+
+    /// The plugin for one call (or a few): a built-in's implementation, or a client of the
+    /// running process, started first if needed (lazy launch, after an idle stop, or while a
+    /// crashed plugin is being restarted). Hold it only for the call: a reload waits for
+    /// outstanding leases before stopping the old process.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::NotAvailable`] (invalid, disabled, failed or removed), or why the process
+    /// could not start (the plugin is then `failed`).
+    pub async fn get(&self) -> Result<Lease<C>, HostError> {
+        if let Some(builtin) = &self.builtin {
+            return if self.slot.callable.load(Ordering::Acquire) {
+                Ok(Lease {
+                    handle: builtin.clone(),
+                    _token: None,
+                })
+            } else {
+                Err(self.slot.not_available())
+            };
+        }
+        loop {
+            if !self.slot.callable.load(Ordering::Acquire)
+                || self.slot.removed.load(Ordering::Acquire)
+            {
+                return Err(self.slot.not_available());
+            }
+            if let Some(lease) = self.lease() {
+                return Ok(lease);
+            }
+            let _starting = self.slot.start.lock().await;
+            if let Some(lease) = self.lease() {
+                return Ok(lease);
+            }
+            if !self.slot.callable.load(Ordering::Acquire)
+                || self.slot.removed.load(Ordering::Acquire)
+            {
+                return Err(self.slot.not_available());
+            }
+            Registry::start_locked(&self.inner, &self.slot).await?;
+        }
+    }
+
+    fn lease(&self) -> Option<Lease<C>> {
+        let (instance, token) = self.slot.try_lease()?;
+        self.slot
+            .last_used
+            .store(self.inner.now_ms(), Ordering::Relaxed);
+        Some(Lease {
+            handle: C::connect(instance.client.channel()),
+            _token: Some(token),
+        })
+    }
+}
+
+/// The plugin for the duration of a call: dereferences to the contract's handle.
+pub struct Lease<C: Contract> {
+    handle: Arc<C::Handle>,
+    _token: Option<TaskTrackerToken>,
+}
+
+impl<C: Contract> Deref for Lease<C> {
+    type Target = C::Handle;
+
+    fn deref(&self) -> &Self::Target {
+        &self.handle
+    }
+}
+
+impl<C: Contract> std::fmt::Debug for Lease<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("contract", &C::KIND)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,288 @@
+//! Launching and watching process plugins: integrity checks before exec, a health check before
+//! a new instance takes calls, then one supervisor task per instance that runs health checks on
+//! an interval, restarts after a crash with exponential backoff and jitter (up to a limit, then
+//! `failed`), and stops the plugin after an idle period (the next call starts it again).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use super::slot::{Instance, Slot, Source};
+use super::{Inner, Registry, Status};
+use crate::discovery::Discovered;
+use crate::{HostError, PluginClient, verify_entrypoint};
+
+impl Registry {
+    /// Launches the slot's plugin and installs it. The caller holds `slot.start`.
+    pub(crate) async fn start_locked(
+        inner: &Arc<Inner>,
+        slot: &Arc<Slot>,
+    ) -> Result<(), HostError> {
+        let plugin = match &slot.state().source {
+            Source::Process(plugin) => plugin.clone(),
+            Source::Builtin(_) | Source::Invalid => return Err(slot.not_available()),
+        };
+        inner.set_status(slot, Status::Starting, None);
+        match launch(inner, &plugin).await {
+            Ok(instance) => {
+                install(inner, slot, instance, None);
+                Ok(())
+            }
+            Err(err) => {
+                inner.set_status(slot, Status::Failed, Some(err.to_string()));
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Verifies, starts and health-checks one instance of `plugin`; nothing is installed.
+pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instance, HostError> {
+    let options = &inner.options;
+    let name = &plugin.manifest.name;
+    let mut builder = PluginClient::builder(name.clone(), plugin.entrypoint())
+        .handshake(plugin.manifest.handshake.clone())
+        .auto_mtls(plugin.manifest.security.auto_mtls)
+        .start_timeout(options.start_timeout)
+        .kill_grace(options.kill_grace);
+    if !plugin.manifest.config.is_empty() {
+        let config = serde_json::to_string(&plugin.manifest.config).unwrap_or_default();
+        builder = builder.env(plugsconc_protocol::env::PLUGIN_CONFIG, config);
+    }
+    let binary_sha256 = if options.insecure_skip_checksum {
+        tracing::warn!(plugin = %name, "checksum verification is off (insecure_skip_checksum)");
+        // Still hashed, so a reload notices a replaced binary.
+        let path = plugin.entrypoint();
+        tokio::task::spawn_blocking(move || crate::sha256_file(&path).ok())
+            .await
+            .ok()
+            .flatten()
+    } else {
+        let digest = verify_entrypoint(plugin).await?;
+        // The builder hashes the file again right before exec, closing the window in which it
+        // could be swapped after this check.
+        builder = builder.sha256(digest.to_hex());
+        Some(digest)
+    };
+    let client = builder.start().await?;
+    let health = tokio::time::timeout(options.health_timeout, client.health()).await;
+    let unhealthy = match health {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(err),
+        Err(_) => Some(HostError::Unhealthy {
+            plugin: name.clone(),
+            reason: format!(
+                "no answer to the health check within {:.1} s",
+                options.health_timeout.as_secs_f64()
+            ),
+        }),
+    };
+    if let Some(err) = unhealthy {
+        let _ = client.kill().await;
+        return Err(err);
+    }
+    Ok(Instance {
+        id: inner.next_instance.fetch_add(1, Ordering::Relaxed),
+        client,
+        version: plugin.manifest.version.clone(),
+        binary_sha256,
+        leases: TaskTracker::new(),
+        started: tokio::time::Instant::now(),
+    })
+}
+
+/// Makes `instance` the one serving the slot and starts its supervisor; returns the previous
+/// instance (the caller drains it). `reason` explains the new status.
+pub(crate) fn install(
+    inner: &Arc<Inner>,
+    slot: &Arc<Slot>,
+    instance: Instance,
+    reason: Option<String>,
+) -> Option<Arc<Instance>> {
+    let instance = Arc::new(instance);
+    {
+        let mut state = slot.state();
+        state.info.pid = Some(instance.client.pid());
+        state.binary_sha256 = instance.binary_sha256;
+    }
+    slot.last_used.store(inner.now_ms(), Ordering::Relaxed);
+    let previous = slot.swap(Some(instance.clone()));
+    inner.set_status(slot, Status::Ready, reason);
+    // `set_status` clears the pid only for non-running statuses; make sure it is the new one.
+    slot.state().info.pid = Some(instance.client.pid());
+    let (inner2, slot2) = (inner.clone(), slot.clone());
+    inner
+        .tasks
+        .spawn(async move { supervise(inner2, slot2, instance).await });
+    previous
+}
+
+/// Waits (bounded) for the instance's leases to be dropped, then stops it.
+pub(crate) async fn drain_and_stop(inner: &Inner, name: &str, instance: Arc<Instance>) {
+    instance.leases.close();
+    if tokio::time::timeout(inner.options.drain_timeout, instance.leases.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            plugin = %name,
+            in_flight = instance.leases.len(),
+            "calls still in flight after the drain timeout; stopping the plugin anyway"
+        );
+    }
+    if let Err(err) = instance.client.kill().await {
+        tracing::warn!(plugin = %name, error = %err, "plugin did not stop cleanly");
+    }
+}
+
+/// Watches one instance until it is replaced, stopped, or the host shuts down.
+async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) {
+    let options = &inner.options;
+    let mut health = tokio::time::interval_at(
+        tokio::time::Instant::now() + options.health_interval,
+        options.health_interval,
+    );
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle_period = options.idle_timeout.map_or(Duration::from_secs(3600), |t| {
+        (t / 4).max(Duration::from_millis(10))
+    });
+    let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + idle_period, idle_period);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = inner.cancel.cancelled() => return,
+            status = instance.client.exited() => {
+                // Stops on purpose take the instance out of the slot first; finding it still
+                // there means it crashed.
+                if slot.take_if(instance.id).is_some() {
+                    let how = status.map_or_else(|| "unknown status".to_owned(), |s| s.to_string());
+                    let tail = instance.client.stderr_tail();
+                    let mut why = format!("exited unexpectedly ({how})");
+                    if let Some(last) = tail.last() {
+                        why.push_str(&format!("; last stderr line: {last}"));
+                    }
+                    tracing::warn!(plugin = %slot.name, "{why}");
+                    restart(&inner, &slot, &instance, why).await;
+                }
+                return;
+            }
+            _ = health.tick() => {
+                if slot.instance().is_none_or(|i| i.id != instance.id) {
+                    return;
+                }
+                match tokio::time::timeout(options.health_timeout, instance.client.health()).await {
+                    Ok(Ok(())) => {
+                        failures = 0;
+                        if slot.status() == Status::Degraded {
+                            inner.set_status(&slot, Status::Ready, Some("health checks pass again".into()));
+                        }
+                    }
+                    result => {
+                        failures += 1;
+                        let reason = match result {
+                            Ok(Err(err)) => err.to_string(),
+                            _ => format!("no answer to the health check within {:.1} s", options.health_timeout.as_secs_f64()),
+                        };
+                        let reason = format!("{reason} ({failures} of {} failures allowed)", options.health_failures);
+                        inner.set_status(&slot, Status::Degraded, Some(reason.clone()));
+                        if failures >= options.health_failures && slot.take_if(instance.id).is_some() {
+                            let _ = instance.client.kill().await;
+                            restart(&inner, &slot, &instance, reason).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            _ = idle.tick(), if options.idle_timeout.is_some() => {
+                let Some(limit) = options.idle_timeout else { continue };
+                let idle_ms = inner.now_ms().saturating_sub(slot.last_used.load(Ordering::Relaxed));
+                if Duration::from_millis(idle_ms) < limit {
+                    continue;
+                }
+                let _starting = slot.start.lock().await;
+                if let Some(instance) = slot.take_if_idle(instance.id) {
+                    drain_and_stop(&inner, &slot.name, instance).await;
+                    inner.set_status(&slot, Status::Stopped, Some(format!(
+                        "stopped after {:.1} s without calls; the next call starts it",
+                        limit.as_secs_f64()
+                    )));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Restarts a crashed (or hopelessly unhealthy) plugin with backoff, holding the slot's start
+/// lock so callers wait for the new instance instead of racing to start their own.
+async fn restart(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance, why: String) {
+    let _starting = slot.start.lock().await;
+    if slot.instance().is_some() {
+        // A reload installed a new version meanwhile.
+        return;
+    }
+    let backoff = inner.options.backoff;
+    let mut attempt = {
+        let mut state = slot.state();
+        if crashed.started.elapsed() >= backoff.reset_after {
+            state.info.restarts = 0;
+        }
+        state.info.restarts + 1
+    };
+    let mut last = why;
+    loop {
+        if attempt > backoff.max_restarts {
+            inner.set_status(
+                slot,
+                Status::Failed,
+                Some(format!(
+                    "gave up after {} restarts; last failure: {last}",
+                    backoff.max_restarts
+                )),
+            );
+            return;
+        }
+        let delay = backoff.delay(attempt);
+        inner.set_status(
+            slot,
+            Status::Starting,
+            Some(format!(
+                "restart {attempt} of {} in {} ms after: {last}",
+                backoff.max_restarts,
+                delay.as_millis()
+            )),
+        );
+        tokio::select! {
+            () = inner.cancel.cancelled() => return,
+            () = slot.wake.notified() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+        if slot.removed.load(Ordering::Acquire) || slot.status() != Status::Starting {
+            // Disabled, reloaded or removed meanwhile.
+            return;
+        }
+        let plugin = match &slot.state().source {
+            Source::Process(plugin) => plugin.clone(),
+            Source::Builtin(_) | Source::Invalid => return,
+        };
+        slot.state().info.restarts = attempt;
+        match launch(inner, &plugin).await {
+            Ok(instance) => {
+                install(
+                    inner,
+                    slot,
+                    instance,
+                    Some(format!("restarted after: {last}")),
+                );
+                return;
+            }
+            Err(err) => {
+                last = err.to_string();
+                attempt += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The registry against real plugin folders: lazy launch, built-ins behind the same trait,
+//! enable/disable, integrity before exec, crash restarts, idle stop, and hot reload — including
+//! callers running continuously while the binary is replaced, with no failed call.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use builtin_cow as _;
+use example_animal::AnimalContract;
+use plugsconc_host::registry::{Backoff, Change, Runtime};
+use plugsconc_host::{Event, HostError, Query, Registry, RegistryOptions, Status};
+use tokio::sync::broadcast;
+
+use crate::support::{alive, example_bin};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Writes (or replaces, atomically) plugin `name` in `root`: the binary copied from `binary`,
+/// its sidecar, and a manifest of `version`.
+fn put_plugin(root: &Path, name: &str, binary: &Path, version: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A running binary cannot be written to (ETXTBSY): replace it by renaming, as deployments do.
+    let tmp = dir.join(format!(".{name}.new"));
+    std::fs::copy(binary, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+    write_sidecar(&dir, name);
+    write_atomic(
+        &dir.join("manifest.yaml"),
+        &format!(
+            "plugin:\n  name: {name}\n  type: animal\n  version: {version}\n  entrypoint: ./{name}\nabout:\n  description: the {name}\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: ANIMAL_PLUGIN\n  magic_cookie_value: animal\nsecurity:\n  auto_mtls: true\ntags: [pet]\n"
+        ),
+    );
+    dir
+}
+
+fn write_sidecar(dir: &Path, name: &str) {
+    let digest = plugsconc_host::sha256_file(&dir.join(name))
+        .unwrap()
+        .to_hex();
+    write_atomic(
+        &dir.join(format!("{name}.sha256")),
+        &format!("{digest}  {name}\n"),
+    );
+}
+
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A shell script as a plugin binary: it records that it ran, then exits.
+fn script(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("script-src");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn options() -> RegistryOptions {
+    RegistryOptions {
+        start_timeout: Duration::from_secs(20),
+        idle_timeout: None,
+        ..RegistryOptions::default()
+    }
+}
+
+async fn wait_for(
+    events: &mut broadcast::Receiver<Event>,
+    what: &str,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Event {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if pred(&event) => return event,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("event stream closed"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no event: {what}"))
+}
+
+fn is_status(name: &'static str, to: Status) -> impl FnMut(&Event) -> bool {
+    move |event| matches!(event, Event::StatusChanged { name: n, to: t, .. } if n == name && *t == to)
+}
+
+async fn speak(registry: &Registry, name: &str) -> Result<String, String> {
+    let handle = registry
+        .handle::<AnimalContract>(name)
+        .map_err(|e| e.to_string())?;
+    let lease = handle.get().await.map_err(|e| e.to_string())?;
+    lease.speak(false).await.map_err(|e| e.to_string())
+}
+
+fn pid_of(registry: &Registry, name: &str) -> u32 {
+    registry.get(name).unwrap().pid.expect("running")
+}
+
+#[tokio::test]
+async fn built_in_and_process_plugins_share_one_catalog_and_one_trait() {
+    let root = tempfile::tempdir().unwrap();
+    put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    let registry = Registry::open(root.path(), options()).await.unwrap();
+
+    let cow = registry.get("cow").expect("the built-in cow is linked in");
+    assert_eq!((cow.runtime, cow.status), (Runtime::Builtin, Status::Ready));
+    let cat = registry.get("cat").unwrap();
+    assert_eq!(
+        (cat.runtime, cat.status, cat.pid),
+        (Runtime::Process, Status::Discovered, None)
+    );
+    let animals = registry.list(&Query {
+        kind: Some("animal".into()),
+        ..Query::default()
+    });
+    assert!(animals.iter().any(|p| p.name == "cat") && animals.iter().any(|p| p.name == "cow"));
+
+    // Lazy launch: the first call starts the process.
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    assert_eq!(speak(&registry, "cow").await.unwrap(), "Moo.");
+    assert_eq!(registry.get("cat").unwrap().status, Status::Ready);
+    let pid = pid_of(&registry, "cat");
+    assert!(alive(pid));
+
+    // Disable stops the process; calls are refused with the reason; enable brings it back.
+    registry.disable("cat").await.unwrap();
+    assert!(!alive(pid), "a disabled plugin's process is stopped");
+    let err = speak(&registry, "cat").await.unwrap_err();
+    assert!(err.contains("disabled"), "{err}");
+    registry.enable("cat").unwrap();
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+
+    registry.disable("cow").await.unwrap();
+    let err = speak(&registry, "cow").await.unwrap_err();
+    assert!(err.contains("\"cow\" is disabled"), "{err}");
+    registry.enable("cow").unwrap();
+    assert_eq!(speak(&registry, "cow").await.unwrap(), "Moo.");
+
+    let err = registry.handle::<AnimalContract>("nope").unwrap_err();
+    assert!(matches!(err, HostError::UnknownPlugin { .. }), "{err}");
+    let pid = pid_of(&registry, "cat");
+    registry.shutdown().await;
+    assert!(!alive(pid));
+    assert_eq!(registry.get("cat").unwrap().status, Status::Stopped);
+}
+
+#[tokio::test]
+async fn concurrent_first_calls_start_one_process() {
+    let root = tempfile::tempdir().unwrap();
+    put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    let registry = Registry::open(root.path(), options()).await.unwrap();
+    let mut events = registry.subscribe();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move { speak(&registry, "cat").await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), "Meow!");
+    }
+    let mut starts = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(
+            event,
+            Event::StatusChanged {
+                to: Status::Starting,
+                ..
+            }
+        ) {
+            starts += 1;
+        }
+    }
+    assert_eq!(starts, 1);
+    registry.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_binary_that_fails_its_checksum_is_never_executed() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("it-ran");
+    let dir = put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    // Replace the binary after the sidecar was written.
+    let evil = script(root.path(), &format!("touch {}", marker.display()));
+    std::fs::copy(evil, dir.join("cat")).unwrap();
+    let registry = Registry::open(root.path(), options()).await.unwrap();
+    let err = speak(&registry, "cat").await.unwrap_err();
+    assert!(err.contains("refusing to run it"), "{err}");
+    assert!(!marker.exists(), "the replaced binary was executed");
+    let info = registry.get("cat").unwrap();
+    assert_eq!(info.status, Status::Failed);
+    assert!(info.reason.unwrap().contains("SHA-256"));
+
+    // Without a sidecar at all, the error says how to make one.
+    std::fs::remove_file(dir.join("cat.sha256")).unwrap();
+    registry.enable("cat").unwrap();
+    let err = speak(&registry, "cat").await.unwrap_err();
+    assert!(err.contains("sha256sum cat > cat.sha256"), "{err}");
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn a_crashed_plugin_is_restarted_and_a_crash_loop_ends_failed() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    let registry = Registry::open(
+        root.path(),
+        RegistryOptions {
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+                max_restarts: 2,
+                reset_after: Duration::from_secs(3600),
+            },
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    let first = pid_of(&registry, "cat");
+    let mut events = registry.subscribe();
+
+    unsafe_kill(first);
+    wait_for(
+        &mut events,
+        "cat restarted",
+        is_status("cat", Status::Ready),
+    )
+    .await;
+    let info = registry.get("cat").unwrap();
+    assert_eq!(info.restarts, 1, "{info:?}");
+    assert!(
+        info.reason
+            .unwrap()
+            .contains("restarted after: exited unexpectedly")
+    );
+    let second = pid_of(&registry, "cat");
+    assert_ne!(first, second);
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+
+    // From now on the binary cannot start: the restarts run out and the plugin is failed.
+    let broken = script(root.path(), "exit 3");
+    std::fs::copy(broken, dir.join(".cat.new")).unwrap();
+    std::fs::rename(dir.join(".cat.new"), dir.join("cat")).unwrap();
+    write_sidecar(&dir, "cat");
+    unsafe_kill(second);
+    wait_for(&mut events, "cat failed", is_status("cat", Status::Failed)).await;
+    let reason = registry.get("cat").unwrap().reason.unwrap();
+    assert!(reason.contains("gave up after 2 restarts"), "{reason}");
+    assert!(reason.contains("exit status 3"), "{reason}");
+    let err = speak(&registry, "cat").await.unwrap_err();
+    assert!(err.contains("failed"), "{err}");
+    registry.shutdown().await;
+}
+
+fn unsafe_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn an_idle_plugin_stops_and_the_next_call_starts_it() {
+    let root = tempfile::tempdir().unwrap();
+    put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    let registry = Registry::open(
+        root.path(),
+        RegistryOptions {
+            idle_timeout: Some(Duration::from_millis(50)),
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    let mut events = registry.subscribe();
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    let pid = pid_of(&registry, "cat");
+    wait_for(
+        &mut events,
+        "cat stopped when idle",
+        is_status("cat", Status::Stopped),
+    )
+    .await;
+    crate::support::assert_gone(&[pid]).await;
+    assert!(
+        registry
+            .get("cat")
+            .unwrap()
+            .reason
+            .unwrap()
+            .contains("without calls")
+    );
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    assert_ne!(pid_of(&registry, "cat"), pid);
+    registry.shutdown().await;
+}
+
+#[tokio::test]
+async fn reload_under_continuous_calls_fails_no_call() {
+    let root = tempfile::tempdir().unwrap();
+    let (cat, dog) = (example_bin("cat"), example_bin("dog"));
+    put_plugin(root.path(), "pet", &cat, "1.0.0");
+    let registry = Registry::open(root.path(), options()).await.unwrap();
+    registry.watch(Duration::from_millis(100), None).unwrap();
+    let mut events = registry.subscribe();
+    assert_eq!(speak(&registry, "pet").await.unwrap(), "Meow!");
+    let first_pid = pid_of(&registry, "pet");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, meows, woofs) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let handle = registry.handle::<AnimalContract>("pet").unwrap();
+            let (stop, calls, meows, woofs) =
+                (stop.clone(), calls.clone(), meows.clone(), woofs.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let said = match handle.get().await {
+                        Ok(lease) => lease.speak(false).await.map_err(|e| e.to_string()),
+                        Err(err) => Err(err.to_string()),
+                    };
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    match said.as_deref() {
+                        Ok("Meow!") => meows.fetch_add(1, Ordering::Relaxed),
+                        Ok("Woof!") => woofs.fetch_add(1, Ordering::Relaxed),
+                        _ => {
+                            failures.push(format!("{said:?}"));
+                            0
+                        }
+                    };
+                }
+                failures
+            })
+        })
+        .collect();
+
+    let mut pids = vec![first_pid];
+    for (round, version) in ["1.0.1", "1.0.2", "1.0.3", "1.0.4"].into_iter().enumerate() {
+        let binary = if round % 2 == 0 { &dog } else { &cat };
+        let before = calls.load(Ordering::Relaxed);
+        put_plugin(root.path(), "pet", binary, version);
+        let event = wait_for(&mut events, "pet reloaded", |e| {
+            matches!(e, Event::Reloaded { name, to, .. } if name == "pet" && to.to_string() == version)
+        })
+        .await;
+        if let Event::Reloaded { took, .. } = event {
+            assert!(took < WAIT);
+        }
+        pids.push(pid_of(&registry, "pet"));
+        // Let calls reach the new version before the next swap.
+        while calls.load(Ordering::Relaxed) < before + 50 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for caller in callers {
+        failures.extend(caller.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed calls: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(calls.load(Ordering::Relaxed) > 200);
+    assert!(meows.load(Ordering::Relaxed) > 0 && woofs.load(Ordering::Relaxed) > 0);
+    let info = registry.get("pet").unwrap();
+    assert!(info.reloads >= 4, "{info:?}");
+    assert_eq!(info.version.unwrap().to_string(), "1.0.4");
+    registry.shutdown().await;
+    crate::support::assert_gone(&pids).await;
+}
+
+#[tokio::test]
+async fn a_bad_new_version_leaves_the_old_one_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    let registry = Registry::open(root.path(), options()).await.unwrap();
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    let pid = pid_of(&registry, "cat");
+
+    // A new binary that exits at once, with a correct sidecar.
+    put_plugin(
+        root.path(),
+        "cat",
+        &script(root.path(), "echo broken >&2; exit 1"),
+        "2.0.0",
+    );
+    let change = registry.sync_dir(&dir).await.unwrap();
+    let Change::Rejected { reason, .. } = change else {
+        panic!("expected a rejection, got {change:?}");
+    };
+    assert!(
+        reason.contains("version 2.0.0 could not be started, version 1.0.0 keeps serving"),
+        "{reason}"
+    );
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    assert_eq!(pid_of(&registry, "cat"), pid);
+    let info = registry.get("cat").unwrap();
+    assert_eq!(info.status, Status::Ready);
+    assert!(info.reason.unwrap().contains("keeps serving"));
+
+    // A broken manifest is rejected the same way.
+    std::fs::write(
+        dir.join("manifest.yaml"),
+        "plugin:\n  name: cat\n  verison: 3\n",
+    )
+    .unwrap();
+    let change = registry.sync_dir(&dir).await.unwrap();
+    assert!(matches!(change, Change::Rejected { .. }), "{change:?}");
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+
+    // Nothing changed, nothing happens.
+    put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    assert_eq!(registry.sync_dir(&dir).await.unwrap(), Change::Unchanged);
+    registry.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_watcher_sees_plugins_added_disabled_and_removed() {
+    let root = tempfile::tempdir().unwrap();
+    let registry = Registry::open(root.path(), options()).await.unwrap();
+    registry.watch(Duration::from_millis(50), None).unwrap();
+    let mut events = registry.subscribe();
+
+    // Files created right after their folder: inotify may miss them, a folder rescan does not.
+    put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    wait_for(
+        &mut events,
+        "cat added",
+        |e| matches!(e, Event::Added { name } if name == "cat"),
+    )
+    .await;
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    let pid = pid_of(&registry, "cat");
+
+    std::fs::write(
+        root.path()
+            .join("cat")
+            .join(plugsconc_host::DISABLED_MARKER),
+        b"",
+    )
+    .unwrap();
+    wait_for(
+        &mut events,
+        "cat disabled",
+        is_status("cat", Status::Disabled),
+    )
+    .await;
+    crate::support::assert_gone(&[pid]).await;
+    std::fs::remove_file(
+        root.path()
+            .join("cat")
+            .join(plugsconc_host::DISABLED_MARKER),
+    )
+    .unwrap();
+    wait_for(
+        &mut events,
+        "cat enabled",
+        is_status("cat", Status::Discovered),
+    )
+    .await;
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    let pid = pid_of(&registry, "cat");
+
+    let handle = registry.handle::<AnimalContract>("cat").unwrap();
+    std::fs::remove_dir_all(root.path().join("cat")).unwrap();
+    wait_for(
+        &mut events,
+        "cat removed",
+        |e| matches!(e, Event::Removed { name } if name == "cat"),
+    )
+    .await;
+    assert!(registry.get("cat").is_none());
+    let err = handle.get().await.unwrap_err();
+    assert!(err.to_string().contains("removed"), "{err}");
+    registry.shutdown().await;
+    crate::support::assert_gone(&[pid]).await;
+}
