@@ -203,13 +203,11 @@ impl<C: Contract> Handle<C> {
     ///
     /// [`HostError::NotAvailable`] (invalid, disabled, failed or removed), or why the process
     /// could not start (the plugin is then `failed`).
-    pub async fn get(&self) -> Result<Lease<C>, HostError> {
+    pub async fn get(&self) -> Result<Lease<'_, C>, HostError> {
         if let Some(builtin) = &self.builtin {
+            // A built-in call borrows the implementation: one atomic load, no reference count.
             return if self.slot.callable.load(Ordering::Acquire) {
-                Ok(Lease {
-                    handle: builtin.clone(),
-                    _token: None,
-                })
+                Ok(Lease(Leased::Builtin(&**builtin)))
             } else {
                 Err(self.slot.not_available())
             };
@@ -236,33 +234,39 @@ impl<C: Contract> Handle<C> {
         }
     }
 
-    fn lease(&self) -> Option<Lease<C>> {
+    fn lease(&self) -> Option<Lease<'static, C>> {
         let (instance, token) = self.slot.try_lease()?;
         self.slot
             .last_used
             .store(self.inner.now_ms(), Ordering::Relaxed);
-        Some(Lease {
-            handle: C::connect(instance.client.channel()),
-            _token: Some(token),
-        })
+        Some(Lease(Leased::Process(
+            C::connect(instance.client.channel()),
+            token,
+        )))
     }
 }
 
 /// The plugin for the duration of a call: dereferences to the contract's handle.
-pub struct Lease<C: Contract> {
-    handle: Arc<C::Handle>,
-    _token: Option<TaskTrackerToken>,
+pub struct Lease<'a, C: Contract>(Leased<'a, C>);
+
+enum Leased<'a, C: Contract> {
+    Builtin(&'a C::Handle),
+    /// The client, and the token that keeps the instance from being stopped under the call.
+    Process(Arc<C::Handle>, #[allow(dead_code)] TaskTrackerToken),
 }
 
-impl<C: Contract> Deref for Lease<C> {
+impl<C: Contract> Deref for Lease<'_, C> {
     type Target = C::Handle;
 
     fn deref(&self) -> &Self::Target {
-        &self.handle
+        match &self.0 {
+            Leased::Builtin(handle) => handle,
+            Leased::Process(handle, _) => handle,
+        }
     }
 }
 
-impl<C: Contract> std::fmt::Debug for Lease<C> {
+impl<C: Contract> std::fmt::Debug for Lease<'_, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease")
             .field("contract", &C::KIND)

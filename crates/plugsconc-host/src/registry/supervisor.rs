@@ -11,8 +11,9 @@ use tokio_util::task::TaskTracker;
 
 use super::slot::{Instance, Slot, Source};
 use super::{Inner, Registry, Status};
+use crate::checksum::read_sidecar;
 use crate::discovery::Discovered;
-use crate::{HostError, PluginClient, verify_entrypoint};
+use crate::{HostError, PluginClient};
 
 impl Registry {
     /// Launches the slot's plugin and installs it. The caller holds `slot.start`.
@@ -60,9 +61,17 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
             .ok()
             .flatten()
     } else {
-        let digest = verify_entrypoint(plugin).await?;
-        // The builder hashes the file again right before exec, closing the window in which it
-        // could be swapped after this check.
+        // The sidecar says what the binary must be; the builder hashes the file right before
+        // exec (once: binaries can be large) and refuses a mismatch.
+        let (plugin_name, entrypoint) = (name.clone(), plugin.entrypoint());
+        let digest = tokio::task::spawn_blocking(move || read_sidecar(&plugin_name, &entrypoint))
+            .await
+            .map_err(|err| HostError::Sidecar {
+                plugin: name.clone(),
+                path: plugin.entrypoint(),
+                entrypoint: String::new(),
+                reason: err.to_string(),
+            })??;
         builder = builder.sha256(digest.to_hex());
         Some(digest)
     };
