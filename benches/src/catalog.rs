@@ -201,6 +201,7 @@ async fn reload(args: &Args) -> anyhow::Result<serde_json::Value> {
         root.path(),
         RegistryOptions {
             idle_timeout: None,
+            trust: plugsconc_host::signature::Trust::allow_unsigned(),
             ..RegistryOptions::default()
         },
     )

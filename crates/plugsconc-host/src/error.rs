@@ -186,6 +186,35 @@ pub enum HostError {
         /// Why it has that status.
         reason: String,
     },
+    /// The plugin is not signed and the policy requires a signature; it was not executed.
+    #[error(
+        "plugin {plugin:?} is not signed and unsigned plugins are not allowed; sign it with `plugsconc sign {dir}`, or allow it by name (unsigned allow-list) or allow unsigned plugins (development)",
+        dir = dir.display()
+    )]
+    Unsigned {
+        /// The plugin.
+        plugin: String,
+        /// Its folder.
+        dir: PathBuf,
+    },
+    /// The plugin's signature does not pass; it was not executed.
+    #[error("plugin {plugin:?}: signature {path} refused: {reason}")]
+    Signature {
+        /// The plugin.
+        plugin: String,
+        /// The signature file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A key file cannot be read, parsed or written.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The plugins folder cannot be watched.
     #[error("cannot watch the plugins folder {path}: {reason}")]
     Watch {

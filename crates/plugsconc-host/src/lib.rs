@@ -27,6 +27,7 @@ pub mod manifest;
 mod process;
 mod reattach;
 pub mod registry;
+pub mod signature;
 mod stderr;
 
 pub use builder::ClientBuilder;

@@ -75,6 +75,31 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         builder = builder.sha256(digest.to_hex());
         Some(digest)
     };
+    // The signature binds the binary's hash: the sidecar's, which the builder enforces before
+    // exec (or the file's own when sidecars are off).
+    let verdict = match binary_sha256 {
+        Some(digest) => {
+            let (owned, trust) = (plugin.clone(), options.trust.clone());
+            tokio::task::spawn_blocking(move || crate::signature::check(&owned, &digest, &trust))
+                .await
+                .map_err(|err| HostError::Signature {
+                    plugin: name.clone(),
+                    path: plugin_dir_signature(&plugin.dir),
+                    reason: err.to_string(),
+                })??
+        }
+        None => {
+            return Err(HostError::Signature {
+                plugin: name.clone(),
+                path: plugin_dir_signature(&plugin.dir),
+                reason: format!(
+                    "cannot hash {} to check its signature",
+                    plugin.entrypoint().display()
+                ),
+            });
+        }
+    };
+    tracing::debug!(plugin = %name, %verdict, "signature policy passed");
     let client = builder.start().await?;
     let health = tokio::time::timeout(options.health_timeout, client.health()).await;
     let unhealthy = match health {
@@ -294,4 +319,8 @@ async fn restart(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance, why: 
             }
         }
     }
+}
+
+fn plugin_dir_signature(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join(crate::signature::SIGNATURE_FILE)
 }

@@ -259,6 +259,8 @@ impl Backoff {
 pub struct RegistryOptions {
     /// Skip the `.sha256` sidecar check. Insecure: a replaced binary would run.
     pub insecure_skip_checksum: bool,
+    /// Trusted publishers and the policy for unsigned plugins (default: signatures required).
+    pub trust: crate::signature::Trust,
     /// Bound on a plugin's start (exec to handshake).
     pub start_timeout: Duration,
     /// Grace between `Shutdown` and SIGKILL.
@@ -281,6 +283,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         Self {
             insecure_skip_checksum: false,
+            trust: crate::signature::Trust::default(),
             start_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_secs(2),
             health_interval: Duration::from_secs(10),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use builtin_cow as _;
 use example_animal::AnimalContract;
 use plugsconc_host::registry::{Backoff, Change, Runtime};
+use plugsconc_host::signature::{Publisher, Trust, keygen, sign_plugin};
 use plugsconc_host::{Event, HostError, Query, Registry, RegistryOptions, Status};
 use tokio::sync::broadcast;
 
@@ -65,6 +66,8 @@ fn options() -> RegistryOptions {
     RegistryOptions {
         start_timeout: Duration::from_secs(20),
         idle_timeout: None,
+        // Signatures have their own test below; the others run unsigned test plugins.
+        trust: Trust::allow_unsigned(),
         ..RegistryOptions::default()
     }
 }
@@ -492,4 +495,44 @@ async fn the_watcher_sees_plugins_added_disabled_and_removed() {
     assert!(err.to_string().contains("removed"), "{err}");
     registry.shutdown().await;
     crate::support::assert_gone(&[pid]).await;
+}
+
+#[tokio::test]
+async fn only_plugins_signed_by_a_trusted_publisher_run() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("it-ran");
+    let plugins = root.path().join("plugins");
+    let dir = put_plugin(&plugins, "cat", &example_bin("cat"), "1.0.0");
+    let (public, secret) = keygen(&root.path().join("keys"), "acme", None, false).unwrap();
+    let trust = Trust {
+        publishers: vec![Publisher::load(&public).unwrap()],
+        ..Trust::default()
+    };
+    let registry = Registry::open(&plugins, RegistryOptions { trust, ..options() })
+        .await
+        .unwrap();
+
+    // Unsigned under the default policy: refused, with what to do.
+    let err = speak(&registry, "cat").await.unwrap_err();
+    assert!(
+        err.contains("not signed") && err.contains("plugsconc sign"),
+        "{err}"
+    );
+    assert_eq!(registry.get("cat").unwrap().status, Status::Failed);
+
+    sign_plugin(&dir, &secret, None).unwrap();
+    registry.sync_dir(&dir).await.unwrap();
+    registry.enable("cat").unwrap();
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    registry.disable("cat").await.unwrap();
+
+    // A binary replaced after signing (sidecar updated too) never runs.
+    let evil = script(root.path(), &format!("touch {}", marker.display()));
+    std::fs::copy(evil, dir.join("cat")).unwrap();
+    write_sidecar(&dir, "cat");
+    registry.enable("cat").unwrap();
+    let err = speak(&registry, "cat").await.unwrap_err();
+    assert!(err.contains("replaced after signing"), "{err}");
+    assert!(!marker.exists(), "the replaced binary was executed");
+    registry.shutdown().await;
 }

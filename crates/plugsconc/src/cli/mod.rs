@@ -2,6 +2,7 @@
 
 mod call;
 mod plugins;
+mod sign;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -21,8 +22,12 @@ pub struct Cli {
 enum Command {
     /// Launch a plugin binary, call one unary gRPC method with a JSON body, print the JSON reply.
     Call(call::CallArgs),
-    /// Inspect a plugins folder: list, info, verify.
+    /// Inspect and manage a plugins folder: list, info, verify, enable, disable.
     Plugins(plugins::PluginsArgs),
+    /// Create a publisher key pair for signing plugins.
+    Keygen(sign::KeygenArgs),
+    /// Sign a plugin folder (its manifest and its binary's hash) with a publisher key.
+    Sign(sign::SignArgs),
 }
 
 impl Cli {
@@ -31,6 +36,8 @@ impl Cli {
         match self.command {
             Command::Call(args) => call::run(args).await,
             Command::Plugins(args) => plugins::run(args).await,
+            Command::Keygen(args) => sign::keygen(args).await,
+            Command::Sign(args) => sign::sign(args).await,
         }
     }
 }

@@ -126,13 +126,19 @@ fn info_and_verify() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("known: cat, dog"));
 
-    let ok = plugins(root.path(), &["verify", "cat"]);
+    let unsigned = plugins(root.path(), &["verify", "cat"]);
+    assert!(
+        !unsigned.status.success(),
+        "signatures are required by default"
+    );
+    assert!(String::from_utf8_lossy(&unsigned.stdout).contains("is not signed"));
+    let ok = plugins(root.path(), &["verify", "cat", "--unsigned", "cat"]);
     assert!(
         ok.status.success(),
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let all = plugins(root.path(), &["verify", "--json"]);
+    let all = plugins(root.path(), &["verify", "--json", "--allow-unsigned"]);
     assert!(!all.status.success(), "dog has no sidecar");
     let results: Vec<serde_json::Value> = serde_json::from_slice(&all.stdout).unwrap();
     let dog = results.iter().find(|r| r["name"] == "dog").unwrap();
@@ -142,5 +148,77 @@ fn info_and_verify() {
             .as_str()
             .unwrap()
             .contains("sha256sum dog > dog.sha256")
+    );
+}
+
+#[test]
+fn keygen_sign_verify_then_a_replaced_binary_fails() {
+    let root = folder();
+    let keys = tempfile::tempdir().unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(support::plugsconc_bin())
+            .args(args)
+            .output()
+            .expect("plugsconc runs")
+    };
+    let out = run(&[
+        "keygen".as_ref(),
+        "--name".as_ref(),
+        "acme".as_ref(),
+        "--out".as_ref(),
+        keys.path().as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = run(&[
+        "keygen".as_ref(),
+        "--name".as_ref(),
+        "acme".as_ref(),
+        "--out".as_ref(),
+        keys.path().as_os_str(),
+    ]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let (public, secret) = (keys.path().join("acme.pub"), keys.path().join("acme.key"));
+    let cat = root.path().join("cat");
+    let out = run(&[
+        "sign".as_ref(),
+        cat.as_os_str(),
+        "--key".as_ref(),
+        secret.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("signed cat 1.0.0"));
+
+    let trust = public.to_str().unwrap();
+    let out = plugins(root.path(), &["verify", "cat", "--trust", trust]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signed by acme"));
+
+    // Replace the binary and its sidecar: the checksum passes, the signature does not.
+    std::fs::write(cat.join("cat"), "#!/bin/sh\necho evil\n").unwrap();
+    let digest = plugsconc_host::sha256_file(&cat.join("cat"))
+        .unwrap()
+        .to_hex();
+    std::fs::write(cat.join("cat.sha256"), format!("{digest}  cat\n")).unwrap();
+    let out = plugins(root.path(), &["verify", "cat", "--json", "--trust", trust]);
+    assert!(!out.status.success());
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("replaced after signing"),
+        "{results:?}"
     );
 }
