@@ -205,6 +205,34 @@ fn keygen_sign_verify_then_a_replaced_binary_fails() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("signed by acme"));
 
+    // The standard minisign tool accepts the signature (CI installs it).
+    match Command::new("minisign")
+        .arg("-Vm")
+        .arg(cat.join("manifest.yaml"))
+        .arg("-p")
+        .arg(&public)
+        .output()
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                text.contains("Trusted comment: plugsconc plugin=cat version=1.0.0"),
+                "{text}"
+            );
+        }
+        Err(_) if std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_some() => {
+            panic!("minisign is not installed (required by PLUGSCONC_REQUIRE_INTEROP)")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: minisign is not installed; signature compatibility not checked")
+        }
+    }
+
     // Replace the binary and its sidecar: the checksum passes, the signature does not.
     std::fs::write(cat.join("cat"), "#!/bin/sh\necho evil\n").unwrap();
     let digest = plugsconc_host::sha256_file(&cat.join("cat"))
