@@ -203,6 +203,7 @@ impl<C: Contract> Handle<C> {
     ///
     /// [`HostError::NotAvailable`] (invalid, disabled, failed or removed), or why the process
     /// could not start (the plugin is then `failed`).
+    #[inline]
     pub async fn get(&self) -> Result<Lease<'_, C>, HostError> {
         if let Some(builtin) = &self.builtin {
             // A built-in call borrows the implementation: one atomic load, no reference count.
