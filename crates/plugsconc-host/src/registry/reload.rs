@@ -260,7 +260,12 @@ impl Registry {
         }
         let Some(running) = running else {
             let marker_removed = was_marked_disabled && !plugin.disabled;
-            if manifest_same && !marker_removed && status != Status::Invalid {
+            // A failed plugin gets another chance whenever its folder changes (a fixed binary,
+            // sidecar or signature).
+            if manifest_same
+                && !marker_removed
+                && !matches!(status, Status::Invalid | Status::Failed)
+            {
                 return Change::Unchanged;
             }
             let keep_disabled = status == Status::Disabled && !marker_removed;
