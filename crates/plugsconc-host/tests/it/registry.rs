@@ -265,11 +265,64 @@ async fn a_crashed_plugin_is_restarted_and_a_crash_loop_ends_failed() {
 }
 
 fn unsafe_kill(pid: u32) {
+    signal(pid, "-KILL");
+}
+
+fn signal(pid: u32, which: &str) {
     let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+        .args([which, &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_plugin_that_stops_answering_health_checks_is_degraded_then_restarted() {
+    let root = tempfile::tempdir().unwrap();
+    put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    let registry = Registry::open(
+        root.path(),
+        RegistryOptions {
+            health_interval: Duration::from_millis(50),
+            health_timeout: Duration::from_millis(200),
+            health_failures: 2,
+            kill_grace: Duration::from_millis(100),
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                ..Backoff::default()
+            },
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    let frozen = pid_of(&registry, "cat");
+    let mut events = registry.subscribe();
+    // A stopped process keeps its socket but answers nothing: a hung plugin.
+    signal(frozen, "-STOP");
+    let degraded = wait_for(
+        &mut events,
+        "cat degraded",
+        is_status("cat", Status::Degraded),
+    )
+    .await;
+    let Event::StatusChanged { reason, .. } = degraded else {
+        unreachable!()
+    };
+    assert!(reason.unwrap().contains("health check"));
+    wait_for(
+        &mut events,
+        "cat restarted",
+        is_status("cat", Status::Ready),
+    )
+    .await;
+    let info = registry.get("cat").unwrap();
+    assert_eq!(info.restarts, 1, "{info:?}");
+    assert_ne!(info.pid, Some(frozen));
+    crate::support::assert_gone(&[frozen]).await;
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    registry.shutdown().await;
 }
 
 #[tokio::test]
