@@ -1,7 +1,8 @@
 //! `misbehave`: a kv plugin that misbehaves on purpose, chosen by the `MISBEHAVE` variable, so
 //! the host's tests can prove each failure gets a clear error in bounded time and leaves no
 //! process behind. It writes its pid (and, in `fork-child`, its child's pid) to
-//! `MISBEHAVE_PID_FILE` when set.
+//! `MISBEHAVE_PID_FILE` when set, and the configuration a host passed it
+//! (`PLUGSCONC_PLUGIN_CONFIG`) to `config-seen.json` beside its binary.
 //!
 //! | `MISBEHAVE` | behaviour |
 //! |---|---|
@@ -66,6 +67,19 @@ impl GrpcController for Stubborn {
     }
 }
 
+/// Lets a test see the manifest `config` the host passed at start.
+fn record_config() {
+    let Ok(config) = std::env::var(plugsconc_protocol::env::PLUGIN_CONFIG) else {
+        return;
+    };
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.to_owned()))
+    {
+        let _ = std::fs::write(dir.join("config-seen.json"), config);
+    }
+}
+
 fn record_pids(pids: &[u32]) {
     if let Some(path) = std::env::var_os("MISBEHAVE_PID_FILE") {
         let text: Vec<String> = pids.iter().map(u32::to_string).collect();
@@ -90,6 +104,7 @@ fn kv_plugin(store: Store) -> Plugin {
 fn main() {
     let mode = std::env::var("MISBEHAVE").unwrap_or_default();
     record_pids(&[std::process::id()]);
+    record_config();
     let mut stdout = std::io::stdout();
     match mode.as_str() {
         "exit-before-handshake" => {

@@ -590,3 +590,45 @@ async fn only_plugins_signed_by_a_trusted_publisher_run() {
     assert!(!marker.exists(), "the replaced binary was executed");
     registry.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_manifest_config_reaches_the_plugin_and_start_all_follows_dependencies() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(example_bin("misbehave"), dir.join("store")).unwrap();
+    write_sidecar(&dir, "store");
+    std::fs::write(
+        dir.join("manifest.yaml"),
+        "plugin:\n  name: store\n  type: kv\n  version: 1.0.0\n  entrypoint: ./store\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: BASIC_PLUGIN\n  magic_cookie_value: hello\nconfig:\n  greeting: hello\n  retries: 3\n  nested: {a: [1, 2]}\n",
+    )
+    .unwrap();
+    let app = put_plugin(root.path(), "app", &example_bin("cat"), "1.0.0");
+    let manifest = std::fs::read_to_string(app.join("manifest.yaml")).unwrap()
+        + "dependencies:\n  - name: store\n    version: ^1\n";
+    std::fs::write(app.join("manifest.yaml"), manifest).unwrap();
+    let registry = Registry::open(root.path(), options()).await.unwrap();
+    let mut events = registry.subscribe();
+    let failures = registry.start_all().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let mut ready = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::StatusChanged {
+            name,
+            to: Status::Ready,
+            ..
+        } = event
+        {
+            ready.push(name);
+        }
+    }
+    assert_eq!(ready, ["store", "app"], "dependencies start first");
+    let seen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config-seen.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"greeting": "hello", "retries": 3, "nested": {"a": [1, 2]}})
+    );
+    registry.shutdown().await;
+}
