@@ -1,6 +1,7 @@
 //! `plugsconc`: the command line of the plugin framework.
 
 mod cli;
+mod config;
 mod transcode;
 
 // Built-in plugins register at link time; naming the crate is what links it in.

@@ -1,6 +1,7 @@
 //! Command-line surface: one module per subcommand.
 
 mod call;
+mod config;
 mod plugins;
 mod sign;
 
@@ -24,6 +25,8 @@ enum Command {
     Call(call::CallArgs),
     /// Inspect and manage a plugins folder: list, info, verify, enable, disable.
     Plugins(plugins::PluginsArgs),
+    /// Show the effective configuration and where each value comes from.
+    Config(config::ConfigArgs),
     /// Create a publisher key pair for signing plugins.
     Keygen(sign::KeygenArgs),
     /// Sign a plugin folder (its manifest and its binary's hash) with a publisher key.
@@ -36,6 +39,7 @@ impl Cli {
         match self.command {
             Command::Call(args) => call::run(args).await,
             Command::Plugins(args) => plugins::run(args).await,
+            Command::Config(args) => config::run(&args),
             Command::Keygen(args) => sign::keygen(args).await,
             Command::Sign(args) => sign::sign(args).await,
         }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod call;
+mod config_cli;
 mod go_host;
 mod go_plugin;
 mod plugins_cli;

@@ -1,0 +1,379 @@
+//! The daemon's configuration: `config.yaml` in the seeds' sections (application, directories,
+//! logging, file_watcher, worker_pool) plus api, store and security. Every key has a default;
+//! the file overrides defaults, `PLUGSCONC_<SECTION>_<KEY>` environment variables override the
+//! file, and `--set section.key=value` flags override everything. The layers are merged as
+//! trees, each key remembering where its value came from ([`Source`]), then parsed into the
+//! typed, validated [`Config`]. Errors name the key, the layer it came from and what was
+//! expected.
+
+mod layers;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use layers::Source;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not YAML of the expected shape.
+    #[error("{path}: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+    /// A key no section has.
+    #[error("unknown configuration key `{key}` ({origin}){hint}")]
+    Unknown {
+        /// The dotted key.
+        key: String,
+        /// Where it was set.
+        origin: Source,
+        /// A did-you-mean, or the section's keys.
+        hint: String,
+    },
+    /// A value of the wrong type or out of range.
+    #[error("configuration key `{key}` ({origin}): {problem}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// Where it was set.
+        origin: Source,
+        /// What was expected.
+        problem: String,
+    },
+    /// A `--set` flag that is not `section.key=value`.
+    #[error("--set {0:?}: expected section.key=value")]
+    SetSyntax(String),
+}
+
+/// `application`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Application {
+    /// Name in logs and the API.
+    pub app_name: String,
+    /// `dev` or `prod`: `dev` allows unsigned plugins unless `security.signatures` says otherwise.
+    pub app_mode: String,
+}
+
+impl Default for Application {
+    fn default() -> Self {
+        Self {
+            app_name: "plugsconc".into(),
+            app_mode: "dev".into(),
+        }
+    }
+}
+
+/// `directories`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Directories {
+    /// The plugins folder.
+    pub plugins_dir: PathBuf,
+    /// Per-plugin configuration files.
+    pub plugin_configs_dir: PathBuf,
+    /// Log files.
+    pub logs_dir: PathBuf,
+    /// The catalog database, the API token, job state.
+    pub data_dir: PathBuf,
+}
+
+impl Default for Directories {
+    fn default() -> Self {
+        Self {
+            plugins_dir: "plugins".into(),
+            plugin_configs_dir: "plugin-configs".into(),
+            logs_dir: "logs".into(),
+            data_dir: "data".into(),
+        }
+    }
+}
+
+/// `logging`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub log_level: String,
+    /// Console format: `text` (colour on a terminal) or `json`.
+    pub log_format: String,
+    /// Log file name in `directories.logs_dir`; empty for no file.
+    pub log_filename: String,
+    /// Size in MB before a file is rotated.
+    pub log_max_size: u64,
+    /// Rotated files kept.
+    pub log_max_backups: u64,
+    /// Days a rotated file is kept.
+    pub log_max_age: u64,
+    /// gzip rotated files.
+    pub log_compress: bool,
+    /// Source locations in log lines.
+    pub log_include_location: bool,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            log_format: "text".into(),
+            log_filename: "plugsconc.log".into(),
+            log_max_size: 10,
+            log_max_backups: 5,
+            log_max_age: 30,
+            log_compress: true,
+            log_include_location: false,
+        }
+    }
+}
+
+/// `file_watcher`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileWatcher {
+    /// Watch at all.
+    pub fw_enabled: bool,
+    /// Reload plugins when their folder changes.
+    pub fw_watch_plugins: bool,
+    /// Quiet time before a change is applied, in ms.
+    pub fw_debounce_ms: u64,
+    /// Full rescan interval in seconds (a safety net for missed events); 0 for none.
+    pub fw_rescan_secs: u64,
+}
+
+impl Default for FileWatcher {
+    fn default() -> Self {
+        Self {
+            fw_enabled: true,
+            fw_watch_plugins: true,
+            fw_debounce_ms: 250,
+            fw_rescan_secs: 60,
+        }
+    }
+}
+
+/// `worker_pool`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerPool {
+    /// Workers; 0 means one per CPU.
+    pub wp_max_workers: u64,
+}
+
+/// `api`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Address of the REST API.
+    pub listen: String,
+    /// Bearer token for changes; empty: generated on first start into the data folder.
+    pub token: String,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7400".into(),
+            token: String::new(),
+        }
+    }
+}
+
+/// `store`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// `sqlite://...` or `postgres://...`; empty: SQLite in the data folder.
+    pub url: String,
+}
+
+/// `security`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// `require`, `allow-unsigned`, or empty: `require` in prod mode, `allow-unsigned` in dev.
+    pub signatures: String,
+    /// Public key files of trusted publishers.
+    pub trusted_publishers: Vec<PathBuf>,
+    /// Unsigned plugins accepted by name.
+    pub unsigned_allowed: Vec<String>,
+    /// Run binaries without checking their `.sha256` sidecar. Insecure.
+    pub insecure_skip_checksum: bool,
+    /// Refuse to start a plugin when a sandbox protection is not available.
+    pub require_sandbox: bool,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `application`.
+    pub application: Application,
+    /// `directories`.
+    pub directories: Directories,
+    /// `logging`.
+    pub logging: Logging,
+    /// `file_watcher`.
+    pub file_watcher: FileWatcher,
+    /// `worker_pool`.
+    pub worker_pool: WorkerPool,
+    /// `api`.
+    pub api: Api,
+    /// `store`.
+    pub store: Store,
+    /// `security`.
+    pub security: Security,
+}
+
+/// The effective configuration and where each key's value came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The typed configuration.
+    pub config: Config,
+    /// Dotted key → (value, source), for `config show`.
+    pub keys: BTreeMap<String, (serde_json::Value, Source)>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given, or `config.yaml` when it exists), then the
+    /// `PLUGSCONC_*` variables in `env`, then `sets` (`section.key=value`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the key, its source and what was expected.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Loaded, ConfigError> {
+        let defaults =
+            serde_json::to_value(Config::default()).map_err(|err| ConfigError::Invalid {
+                key: String::new(),
+                origin: Source::Default,
+                problem: err.to_string(),
+            })?;
+        let mut tree = layers::Tree::new(defaults);
+        let default_file = Path::new("config.yaml");
+        let file = file.or_else(|| default_file.is_file().then_some(default_file));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            if !text.trim().is_empty() {
+                let value: serde_json::Value =
+                    serde_saphyr::from_str(&text).map_err(|err| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        reason: err.to_string(),
+                    })?;
+                tree.merge_file(&value, path)?;
+            }
+        }
+        tree.merge_env(env)?;
+        for set in sets {
+            let (key, value) = set
+                .split_once('=')
+                .ok_or_else(|| ConfigError::SetSyntax(set.clone()))?;
+            tree.set_text(key.trim(), value, Source::Flag)?;
+        }
+        let config: Config =
+            serde_json::from_value(tree.value().clone()).map_err(|err| ConfigError::Invalid {
+                key: String::new(),
+                origin: Source::Default,
+                problem: err.to_string(),
+            })?;
+        config.validate(&tree)?;
+        Ok(Loaded {
+            config,
+            keys: tree.keys(),
+        })
+    }
+
+    fn validate(&self, tree: &layers::Tree) -> Result<(), ConfigError> {
+        let one_of = |key: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key: key.to_owned(),
+                    origin: tree.source(key),
+                    problem: format!("{value:?} is not one of {}", allowed.join(", ")),
+                })
+            }
+        };
+        one_of(
+            "application.app_mode",
+            &self.application.app_mode,
+            &["dev", "prod"],
+        )?;
+        one_of(
+            "logging.log_level",
+            &self.logging.log_level,
+            &["trace", "debug", "info", "warn", "error"],
+        )?;
+        one_of(
+            "logging.log_format",
+            &self.logging.log_format,
+            &["text", "json"],
+        )?;
+        one_of(
+            "security.signatures",
+            &self.security.signatures,
+            &["", "require", "allow-unsigned"],
+        )?;
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                key: "api.listen".into(),
+                origin: tree.source("api.listen"),
+                problem: format!(
+                    "{:?} is not an address such as 127.0.0.1:7400",
+                    self.api.listen
+                ),
+            });
+        }
+        if !self.store.url.is_empty()
+            && !["sqlite:", "postgres:", "postgresql:"]
+                .iter()
+                .any(|scheme| self.store.url.starts_with(scheme))
+        {
+            return Err(ConfigError::Invalid {
+                key: "store.url".into(),
+                origin: tree.source("store.url"),
+                problem: "expected sqlite://<file> or postgres://<user>@<host>/<database>".into(),
+            });
+        }
+        if self.logging.log_max_size == 0 {
+            return Err(ConfigError::Invalid {
+                key: "logging.log_max_size".into(),
+                origin: tree.source("logging.log_max_size"),
+                problem: "must be at least 1 (MB)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether unsigned plugins may run: `security.signatures`, else the application mode.
+    pub fn allow_unsigned(&self) -> bool {
+        match self.security.signatures.as_str() {
+            "require" => false,
+            "allow-unsigned" => true,
+            _ => self.application.app_mode == "dev",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

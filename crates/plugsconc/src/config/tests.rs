@@ -1,0 +1,147 @@
+//! Layering, sources, and errors that name the key.
+
+use super::*;
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn defaults_then_file_then_env_then_flags() {
+    let (_dir, path) = file(
+        "logging:\n  log_level: debug\n  log_max_backups: 9\napi:\n  listen: 127.0.0.1:9000\nsecurity:\n  unsigned_allowed: [cat]\n",
+    );
+    let loaded = Config::load(
+        Some(&path),
+        env(&[
+            ("PLUGSCONC_LOGGING_LOG_LEVEL", "warn"),
+            ("PLUGSCONC_FILE_WATCHER_FW_DEBOUNCE_MS", "50"),
+            ("PLUGSCONC_TRANSPORT", "tcp"),
+        ]),
+        &[
+            "logging.log_level=error".into(),
+            "security.unsigned_allowed=a, b".into(),
+        ],
+    )
+    .unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.logging.log_level, "error");
+    assert_eq!(c.logging.log_max_backups, 9);
+    assert_eq!(c.file_watcher.fw_debounce_ms, 50);
+    assert_eq!(c.api.listen, "127.0.0.1:9000");
+    assert_eq!(c.security.unsigned_allowed, ["a", "b"]);
+    assert_eq!(c.directories.plugins_dir, PathBuf::from("plugins"));
+    let source = |k: &str| loaded.keys[k].1.to_string();
+    assert_eq!(source("logging.log_level"), "--set");
+    assert_eq!(
+        source("logging.log_max_backups"),
+        format!("file {}", path.display())
+    );
+    assert_eq!(
+        source("file_watcher.fw_debounce_ms"),
+        "env PLUGSCONC_FILE_WATCHER_FW_DEBOUNCE_MS"
+    );
+    assert_eq!(source("directories.plugins_dir"), "default");
+    assert!(
+        c.allow_unsigned(),
+        "dev mode allows unsigned plugins by default"
+    );
+}
+
+#[test]
+fn errors_name_the_key_the_source_and_the_expectation() {
+    let (_dir, path) = file("logging:\n  log_levle: debug\n");
+    let err = Config::load(Some(&path), env(&[]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`logging.log_levle`") && err.contains("did you mean `logging.log_level`?"),
+        "{err}"
+    );
+    assert!(err.contains("config.yaml"), "{err}");
+
+    let (_dir, path) = file("loging:\n  log_level: debug\n");
+    let err = Config::load(Some(&path), env(&[]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("did you mean `logging.log_level`?") || err.contains("the sections are"),
+        "{err}"
+    );
+
+    let (_dir, path) = file("worker_pool:\n  wp_max_workers: lots\n");
+    let err = Config::load(Some(&path), env(&[]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("worker_pool.wp_max_workers") && err.contains("not a whole number"),
+        "{err}"
+    );
+
+    let err = Config::load(
+        None,
+        env(&[("PLUGSCONC_FILE_WATCHER_FW_ENABLED", "maybe")]),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("env PLUGSCONC_FILE_WATCHER_FW_ENABLED") && err.contains("not a boolean"),
+        "{err}"
+    );
+
+    let err = Config::load(None, env(&[]), &["logging.log_level=loud".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`logging.log_level` (--set)")
+            && err.contains("trace, debug, info, warn, error"),
+        "{err}"
+    );
+
+    let err = Config::load(None, env(&[]), &["api.listen=localhost".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("api.listen"), "{err}");
+    let err = Config::load(None, env(&[]), &["store.url=mysql://x".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("postgres://"), "{err}");
+    let err = Config::load(None, env(&[]), &["nonsense".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("section.key=value"), "{err}");
+
+    let (_dir, path) = file("logging: [1, 2\n");
+    let err = Config::load(Some(&path), env(&[]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("config.yaml"), "{err}");
+}
+
+#[test]
+fn prod_mode_requires_signatures_unless_told_otherwise() {
+    let loaded = Config::load(
+        None,
+        env(&[("PLUGSCONC_APPLICATION_APP_MODE", "prod")]),
+        &[],
+    )
+    .unwrap();
+    assert!(!loaded.config.allow_unsigned());
+    let loaded = Config::load(
+        None,
+        env(&[("PLUGSCONC_APPLICATION_APP_MODE", "prod")]),
+        &["security.signatures=allow-unsigned".into()],
+    )
+    .unwrap();
+    assert!(loaded.config.allow_unsigned());
+}
