@@ -1,7 +1,9 @@
 //! `plugsconc`: the command line of the plugin framework.
 
+mod api;
 mod cli;
 mod config;
+mod daemon;
 mod transcode;
 
 // Built-in plugins register at link time; naming the crate is what links it in.

@@ -154,7 +154,9 @@ impl Registry {
         root: impl Into<PathBuf>,
         options: RegistryOptions,
     ) -> Result<Self, HostError> {
-        let root = root.into();
+        let root: PathBuf = root.into();
+        // Absolute, so watcher events (absolute paths) map back to plugin folders.
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
         let scan_root = root.clone();
         let discovery = tokio::task::spawn_blocking(move || crate::discover(&scan_root))
             .await

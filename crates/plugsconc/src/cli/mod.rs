@@ -3,6 +3,7 @@
 mod call;
 mod config;
 mod plugins;
+mod serve;
 mod sign;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Command {
     Call(call::CallArgs),
     /// Inspect and manage a plugins folder: list, info, verify, enable, disable.
     Plugins(plugins::PluginsArgs),
+    /// Run the daemon: the plugins folder's catalog, hot reload and the REST API.
+    Serve(serve::ServeArgs),
     /// Show the effective configuration and where each value comes from.
     Config(config::ConfigArgs),
     /// Create a publisher key pair for signing plugins.
@@ -40,6 +43,7 @@ impl Cli {
             Command::Call(args) => call::run(args).await,
             Command::Plugins(args) => plugins::run(args).await,
             Command::Config(args) => config::run(&args),
+            Command::Serve(args) => serve::run(args).await,
             Command::Keygen(args) => sign::keygen(args).await,
             Command::Sign(args) => sign::sign(args).await,
         }

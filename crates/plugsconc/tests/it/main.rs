@@ -8,4 +8,5 @@ mod go_host;
 mod go_plugin;
 mod plugins_cli;
 mod python;
+mod serve;
 mod support;

@@ -1,0 +1,152 @@
+//! The REST API under `/api/v1` (and the seeds' `GET /plugins`, `GET /plugins/{name}`): the
+//! catalog, read-only for now, and the daemon's health and readiness. Errors are JSON with a
+//! stable code and a message about the client's own mistake, nothing internal.
+
+use std::time::Instant;
+
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use plugsconc_host::registry::Status;
+use plugsconc_host::{PluginInfo, Query, Registry};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The catalog.
+    pub registry: Registry,
+    /// When the daemon started, for uptime.
+    pub started: Instant,
+}
+
+/// Every route.
+pub fn router(state: ApiState) -> Router {
+    let plugins = Router::new()
+        .route("/plugins", get(list))
+        .route("/plugins/{name}", get(show));
+    Router::new()
+        .nest(
+            "/api/v1",
+            plugins
+                .clone()
+                .route("/health", get(health))
+                .route("/ready", get(ready)),
+        )
+        .merge(plugins)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+}
+
+/// A JSON error with a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+/// Filters of the plugin list.
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    tag: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+}
+
+fn plugin_json(info: &PluginInfo) -> Value {
+    json!({
+        "name": info.name,
+        "type": info.kind,
+        "version": info.version.as_ref().map(ToString::to_string),
+        "runtime": info.runtime.as_str(),
+        "status": info.status.as_str(),
+        "reason": info.reason,
+        "description": info.description,
+        "tags": info.tags,
+        "pid": info.pid,
+        "restarts": info.restarts,
+        "reloads": info.reloads,
+        "manifest_sha256": info.manifest_sha256,
+    })
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let status = params
+        .status
+        .map(|s| s.parse::<Status>())
+        .transpose()
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "bad_filter", err))?;
+    let plugins = state.registry.list(&Query {
+        kind: params.kind,
+        tag: params.tag,
+        status,
+        version: None,
+        text: params.q,
+    });
+    Ok(Json(json!({
+        "plugins": plugins.iter().map(plugin_json).collect::<Vec<_>>(),
+        "count": plugins.len(),
+    })))
+}
+
+async fn show(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .registry
+        .get(&name)
+        .map(|info| Json(plugin_json(&info)))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "plugin_not_found",
+                format!("no plugin named {name:?}"),
+            )
+        })
+}
+
+async fn health(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    }))
+}
+
+async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
+    // Ready once the catalog is loaded, which happens before the listener opens.
+    let plugins = state.registry.list(&Query::default()).len();
+    (
+        StatusCode::OK,
+        Json(json!({"ready": true, "plugins": plugins})),
+    )
+}

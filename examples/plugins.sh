@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Assembles a plugins folder from the example plugins: the built binaries (cat, dog, kv), the
+# Python plugin with its protos, their manifests, and the `.sha256` sidecars the host checks
+# before every exec. Files are replaced by rename, so running it again while a daemon watches the
+# folder hot-reloads the plugins.
+#
+# Usage: examples/plugins.sh [--target <cargo target dir>/debug] [--out plugins]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}/debug
+out=plugins
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --target) target=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        *) echo "usage: $0 [--target DIR] [--out DIR]" >&2; exit 2 ;;
+    esac
+done
+
+# put <source> <destination>: copy beside, then rename over (a running binary cannot be written).
+put() {
+    cp "$1" "$2.new"
+    mv -f "$2.new" "$2"
+}
+
+sidecar() { # sidecar <plugin dir> <entry point file name>
+    (cd "$1" && sha256sum "$2" > "$2.sha256.new" && mv -f "$2.sha256.new" "$2.sha256")
+}
+
+for name in cat dog kv; do
+    if [ ! -x "$target/$name" ]; then
+        echo "$target/$name is missing: run cargo build --workspace first" >&2
+        exit 1
+    fi
+    mkdir -p "$out/$name"
+    put "$target/$name" "$out/$name/$name"
+    sidecar "$out/$name" "$name"
+    put "$repo/examples/$name/manifest.yaml" "$out/$name/manifest.yaml"
+done
+
+python="$out/python-animal"
+mkdir -p "$python/proto/animalpb" "$python/proto/pluginpb"
+put "$repo/examples/python-animal/plugin" "$python/plugin"
+chmod +x "$python/plugin"
+put "$repo/proto/animalpb/animal.proto" "$python/proto/animalpb/animal.proto"
+put "$repo/proto/pluginpb/plugin.proto" "$python/proto/pluginpb/plugin.proto"
+sidecar "$python" plugin
+put "$repo/examples/python-animal/manifest.yaml" "$python/manifest.yaml"
+
+echo "example plugins ready in $out: cat dog kv python-animal"
