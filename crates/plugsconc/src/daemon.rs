@@ -60,9 +60,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "plugsconc listening on http://{address} with {count} plugins from {}",
         plugins_dir.display()
     );
+    let token = crate::api::load_token(&config.api.token, &config.directories.data_dir)
+        .with_context(|| {
+            format!(
+                "cannot read or create the API token in {}",
+                config.directories.data_dir.display()
+            )
+        })?;
     let app = router(ApiState {
         registry: registry.clone(),
         started,
+        token: token.into(),
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

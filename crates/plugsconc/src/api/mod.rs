@@ -1,18 +1,25 @@
 //! The REST API under `/api/v1` (and the seeds' `GET /plugins`, `GET /plugins/{name}`): the
-//! catalog, read-only for now, and the daemon's health and readiness. Errors are JSON with a
-//! stable code and a message about the client's own mistake, nothing internal.
+//! catalog, the daemon's health and readiness, and — behind the bearer token — enable, disable
+//! and reload. Errors are JSON with a stable code and a message about the client's own mistake,
+//! nothing internal.
 
+mod auth;
+mod manage;
+
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
 use plugsconc_host::registry::Status;
 use plugsconc_host::{PluginInfo, Query, Registry};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+pub use auth::load_or_create as load_token;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -21,6 +28,8 @@ pub struct ApiState {
     pub registry: Registry,
     /// When the daemon started, for uptime.
     pub started: Instant,
+    /// The bearer token that state changes require.
+    pub token: Arc<str>,
 }
 
 /// Every route.
@@ -28,11 +37,21 @@ pub fn router(state: ApiState) -> Router {
     let plugins = Router::new()
         .route("/plugins", get(list))
         .route("/plugins/{name}", get(show));
+    let changes = Router::new()
+        .route("/plugins/{name}/enable", post(manage::enable))
+        .route("/plugins/{name}/disable", post(manage::disable))
+        .route("/plugins/{name}/reload", post(manage::reload))
+        .route("/reload", post(manage::reload_all))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .nest(
             "/api/v1",
             plugins
                 .clone()
+                .merge(changes)
                 .route("/health", get(health))
                 .route("/ready", get(ready)),
         )
@@ -50,7 +69,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -79,7 +98,7 @@ struct ListParams {
     q: Option<String>,
 }
 
-fn plugin_json(info: &PluginInfo) -> Value {
+pub(crate) fn plugin_json(info: &PluginInfo) -> Value {
     json!({
         "name": info.name,
         "type": info.kind,

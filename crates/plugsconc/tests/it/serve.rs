@@ -10,10 +10,21 @@ use crate::support;
 
 /// A plain HTTP/1.1 GET; returns the status code and the JSON body.
 fn get(address: &str, path: &str) -> (u16, serde_json::Value) {
+    request(address, "GET", path, None)
+}
+
+/// A plain HTTP/1.1 request with an optional bearer token.
+fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut stream = TcpStream::connect(address).unwrap();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -120,6 +131,55 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(seen, "the new plugin never appeared");
+
+    // Changes need the token generated on first start (data/api-token, mode 0600).
+    let (status, body) = request(&address, "POST", "/api/v1/plugins/cat/disable", None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("token_required"))
+    );
+    let (status, body) = request(
+        &address,
+        "POST",
+        "/api/v1/plugins/cat/disable",
+        Some("nope"),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("bad_token"))
+    );
+    let token = std::fs::read_to_string(root.path().join("data/api-token")).unwrap();
+    let token = Some(token.trim());
+    let (status, body) = request(&address, "POST", "/api/v1/plugins/cat/disable", token);
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("disabled")),
+        "{body}"
+    );
+    assert!(
+        root.path().join("plugins/cat/.disabled").exists(),
+        "kept across restarts"
+    );
+    let (status, body) = request(&address, "POST", "/api/v1/plugins/cat/enable", token);
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("discovered")),
+        "{body}"
+    );
+    assert!(!root.path().join("plugins/cat/.disabled").exists());
+    let (status, body) = request(&address, "POST", "/api/v1/plugins/kv/reload", token);
+    assert_eq!(
+        (status, body["change"].as_str()),
+        (200, Some("unchanged")),
+        "{body}"
+    );
+    let (status, body) = request(&address, "POST", "/api/v1/plugins/ghost/reload", token);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("plugin_not_found"))
+    );
+    let (status, body) = request(&address, "POST", "/api/v1/reload", token);
+    assert_eq!(status, 200, "{body}");
 
     let pid = i32::try_from(daemon.0.id()).unwrap();
     // SAFETY: sending SIGTERM to our own child process.

@@ -1,0 +1,133 @@
+//! State changes: enable, disable, reload one plugin or the whole folder. Enable and disable of
+//! a process plugin also write or remove its `.disabled` marker, so the choice survives a
+//! restart of the daemon (as `plugsconc plugins enable|disable` does).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use plugsconc_host::registry::Change;
+use plugsconc_host::{DISABLED_MARKER, HostError};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, plugin_json};
+
+fn host_error(err: HostError) -> ApiError {
+    match err {
+        HostError::UnknownPlugin { plugin, .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "plugin_not_found",
+            format!("no plugin named {plugin:?}"),
+        ),
+        HostError::NotAvailable { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "not_available", err.to_string())
+        }
+        other => {
+            tracing::warn!(error = %other, "API request failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the daemon could not do it; see its log",
+            )
+        }
+    }
+}
+
+fn current(state: &ApiState, name: &str) -> Result<Json<Value>, ApiError> {
+    state
+        .registry
+        .get(name)
+        .map(|info| Json(plugin_json(&info)))
+        .ok_or_else(|| {
+            host_error(HostError::UnknownPlugin {
+                plugin: name.to_owned(),
+                known: String::new(),
+            })
+        })
+}
+
+async fn marker(state: &ApiState, name: &str, disabled: bool) -> Result<(), ApiError> {
+    let Some(dir) = state.registry.get(name).and_then(|info| info.dir) else {
+        return Ok(());
+    };
+    let path = dir.join(DISABLED_MARKER);
+    let result = tokio::task::spawn_blocking(move || {
+        if disabled {
+            std::fs::write(&path, b"disabled through the API\n")
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => {
+            tracing::warn!(plugin = name, error = %err, "cannot update the .disabled marker");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the plugin's folder cannot be written; see the daemon's log",
+            ))
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "interrupted",
+        )),
+    }
+}
+
+pub async fn enable(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let _known = current(&state, &name)?;
+    marker(&state, &name, false).await?;
+    state.registry.enable(&name).map_err(host_error)?;
+    current(&state, &name)
+}
+
+pub async fn disable(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let _known = current(&state, &name)?;
+    marker(&state, &name, true).await?;
+    state.registry.disable(&name).await.map_err(host_error)?;
+    current(&state, &name)
+}
+
+fn change_json(change: &Change) -> Value {
+    match change {
+        Change::Unchanged => json!({"change": "unchanged"}),
+        Change::Added(name) => json!({"change": "added", "plugin": name}),
+        Change::Removed(name) => json!({"change": "removed", "plugin": name}),
+        Change::Updated(name) => json!({"change": "updated", "plugin": name}),
+        Change::Reloaded(name) => json!({"change": "reloaded", "plugin": name}),
+        Change::Rejected { name, reason } => {
+            json!({"change": "rejected", "plugin": name, "reason": reason})
+        }
+    }
+}
+
+pub async fn reload(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = current(&state, &name)?;
+    let Some(dir) = state.registry.get(&name).and_then(|info| info.dir) else {
+        // Built in: nothing on disk to reload.
+        return Ok(Json(json!({"change": "unchanged", "plugin": info.0})));
+    };
+    let change = state.registry.sync_dir(&dir).await.map_err(host_error)?;
+    Ok(Json(change_json(&change)))
+}
+
+pub async fn reload_all(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let changes = state.registry.sync_all().await.map_err(host_error)?;
+    Ok(Json(
+        json!({"changes": changes.iter().map(change_json).collect::<Vec<_>>()}),
+    ))
+}
