@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Assembles a plugins folder from the example plugins: the built binaries (cat, dog, kv), the
-# Python plugin with its protos, their manifests, and the `.sha256` sidecars the host checks
-# before every exec. Files are replaced by rename, so running it again while a daemon watches the
+# Python plugin, their manifests and protos, and the `.sha256` sidecars the host checks before
+# every exec. Files are replaced by rename, so running it again while a daemon watches the
 # folder hot-reloads the plugins.
 #
 # Usage: examples/plugins.sh [--target <cargo target dir>/debug] [--out plugins]
@@ -36,6 +36,13 @@ for name in cat dog kv; do
     put "$target/$name" "$out/$name/$name"
     sidecar "$out/$name" "$name"
     put "$repo/examples/$name/manifest.yaml" "$out/$name/manifest.yaml"
+done
+# The protos beside each plugin let the daemon's call endpoint transcode JSON.
+for pair in cat:animalpb/animal.proto dog:animalpb/animal.proto kv:kvpb/kv.proto; do
+    name=${pair%%:*}
+    proto=${pair#*:}
+    mkdir -p "$out/$name/proto/$(dirname "$proto")"
+    put "$repo/proto/$proto" "$out/$name/proto/$proto"
 done
 
 python="$out/python-animal"

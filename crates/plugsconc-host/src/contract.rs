@@ -53,3 +53,17 @@ pub fn builtin_handle<H: ?Sized + Send + Sync + 'static>(
 ) -> Box<dyn Any + Send + Sync> {
     Box::new(handle)
 }
+
+/// Untyped access to a process plugin's gRPC connection, for generic callers (the daemon's JSON
+/// call endpoint): [`crate::Registry::grpc`] hands it out for a plugin of any type.
+#[derive(Debug)]
+pub struct AnyGrpc;
+
+impl Contract for AnyGrpc {
+    const KIND: &'static str = "*";
+    type Handle = Channel;
+
+    fn connect(channel: Channel) -> Arc<Channel> {
+        Arc::new(channel)
+    }
+}

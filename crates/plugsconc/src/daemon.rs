@@ -2,6 +2,7 @@
 //! folder (plus the built-in plugins), watches the folder for hot reload, serves the REST API,
 //! and on SIGINT or SIGTERM stops accepting, drains and stops every plugin, and exits — bounded.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -71,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         started,
         token: token.into(),
+        descriptors: Arc::default(),
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -369,6 +369,29 @@ impl Registry {
         })
     }
 
+    /// The gRPC connection of process plugin `name`, whatever its type, for generic callers;
+    /// leases work as for typed handles (lazy start, drained on reload).
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::UnknownPlugin`], or [`HostError::WrongContract`] for a built-in plugin (it
+    /// has no connection).
+    pub fn grpc(&self, name: &str) -> Result<Handle<crate::AnyGrpc>, HostError> {
+        let slot = self.inner.slot(name)?;
+        if matches!(slot.state().source, Source::Builtin(_)) {
+            return Err(HostError::WrongContract {
+                plugin: name.to_owned(),
+                kind: "built-in".into(),
+                expected: "a process plugin (gRPC)",
+            });
+        }
+        Ok(Handle {
+            inner: self.inner.clone(),
+            slot,
+            builtin: None,
+        })
+    }
+
     /// Starts a process plugin now rather than on its first call (no-op when running or
     /// built in).
     ///

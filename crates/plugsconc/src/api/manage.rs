@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, plugin_json};
 
-fn host_error(err: HostError) -> ApiError {
+pub(super) fn host_error(err: HostError) -> ApiError {
     match err {
         HostError::UnknownPlugin { plugin, .. } => ApiError::new(
             StatusCode::NOT_FOUND,

@@ -4,6 +4,7 @@
 //! nothing internal.
 
 mod auth;
+mod call;
 mod manage;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub started: Instant,
     /// The bearer token that state changes require.
     pub token: Arc<str>,
+    /// Compiled descriptors of the plugins called through the API.
+    pub descriptors: Arc<call::DescriptorCache>,
 }
 
 /// Every route.
@@ -42,6 +45,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins/{name}/disable", post(manage::disable))
         .route("/plugins/{name}/reload", post(manage::reload))
         .route("/reload", post(manage::reload_all))
+        .route("/plugins/{name}/call/{service}/{method}", post(call::call))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -20,11 +20,23 @@ fn request(
     path: &str,
     token: Option<&str>,
 ) -> (u16, serde_json::Value) {
+    send(address, method, path, token, "")
+}
+
+/// A plain HTTP/1.1 request with a body.
+fn send(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let mut stream = TcpStream::connect(address).unwrap();
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut response = String::new();
@@ -180,6 +192,68 @@ fn serves_the_catalog_and_stops_on_sigterm() {
     );
     let (status, body) = request(&address, "POST", "/api/v1/reload", token);
     assert_eq!(status, 200, "{body}");
+
+    // The generic call endpoint: JSON in, the plugin started on first use, JSON out.
+    let speak = "/api/v1/plugins/cat/call/animal.Animal/Speak";
+    let (status, body) = send(&address, "POST", speak, None, r#"{"isLoud": true}"#);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = send(&address, "POST", speak, token, r#"{"isLoud": true}"#);
+    assert_eq!(
+        (status, &body["response"]),
+        (200, &serde_json::json!({"message": "MEOW!"})),
+        "{body}"
+    );
+    assert_eq!(get(&address, "/api/v1/plugins/cat").1["status"], "ready");
+    let (status, body) = send(
+        &address,
+        "POST",
+        "/api/v1/plugins/kv/call/kv.KV/Put",
+        token,
+        r#"{"key": "a", "value": "aGk="}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(
+        &address,
+        "POST",
+        "/api/v1/plugins/kv/call/kv.KV/Get",
+        token,
+        r#"{"key": "a"}"#,
+    );
+    assert_eq!(
+        (status, &body["response"]["value"]),
+        (200, &serde_json::json!("aGk=")),
+        "{body}"
+    );
+    let (status, body) = send(
+        &address,
+        "POST",
+        "/api/v1/plugins/cat/call/animal.Animal/Purr",
+        token,
+        "{}",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("method_not_found")),
+        "{body}"
+    );
+    let (status, body) = send(&address, "POST", speak, token, r#"{"isLoud": "very"}"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let (status, body) = send(
+        &address,
+        "POST",
+        "/api/v1/plugins/cow/call/animal.Animal/Speak",
+        token,
+        "{}",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("builtin_plugin")),
+        "{body}"
+    );
 
     let pid = i32::try_from(daemon.0.id()).unwrap();
     // SAFETY: sending SIGTERM to our own child process.

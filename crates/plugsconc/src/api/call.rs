@@ -1,0 +1,172 @@
+//! `POST /api/v1/plugins/{name}/call/{service}/{method}`: any unary method of a process plugin
+//! with a JSON body, transcoded as `plugsconc call` does. The descriptors come from the `.proto`
+//! files shipped in the plugin's folder (`proto/` when present, else the folder itself),
+//! compiled once per manifest version and cached.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use plugsconc_host::HostError;
+use prost_reflect::DescriptorPool;
+use serde_json::{Value, json};
+
+use super::manage::host_error;
+use super::{ApiError, ApiState};
+use crate::transcode::{self, TranscodeError};
+
+/// A plugin's compiled descriptors and the manifest hash they were compiled for.
+type Compiled = (Option<String>, Arc<DescriptorPool>);
+
+/// Compiled descriptors by plugin.
+#[derive(Debug, Default)]
+pub struct DescriptorCache(Mutex<HashMap<String, Compiled>>);
+
+/// The `.proto` files of a plugin folder and the import root they are relative to.
+fn plugin_protos(dir: &FsPath) -> (PathBuf, Vec<PathBuf>) {
+    let proto_dir = dir.join("proto");
+    let root = if proto_dir.is_dir() {
+        proto_dir
+    } else {
+        dir.to_owned()
+    };
+    let mut found = Vec::new();
+    let mut pending = vec![(root.clone(), 0)];
+    while let Some((folder, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            // Symlinks are not followed: nothing outside the plugin's folder is read.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() && depth < 4 {
+                pending.push((path, depth + 1));
+            } else if kind.is_file() && path.extension().is_some_and(|e| e == "proto") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    (root, found)
+}
+
+async fn descriptors(
+    state: &ApiState,
+    name: &str,
+    dir: &FsPath,
+    manifest: Option<String>,
+) -> Result<Arc<DescriptorPool>, ApiError> {
+    if let Some((hash, pool)) = state
+        .descriptors
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(name)
+        && *hash == manifest
+    {
+        return Ok(pool.clone());
+    }
+    let dir = dir.to_owned();
+    let plugin = name.to_owned();
+    let compiled = tokio::task::spawn_blocking(move || {
+        let (root, protos) = plugin_protos(&dir);
+        if protos.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_descriptors",
+                format!("plugin {plugin:?} ships no .proto files in its folder; the call endpoint needs them to transcode JSON"),
+            ));
+        }
+        transcode::load(&protos, &[root]).map_err(|err| {
+            ApiError::new(StatusCode::CONFLICT, "bad_descriptors", err.to_string())
+        })
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "interrupted"))??;
+    let pool = Arc::new(compiled);
+    state
+        .descriptors
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(name.to_owned(), (manifest, pool.clone()));
+    Ok(pool)
+}
+
+fn transcode_error(err: TranscodeError) -> ApiError {
+    match err {
+        TranscodeError::UnknownMethod { .. } | TranscodeError::MethodSyntax(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "method_not_found", err.to_string())
+        }
+        TranscodeError::Streaming(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "streaming_method", err.to_string())
+        }
+        TranscodeError::Json { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", err.to_string())
+        }
+        TranscodeError::Compile { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "bad_descriptors", err.to_string())
+        }
+    }
+}
+
+/// Calls the method and answers `{"response": ...}`.
+pub async fn call(
+    State(state): State<ApiState>,
+    Path((name, service, method)): Path<(String, String, String)>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let info = state.registry.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "plugin_not_found",
+            format!("no plugin named {name:?}"),
+        )
+    })?;
+    let Some(dir) = info.dir.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "builtin_plugin",
+            format!("{name:?} is built into the daemon and has no gRPC methods to call"),
+        ));
+    };
+    let pool = descriptors(&state, &name, &dir, info.manifest_sha256.clone()).await?;
+    let method =
+        transcode::find_method(&pool, &format!("{service}/{method}")).map_err(transcode_error)?;
+    let body = if body.trim().is_empty() {
+        "{}"
+    } else {
+        body.as_str()
+    };
+    let request = transcode::request_from_json(&method, body).map_err(transcode_error)?;
+    let handle = state.registry.grpc(&name).map_err(host_error)?;
+    let lease = handle.get().await.map_err(|err| match err {
+        HostError::UnknownPlugin { .. } | HostError::NotAvailable { .. } => host_error(err),
+        other => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_unavailable",
+            other.to_string(),
+        ),
+    })?;
+    let channel: tonic::transport::Channel = (*lease).clone();
+    let reply = transcode::call_unary(channel, &method, request)
+        .await
+        .map_err(|status| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "plugin_error",
+                format!("{:?}: {}", status.code(), status.message()),
+            )
+        })?;
+    Ok(Json(json!({
+        "plugin": name,
+        "method": format!("{}/{}", method.parent_service().full_name(), method.name()),
+        "response": transcode::response_to_json(&reply),
+    })))
+}
