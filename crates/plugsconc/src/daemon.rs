@@ -1,16 +1,20 @@
 //! `plugsconc serve`: the daemon. Loads the configuration, opens the catalog of the plugins
-//! folder (plus the built-in plugins), watches the folder for hot reload, serves the REST API,
-//! and on SIGINT or SIGTERM stops accepting, drains and stops every plugin, and exits — bounded.
+//! folder (plus the built-in plugins) and the persistent store, applies the recorded states,
+//! follows changes made by daemons sharing the store, watches the folder for hot reload, serves
+//! the REST API, and on SIGINT or SIGTERM stops accepting, drains and stops every plugin, and
+//! exits — bounded.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use plugsconc_host::registry::Status;
 use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
-use plugsconc_host::{Registry, RegistryOptions};
+use plugsconc_host::{Event, Query, Registry, RegistryOptions};
 
 use crate::api::{ApiState, router};
 use crate::config::Config;
+use crate::store::{Heard, Store};
 
 /// The registry options the configuration asks for.
 fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
@@ -50,17 +54,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (rescan > 0).then(|| Duration::from_secs(rescan)),
         )?;
     }
-    let listener = tokio::net::TcpListener::bind(&config.api.listen)
-        .await
-        .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
-    let address = listener.local_addr()?;
-    let count = registry.list(&plugsconc_host::Query::default()).len();
-    tracing::info!(%address, plugins = count, dir = %plugins_dir.display(), "plugsconc serving");
-    // One line on stdout that scripts (and the tests) can wait for.
-    println!(
-        "plugsconc listening on http://{address} with {count} plugins from {}",
-        plugins_dir.display()
+    let store: Arc<dyn Store> = Arc::from(
+        crate::store::open(
+            &config.store.url,
+            &config.store.schema,
+            &config.directories.data_dir,
+        )
+        .await?,
     );
+    let origin: Arc<str> = format!(
+        "{}-{}-{:04x}",
+        config.application.app_name,
+        std::process::id(),
+        fastrand::u16(..)
+    )
+    .into();
+    apply_states(&registry, store.as_ref()).await?;
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(record_versions(
+        registry.clone(),
+        store.clone(),
+        origin.clone(),
+    ));
+    if let Some(heard) = store.listen().await? {
+        background.spawn(follow(
+            registry.clone(),
+            store.clone(),
+            origin.clone(),
+            heard,
+        ));
+    }
     let token = crate::api::load_token(&config.api.token, &config.directories.data_dir)
         .with_context(|| {
             format!(
@@ -68,17 +91,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 config.directories.data_dir.display()
             )
         })?;
+    let listener = tokio::net::TcpListener::bind(&config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+    let address = listener.local_addr()?;
+    let count = registry.list(&plugsconc_host::Query::default()).len();
+    tracing::info!(%address, plugins = count, dir = %plugins_dir.display(), store = store.kind(), %origin, "plugsconc serving");
+    // One line on stdout that scripts (and the tests) can wait for.
+    println!(
+        "plugsconc listening on http://{address} with {count} plugins from {}",
+        plugins_dir.display()
+    );
+
     let app = router(ApiState {
         registry: registry.clone(),
         started,
         token: token.into(),
         descriptors: Arc::default(),
+        store: store.clone(),
+        origin: origin.clone(),
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the API server failed")?;
     tracing::info!("shutting down: stopping plugins");
+    background.abort_all();
+    while background.join_next().await.is_some() {}
     registry.shutdown().await;
     println!("plugsconc stopped");
     Ok(())
@@ -96,5 +135,87 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Makes each plugin's status follow the state recorded in the store.
+async fn apply_states(registry: &Registry, store: &dyn Store) -> anyhow::Result<()> {
+    for (name, enabled) in store.states().await? {
+        apply(registry, &name, enabled).await;
+    }
+    Ok(())
+}
+
+async fn apply(registry: &Registry, name: &str, enabled: bool) {
+    let Some(info) = registry.get(name) else {
+        return;
+    };
+    let disabled = info.status == Status::Disabled;
+    let result = if enabled && disabled {
+        registry.enable(name)
+    } else if !enabled && !disabled {
+        registry.disable(name).await
+    } else {
+        Ok(())
+    };
+    if let Err(err) = result {
+        tracing::warn!(plugin = name, error = %err, "cannot apply the stored state");
+    }
+}
+
+/// Applies changes other daemons announce; rereads everything after a lost connection.
+async fn follow(
+    registry: Registry,
+    store: Arc<dyn Store>,
+    origin: Arc<str>,
+    mut heard: tokio::sync::mpsc::Receiver<Heard>,
+) {
+    while let Some(event) = heard.recv().await {
+        match event {
+            Heard::Change(notice) if *notice.origin != *origin => {
+                tracing::info!(plugin = %notice.plugin, enabled = notice.enabled, from = %notice.origin, "change from another daemon");
+                apply(&registry, &notice.plugin, notice.enabled).await;
+            }
+            Heard::Change(_) => {}
+            Heard::Resync => {
+                tracing::info!("catalog listener reconnected; resynchronising");
+                if let Err(err) = apply_states(&registry, store.as_ref()).await {
+                    tracing::warn!(error = %err, "resynchronisation failed");
+                }
+            }
+        }
+    }
+}
+
+/// Records each plugin version the daemon sees (at start, when added, when reloaded).
+async fn record_versions(registry: Registry, store: Arc<dyn Store>, origin: Arc<str>) {
+    let mut events = registry.subscribe();
+    let actor = format!("watcher@{origin}");
+    let record = |name: String| {
+        let (registry, store, actor) = (registry.clone(), store.clone(), actor.clone());
+        async move {
+            let Some(info) = registry.get(&name) else {
+                return;
+            };
+            let (Some(version), Some(sha)) = (info.version, info.manifest_sha256) else {
+                return;
+            };
+            if let Err(err) = store
+                .record_version(&name, &version.to_string(), &sha, &actor)
+                .await
+            {
+                tracing::warn!(plugin = %name, error = %err, "cannot record the plugin version");
+            }
+        }
+    };
+    for info in registry.list(&Query::default()) {
+        record(info.name).await;
+    }
+    loop {
+        match events.recv().await {
+            Ok(Event::Added { name } | Event::Reloaded { name, .. }) => record(name).await,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }

@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod config;
 mod daemon;
+mod store;
 mod transcode;
 
 // Built-in plugins register at link time; naming the crate is what links it in.

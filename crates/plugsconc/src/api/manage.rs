@@ -1,12 +1,14 @@
-//! State changes: enable, disable, reload one plugin or the whole folder. Enable and disable of
-//! a process plugin also write or remove its `.disabled` marker, so the choice survives a
-//! restart of the daemon (as `plugsconc plugins enable|disable` does).
+//! State changes: enable, disable, reload one plugin or the whole folder, and the audit log.
+//! Enable and disable are recorded in the store (which survives restarts and, with PostgreSQL,
+//! reaches every daemon sharing it) and in the plugin's `.disabled` marker (what
+//! `plugsconc plugins enable|disable` reads without a daemon).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use plugsconc_host::registry::Change;
 use plugsconc_host::{DISABLED_MARKER, HostError};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, plugin_json};
@@ -84,6 +86,7 @@ pub async fn enable(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let _known = current(&state, &name)?;
+    record(&state, &name, true).await?;
     marker(&state, &name, false).await?;
     state.registry.enable(&name).map_err(host_error)?;
     current(&state, &name)
@@ -94,6 +97,7 @@ pub async fn disable(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let _known = current(&state, &name)?;
+    record(&state, &name, false).await?;
     marker(&state, &name, true).await?;
     state.registry.disable(&name).await.map_err(host_error)?;
     current(&state, &name)
@@ -130,4 +134,41 @@ pub async fn reload_all(State(state): State<ApiState>) -> Result<Json<Value>, Ap
     Ok(Json(
         json!({"changes": changes.iter().map(change_json).collect::<Vec<_>>()}),
     ))
+}
+
+async fn record(state: &ApiState, name: &str, enabled: bool) -> Result<(), ApiError> {
+    let actor = format!("api@{}", state.origin);
+    state
+        .store
+        .set_enabled(name, enabled, &actor, &state.origin)
+        .await
+        .map_err(|err| {
+            tracing::warn!(plugin = name, error = %err, "cannot record the change in the store");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the catalog store cannot record the change; nothing was changed",
+            )
+        })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditParams {
+    limit: Option<i64>,
+}
+
+pub async fn audit(
+    State(state): State<ApiState>,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
+    let entries = state.store.audit(limit).await.map_err(|err| {
+        tracing::warn!(error = %err, "cannot read the audit log");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the catalog store cannot be read",
+        )
+    })?;
+    Ok(Json(json!({"entries": entries})))
 }

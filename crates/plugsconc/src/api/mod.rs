@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1` (and the seeds' `GET /plugins`, `GET /plugins/{name}`): the
 //! catalog, the daemon's health and readiness, and — behind the bearer token — enable, disable
-//! and reload. Errors are JSON with a stable code and a message about the client's own mistake,
+//! (recorded in the store, announced to daemons sharing it), reload, the audit log, and a
+//! generic JSON call of any unary plugin method. Errors are JSON with a stable code and a message about the client's own mistake,
 //! nothing internal.
 
 mod auth;
@@ -33,6 +34,10 @@ pub struct ApiState {
     pub token: Arc<str>,
     /// Compiled descriptors of the plugins called through the API.
     pub descriptors: Arc<call::DescriptorCache>,
+    /// The persistent catalog state.
+    pub store: Arc<dyn crate::store::Store>,
+    /// This daemon's id in the shared catalog (audit actors, notifications).
+    pub origin: Arc<str>,
 }
 
 /// Every route.
@@ -45,6 +50,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins/{name}/disable", post(manage::disable))
         .route("/plugins/{name}/reload", post(manage::reload))
         .route("/reload", post(manage::reload_all))
+        .route("/audit", get(manage::audit))
         .route("/plugins/{name}/call/{service}/{method}", post(call::call))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

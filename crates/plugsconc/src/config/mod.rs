@@ -193,11 +193,22 @@ impl Default for Api {
 }
 
 /// `store`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
     /// `sqlite://...` or `postgres://...`; empty: SQLite in the data folder.
     pub url: String,
+    /// PostgreSQL schema holding the catalog (daemons sharing a catalog use the same one).
+    pub schema: String,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            schema: "plugsconc".into(),
+        }
+    }
 }
 
 /// `security`.
@@ -353,6 +364,22 @@ impl Config {
                 key: "store.url".into(),
                 origin: tree.source("store.url"),
                 problem: "expected sqlite://<file> or postgres://<user>@<host>/<database>".into(),
+            });
+        }
+        let schema = &self.store.schema;
+        let mut chars = schema.chars();
+        if !(chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && schema.len() <= 48)
+        {
+            return Err(ConfigError::Invalid {
+                key: "store.schema".into(),
+                origin: tree.source("store.schema"),
+                problem: format!(
+                    "{schema:?} is not a plain identifier (lower-case letters, digits, _; at most 48)"
+                ),
             });
         }
         if self.logging.log_max_size == 0 {

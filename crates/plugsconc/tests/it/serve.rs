@@ -269,3 +269,123 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Drops a test's schema when the test ends (best effort: the database is shared).
+struct DropSchema(String);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn postgres_available(test: &str) -> bool {
+    if TcpStream::connect("127.0.0.1:5432").is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_none(),
+        "PostgreSQL on 127.0.0.1:5432 is required here"
+    );
+    support::skip(test, "PostgreSQL is not running on 127.0.0.1:5432");
+    false
+}
+
+/// Polls `path` on `address` until `field` equals `want` (bounded).
+fn wait_field(address: &str, path: &str, field: &str, want: &str) {
+    for _ in 0..600 {
+        if get(address, path).1[field] == want {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{path} on {address}: {field} never became {want:?}");
+}
+
+fn token(root: &Path) -> String {
+    std::fs::read_to_string(root.join("data/api-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn daemons_sharing_a_postgres_catalog_follow_each_other() {
+    if !postgres_available("daemons_sharing_a_postgres_catalog_follow_each_other") {
+        return;
+    }
+    let schema = format!("plugsconc_it_{}_{}", std::process::id(), fastrand::u32(..));
+    let _cleanup = DropSchema(schema.clone());
+    let store = [
+        "--set".to_owned(),
+        format!("store.url={PG_URL}"),
+        "--set".to_owned(),
+        format!("store.schema={schema}"),
+    ];
+    let store: Vec<&str> = store.iter().map(String::as_str).collect();
+    let (root_a, root_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    example_plugins(root_a.path());
+    example_plugins(root_b.path());
+    let (_a, a, _) = serve(root_a.path(), &store);
+    let (_b, b, _) = serve(root_b.path(), &store);
+    let (token_a, token_b) = (token(root_a.path()), token(root_b.path()));
+
+    // A change on one daemon reaches the other through LISTEN/NOTIFY.
+    let (status, body) = request(&a, "POST", "/api/v1/plugins/cat/disable", Some(&token_a));
+    assert_eq!(status, 200, "{body}");
+    wait_field(&b, "/api/v1/plugins/cat", "status", "disabled");
+    let (status, _) = request(&b, "POST", "/api/v1/plugins/cat/enable", Some(&token_b));
+    assert_eq!(status, 200);
+    wait_field(&a, "/api/v1/plugins/cat", "status", "discovered");
+
+    // Both see one audit log, with who did what.
+    let (_, audit) = request(&a, "GET", "/api/v1/audit", Some(&token_a));
+    let actions: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["plugin"] == "cat" && e["action"] != "version")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(actions.len(), 2, "{audit}");
+    assert_eq!(actions[0].0, "enable");
+    assert_ne!(actions[0].1, actions[1].1, "two daemons, two actors");
+
+    // B's listener loses its connection; a change made meanwhile still reaches B (resync on
+    // reconnect, or the notification after it).
+    let terminated = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qAtc"])
+        .arg(format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%{schema}%'"
+        ))
+        .output();
+    match terminated {
+        Ok(out) if out.status.success() => {
+            let killed = String::from_utf8_lossy(&out.stdout);
+            assert!(killed.trim() != "0", "no listener connection found to cut");
+        }
+        _ => support::skip("listener reconnect", "psql is not installed"),
+    }
+    let (status, _) = request(&a, "POST", "/api/v1/plugins/dog/disable", Some(&token_a));
+    assert_eq!(status, 200);
+    wait_field(&b, "/api/v1/plugins/dog", "status", "disabled");
+
+    // A third daemon on a fresh folder (no .disabled markers) starts from the shared state.
+    let root_c = tempfile::tempdir().unwrap();
+    example_plugins(root_c.path());
+    let (_c, c, _) = serve(root_c.path(), &store);
+    assert_eq!(get(&c, "/api/v1/plugins/dog").1["status"], "disabled");
+    assert_eq!(get(&c, "/api/v1/plugins/cat").1["status"], "discovered");
+}

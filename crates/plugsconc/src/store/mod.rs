@@ -1,0 +1,198 @@
+//! The persistent catalog state: what must survive a restart of the daemon — each plugin's
+//! enabled/disabled state, the versions installed with their hashes, and an audit log of every
+//! change (who, what, when). Two implementations behind [`Store`]: SQLite in the data folder
+//! (the default, one daemon) and PostgreSQL (`store.url`), where several daemons share one
+//! catalog and each change is published with `NOTIFY` so every daemon applies it
+//! ([`Store::listen`]).
+
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Why the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or opened.
+    #[error("cannot open the catalog store {url}: {source}")]
+    Open {
+        /// Where (credentials removed).
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate the catalog store {url}: {source}")]
+    Migrate {
+        /// Where.
+        url: String,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("catalog store query failed ({what}): {source}")]
+    Query {
+        /// What was being done.
+        what: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
+    /// Who (`api@<daemon>`, `watcher@<daemon>`, ...).
+    pub actor: String,
+    /// What (`enable`, `disable`, `version`).
+    pub action: String,
+    /// Which plugin.
+    pub plugin: String,
+    /// Details (the version and hashes for `version`).
+    pub detail: String,
+}
+
+/// A change another daemon made, received through the shared store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Notice {
+    /// The daemon that made it.
+    pub origin: String,
+    /// The plugin.
+    pub plugin: String,
+    /// Its new state.
+    pub enabled: bool,
+}
+
+/// What the listener reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// A change made elsewhere.
+    Change(Notice),
+    /// The connection was lost and is back: changes may have been missed, read everything.
+    Resync,
+}
+
+/// The persistent catalog.
+#[tonic::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+
+    /// Every plugin with a recorded state: name → enabled.
+    async fn states(&self) -> Result<BTreeMap<String, bool>, StoreError>;
+
+    /// Records a plugin's state and the audit entry; with PostgreSQL, announces it to the other
+    /// daemons (as `origin`).
+    async fn set_enabled(
+        &self,
+        plugin: &str,
+        enabled: bool,
+        actor: &str,
+        origin: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Records the version of a plugin now in use, with its manifest hash.
+    async fn record_version(
+        &self,
+        plugin: &str,
+        version: &str,
+        manifest_sha256: &str,
+        actor: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The newest audit entries, newest first.
+    async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Changes made by other daemons (PostgreSQL); `None` for a store no one else shares.
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError>;
+}
+
+/// Opens the store `url` names (`sqlite://<file>`, `postgres://...`), or SQLite in `data_dir`
+/// when it is empty, and migrates it.
+///
+/// # Errors
+///
+/// [`StoreError`] naming the store.
+pub async fn open(
+    url: &str,
+    schema: &str,
+    data_dir: &std::path::Path,
+) -> Result<Box<dyn Store>, StoreError> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Box::new(PgStore::open(url, schema).await?))
+    } else {
+        let path = match url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            Some(path) if !path.is_empty() => std::path::PathBuf::from(path),
+            _ => data_dir.join("catalog.db"),
+        };
+        Ok(Box::new(SqliteStore::open(&path).await?))
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The schema, shared by both backends (plain SQL both understand).
+const MIGRATION_1: &str = "
+CREATE TABLE IF NOT EXISTS plugin_state (
+    name TEXT PRIMARY KEY,
+    enabled BOOLEAN NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plugin_version (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    PRIMARY KEY (name, version, manifest_sha256)
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    at_ms BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at_ms);
+";
+
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr as _;
+    sqlx::migrate::Migrator::with_migrations(vec![sqlx::migrate::Migration::new(
+        1,
+        "catalog".into(),
+        sqlx::migrate::MigrationType::Simple,
+        MIGRATION_1.into_sql_str(),
+        false,
+    )])
+}
+
+#[cfg(test)]
+mod tests;
