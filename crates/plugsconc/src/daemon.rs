@@ -110,6 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         descriptors: Arc::default(),
         store: store.clone(),
         origin: origin.clone(),
+        metrics: Arc::default(),
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

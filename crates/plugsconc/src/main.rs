@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod config;
 mod daemon;
+mod metrics;
 mod store;
 mod transcode;
 

@@ -155,18 +155,25 @@ pub async fn call(
         ),
     })?;
     let channel: tonic::transport::Channel = (*lease).clone();
-    let reply = transcode::call_unary(channel, &method, request)
-        .await
-        .map_err(|status| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "plugin_error",
-                format!("{:?}: {}", status.code(), status.message()),
-            )
-        })?;
+    let began = std::time::Instant::now();
+    let reply = transcode::call_unary(channel, &method, request).await;
+    let full_name = format!("{}/{}", method.parent_service().full_name(), method.name());
+    state.metrics.observe_call(
+        &name,
+        &full_name,
+        reply.is_ok(),
+        began.elapsed().as_secs_f64(),
+    );
+    let reply = reply.map_err(|status| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "plugin_error",
+            format!("{:?}: {}", status.code(), status.message()),
+        )
+    })?;
     Ok(Json(json!({
         "plugin": name,
-        "method": format!("{}/{}", method.parent_service().full_name(), method.name()),
+        "method": full_name,
         "response": transcode::response_to_json(&reply),
     })))
 }

@@ -38,6 +38,8 @@ pub struct ApiState {
     pub store: Arc<dyn crate::store::Store>,
     /// This daemon's id in the shared catalog (audit actors, notifications).
     pub origin: Arc<str>,
+    /// Calls, latencies, plugin states.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Every route.
@@ -63,9 +65,11 @@ pub fn router(state: ApiState) -> Router {
                 .clone()
                 .merge(changes)
                 .route("/health", get(health))
-                .route("/ready", get(ready)),
+                .route("/ready", get(ready))
+                .route("/stats", get(stats)),
         )
         .merge(plugins)
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }
@@ -177,5 +181,37 @@ async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     (
         StatusCode::OK,
         Json(json!({"ready": true, "plugins": plugins})),
+    )
+}
+
+async fn stats(State(state): State<ApiState>) -> Json<Value> {
+    let plugins = state.registry.list(&Query::default());
+    let mut by_status = serde_json::Map::new();
+    for info in &plugins {
+        let count = by_status
+            .entry(info.status.as_str())
+            .or_insert_with(|| json!(0));
+        *count = json!(count.as_u64().unwrap_or(0) + 1);
+    }
+    let (calls, errors) = state.metrics.totals();
+    Json(json!({
+        "plugins": plugins.len(),
+        "by_status": by_status,
+        "calls": calls,
+        "errors": errors,
+        "restarts": plugins.iter().map(|p| u64::from(p.restarts)).sum::<u64>(),
+        "reloads": plugins.iter().map(|p| u64::from(p.reloads)).sum::<u64>(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "store": state.store.kind(),
+    }))
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(&state.registry),
     )
 }

@@ -255,6 +255,38 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         "{body}"
     );
 
+    // Stats and Prometheus metrics count the calls made above.
+    let (status, stats) = get(&address, "/api/v1/stats");
+    assert_eq!(status, 200);
+    assert!(stats["calls"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(
+        stats["by_status"]["ready"].as_u64(),
+        Some(3),
+        "cat, kv and the cow: {stats}"
+    );
+    let mut stream = TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains(
+            r#"plugsconc_calls_total{plugin="cat",method="animal.Animal/Speak",outcome="ok"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"plugsconc_plugin_status{plugin="kv",status="ready"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"plugsconc_plugin_rss_bytes{plugin="cat"}"#),
+        "{text}"
+    );
+
     let pid = i32::try_from(daemon.0.id()).unwrap();
     // SAFETY: sending SIGTERM to our own child process.
     assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
