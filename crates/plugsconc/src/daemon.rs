@@ -71,6 +71,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .into();
     apply_states(&registry, store.as_ref()).await?;
     let mut background = tokio::task::JoinSet::new();
+    if !config.logging.log_filename.is_empty() {
+        let (dir, file) = (
+            config.directories.logs_dir.clone(),
+            config.logging.log_filename.clone(),
+        );
+        let max_age = Duration::from_secs(config.logging.log_max_age.saturating_mul(86_400));
+        background.spawn(async move {
+            loop {
+                let (dir, file) = (dir.clone(), file.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::logging::prune(&dir, &file, max_age)
+                })
+                .await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+    }
     background.spawn(record_versions(
         registry.clone(),
         store.clone(),

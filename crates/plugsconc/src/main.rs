@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod config;
 mod daemon;
+mod logging;
 mod metrics;
 mod store;
 mod transcode;
@@ -15,7 +16,9 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    cli::init_logging(cli.verbose);
+    if !cli.logs_from_config() {
+        cli::init_logging(cli.verbose);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

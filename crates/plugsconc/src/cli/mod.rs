@@ -37,6 +37,11 @@ enum Command {
 }
 
 impl Cli {
+    /// The daemon sets its logging up from its configuration.
+    pub fn logs_from_config(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {

@@ -20,5 +20,7 @@ pub struct ServeArgs {
 /// Loads the configuration and runs the daemon until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
-    crate::daemon::run(loaded.config).await
+    let config = loaded.config;
+    let _logs = crate::logging::init(&config.logging, &config.directories.logs_dir)?;
+    crate::daemon::run(config).await
 }

@@ -295,6 +295,23 @@ fn serves_the_catalog_and_stops_on_sigterm() {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("plugsconc stopped"), "{rest}");
+
+    // The log file holds JSON lines, plugin events with their plugin's name among them.
+    let log = std::fs::read_to_string(root.path().join("logs/plugsconc.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "plugsconc serving"),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["plugin"] == "cat"),
+        "{log}"
+    );
 }
 
 unsafe extern "C" {

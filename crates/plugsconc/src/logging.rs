@@ -1,0 +1,145 @@
+//! The daemon's log pipeline: one `tracing` subscriber with a console sink (text, coloured on a
+//! terminal, or JSON) and a file sink in `directories.logs_dir` (JSON lines, rotated by size
+//! with whole lines, a bounded number of backups, gzip of rotated files, and backups older than
+//! `log_max_age` days removed). Plugin stderr lines arrive here as events with their plugin's
+//! name and level, so they land in both sinks.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use file_rotate::compression::Compression;
+use file_rotate::suffix::{AppendTimestamp, FileLimit};
+use file_rotate::{ContentLimit, FileRotate};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::config::Logging;
+
+/// Keeps the file writer's worker alive; dropping it flushes what is buffered.
+#[derive(Debug)]
+pub struct LogGuard {
+    _file: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Installs the subscriber the configuration describes. `RUST_LOG` overrides the level.
+///
+/// # Errors
+///
+/// When the log folder or file cannot be created.
+pub fn init(config: &Logging, logs_dir: &Path) -> anyhow::Result<LogGuard> {
+    let filter = || {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{},h2=info,hyper=info,tower=info",
+                config.log_level
+            ))
+        })
+    };
+    let location = config.log_include_location;
+    let console = if config.log_format == "json" {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_file(location)
+            .with_line_number(location)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_file(location)
+            .with_line_number(location)
+            .boxed()
+    };
+    let (file, guard) = if config.log_filename.is_empty() {
+        (None, None)
+    } else {
+        std::fs::create_dir_all(logs_dir)
+            .with_context(|| format!("cannot create the log folder {}", logs_dir.display()))?;
+        let path = logs_dir.join(&config.log_filename);
+        let rotating = FileRotate::new(
+            &path,
+            AppendTimestamp::default(FileLimit::MaxFiles(
+                usize::try_from(config.log_max_backups).unwrap_or(usize::MAX),
+            )),
+            // Rotates after the write that crosses the limit, so lines stay whole.
+            ContentLimit::BytesSurpassed(
+                usize::try_from(config.log_max_size.saturating_mul(1024 * 1024))
+                    .unwrap_or(usize::MAX),
+            ),
+            if config.log_compress {
+                Compression::OnRotate(0)
+            } else {
+                Compression::None
+            },
+            None,
+        );
+        // Not lossy: a full buffer slows logging down rather than dropping lines.
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(rotating);
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_file(location)
+            .with_line_number(location)
+            .with_filter(filter());
+        (Some(layer), Some(guard))
+    };
+    tracing_subscriber::registry()
+        .with(console.with_filter(filter()))
+        .with(file)
+        .try_init()
+        .context("a logger is already installed")?;
+    Ok(LogGuard { _file: guard })
+}
+
+/// Removes rotated files of `file_name` in `dir` older than `max_age`; returns how many.
+pub fn prune(dir: &Path, file_name: &str, max_age: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let prefix = format!("{file_name}.");
+    let old: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age)
+        })
+        .map(|e| e.path())
+        .collect();
+    old.iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_files_older_than_the_limit_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "app.log",
+            "app.log.20260101T000000.gz",
+            "app.log.20260102T000000",
+            "other.log.1",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(prune(dir.path(), "app.log", Duration::from_secs(3600)), 0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(prune(dir.path(), "app.log", Duration::from_millis(1)), 2);
+        assert!(dir.path().join("app.log").exists(), "the live file stays");
+        assert!(dir.path().join("other.log.1").exists());
+    }
+}
