@@ -215,6 +215,14 @@ pub enum HostError {
         /// Why.
         reason: String,
     },
+    /// A plugin could not be installed or removed; nothing was changed.
+    #[error("cannot install {source_path}: {reason}")]
+    Install {
+        /// The folder or bundle.
+        source_path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The plugins folder cannot be watched.
     #[error("cannot watch the plugins folder {path}: {reason}")]
     Watch {

@@ -23,6 +23,7 @@ mod client;
 mod contract;
 mod discovery;
 mod error;
+pub mod install;
 pub mod manifest;
 mod process;
 mod reattach;

@@ -46,7 +46,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let plugins_dir = config.directories.plugins_dir.clone();
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create the plugins folder {}", plugins_dir.display()))?;
-    let registry = Registry::open(&plugins_dir, registry_options(&config)?).await?;
+    let options = registry_options(&config)?;
+    let (trust, require_checksum) = (options.trust.clone(), !options.insecure_skip_checksum);
+    let registry = Registry::open(&plugins_dir, options).await?;
     if config.file_watcher.fw_enabled && config.file_watcher.fw_watch_plugins {
         let rescan = config.file_watcher.fw_rescan_secs;
         registry.watch(
@@ -128,6 +130,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         origin: origin.clone(),
         metrics: Arc::default(),
+        plugins_dir: registry
+            .root()
+            .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned),
+        trust,
+        require_checksum,
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

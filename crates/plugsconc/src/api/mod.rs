@@ -6,6 +6,7 @@
 
 mod auth;
 mod call;
+mod install;
 mod manage;
 
 use std::sync::Arc;
@@ -40,6 +41,12 @@ pub struct ApiState {
     pub origin: Arc<str>,
     /// Calls, latencies, plugin states.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where installs go.
+    pub plugins_dir: std::path::PathBuf,
+    /// The signature policy installs must pass.
+    pub trust: plugsconc_host::signature::Trust,
+    /// Whether installs need a matching `.sha256` sidecar.
+    pub require_checksum: bool,
 }
 
 /// Every route.
@@ -53,6 +60,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins/{name}/reload", post(manage::reload))
         .route("/reload", post(manage::reload_all))
         .route("/audit", get(manage::audit))
+        .route(
+            "/plugins/install",
+            post(install::install).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+        )
+        .route("/plugins/{name}/uninstall", post(install::uninstall))
         .route("/plugins/{name}/call/{service}/{method}", post(call::call))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

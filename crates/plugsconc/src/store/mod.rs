@@ -107,6 +107,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         actor: &str,
     ) -> Result<(), StoreError>;
 
+    /// Appends an audit entry (install, uninstall, ...).
+    async fn record_action(
+        &self,
+        plugin: &str,
+        action: &str,
+        detail: &str,
+        actor: &str,
+    ) -> Result<(), StoreError>;
+
     /// The newest audit entries, newest first.
     async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
 

@@ -174,6 +174,25 @@ impl Store for PgStore {
         tx.commit().await.map_err(query_error("commit"))
     }
 
+    async fn record_action(
+        &self,
+        plugin: &str,
+        action: &str,
+        detail: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_log (at_ms, actor, action, plugin, detail) VALUES ($1, $2, $3, $4, $5)")
+            .bind(now_ms())
+            .bind(actor)
+            .bind(action)
+            .bind(plugin)
+            .bind(detail)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("append to the audit log"))?;
+        Ok(())
+    }
+
     async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT at_ms, actor, action, plugin, detail FROM audit_log ORDER BY at_ms DESC LIMIT $1",

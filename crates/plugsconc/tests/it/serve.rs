@@ -31,14 +31,34 @@ fn send(
     token: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
+    send_bytes(
+        address,
+        method,
+        path,
+        token,
+        "application/json",
+        body.as_bytes(),
+    )
+}
+
+/// A plain HTTP/1.1 request with a body of any type.
+fn send_bytes(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
     let mut stream = TcpStream::connect(address).unwrap();
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
+    stream.write_all(body).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
@@ -254,6 +274,88 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         (409, Some("builtin_plugin")),
         "{body}"
     );
+
+    // Install from a .tar.gz bundle (validated, then moved into place), upgrade from a folder,
+    // uninstall.
+    let bundle_dir = tempfile::tempdir().unwrap();
+    let pup = bundle_dir.path().join("pup");
+    std::fs::create_dir(&pup).unwrap();
+    std::fs::copy(support::example_bin("dog"), pup.join("pup")).unwrap();
+    let digest = plugsconc_host::sha256_file(&pup.join("pup"))
+        .unwrap()
+        .to_hex();
+    std::fs::write(pup.join("pup.sha256"), format!("{digest}  pup\n")).unwrap();
+    let manifest = std::fs::read_to_string(support::workspace().join("examples/dog/manifest.yaml"))
+        .unwrap()
+        .replace("name: dog", "name: pup")
+        .replace("./dog", "./pup");
+    std::fs::write(pup.join("manifest.yaml"), manifest).unwrap();
+    let tar = Command::new("tar")
+        .current_dir(bundle_dir.path())
+        .args(["czf", "pup.tar.gz", "pup"])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let bytes = std::fs::read(bundle_dir.path().join("pup.tar.gz")).unwrap();
+    let (status, body) = send_bytes(
+        &address,
+        "POST",
+        "/api/v1/plugins/install",
+        token,
+        "application/gzip",
+        &bytes,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plugin"]["status"], "discovered", "{body}");
+    assert!(root.path().join("plugins/pup/pup").exists());
+    let (status, body) = send_bytes(
+        &address,
+        "POST",
+        "/api/v1/plugins/install",
+        token,
+        "application/gzip",
+        &bytes,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("install_refused")),
+        "{body}"
+    );
+    let from_dir = format!(r#"{{"path": "{}"}}"#, pup.display());
+    let (status, body) = send(
+        &address,
+        "POST",
+        "/api/v1/plugins/install?replace=true",
+        token,
+        &from_dir,
+    );
+    assert_eq!(
+        (status, &body["replaced"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    let (status, body) = send_bytes(
+        &address,
+        "POST",
+        "/api/v1/plugins/install",
+        token,
+        "application/gzip",
+        b"junk",
+    );
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = request(&address, "POST", "/api/v1/plugins/pup/uninstall", token);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&address, "/api/v1/plugins/pup").0, 404);
+    assert!(!root.path().join("plugins/pup").exists());
+    let (_, audit) = request(&address, "GET", "/api/v1/audit", token);
+    let pup_actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["plugin"] == "pup" && e["action"] != "version")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(pup_actions, ["uninstall", "upgrade", "install"], "{audit}");
 
     // Stats and Prometheus metrics count the calls made above.
     let (status, stats) = get(&address, "/api/v1/stats");

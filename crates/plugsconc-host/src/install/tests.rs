@@ -1,0 +1,193 @@
+//! Installing from folders and bundles: what is accepted, what is refused, and that a refusal
+//! leaves nothing behind.
+
+use std::io::Write as _;
+
+use super::*;
+use crate::discovery::tests::write_plugin;
+
+fn sidecar(dir: &Path, name: &str) {
+    let digest = sha256_file(&dir.join(name)).unwrap().to_hex();
+    std::fs::write(
+        dir.join(format!("{name}.sha256")),
+        format!("{digest}  {name}\n"),
+    )
+    .unwrap();
+}
+
+fn leftovers(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+fn dev() -> Trust {
+    Trust::allow_unsigned()
+}
+
+#[test]
+fn a_folder_is_validated_then_moved_into_place() {
+    let src = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = write_plugin(src.path(), "cat", "");
+    // Without a sidecar: refused, nothing left.
+    let err = install_dir(&dir, root.path(), &dev(), true, false).unwrap_err();
+    assert!(
+        err.to_string().contains("sha256sum cat > cat.sha256"),
+        "{err}"
+    );
+    assert!(leftovers(root.path()).is_empty() && !root.path().join("cat").exists());
+
+    sidecar(&dir, "cat");
+    let installed = install_dir(&dir, root.path(), &dev(), true, false).unwrap();
+    assert_eq!(installed.plugin.manifest.name, "cat");
+    assert!(!installed.replaced);
+    assert!(root.path().join("cat/manifest.yaml").exists());
+    assert!(leftovers(root.path()).is_empty());
+
+    // Again: refused unless replacing.
+    let err = install_dir(&dir, root.path(), &dev(), true, false).unwrap_err();
+    assert!(err.to_string().contains("already installed"), "{err}");
+    let installed = install_dir(&dir, root.path(), &dev(), true, true).unwrap();
+    assert!(installed.replaced);
+    assert!(leftovers(root.path()).is_empty());
+
+    // Unsigned under the production policy: refused.
+    let err = install_dir(&dir, root.path(), &Trust::default(), true, true).unwrap_err();
+    assert!(matches!(err, HostError::Unsigned { .. }), "{err}");
+
+    let aside = uninstall_dir(&root.path().join("cat")).unwrap();
+    assert!(!root.path().join("cat").exists() && aside.exists());
+}
+
+fn bundle(entries: &[(&str, &[u8])], link: Option<&str>, raw_name: Option<&str>) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *data).unwrap();
+    }
+    if let Some(target) = link {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        builder
+            .append_link(&mut header, "pkg/escape", target)
+            .unwrap();
+    }
+    if let Some(name) = raw_name {
+        let mut header = tar::Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(1);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append(&header, &b"x"[..]).unwrap();
+    }
+    let mut gz = builder.into_inner().unwrap();
+    gz.flush().unwrap();
+    gz.finish().unwrap()
+}
+
+fn manifest(name: &str) -> String {
+    format!(
+        "plugin:\n  name: {name}\n  type: animal\n  version: 1.0.0\n  entrypoint: ./{name}\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: K\n  magic_cookie_value: v\n"
+    )
+}
+
+#[test]
+fn a_bundle_with_one_top_folder_installs() {
+    let root = tempfile::tempdir().unwrap();
+    let binary = b"#!/bin/sh\n";
+    let digest = {
+        use sha2::Digest as _;
+        crate::checksum::Sha256(sha2::Sha256::digest(binary).into()).to_hex()
+    };
+    let sidecar = format!("{digest}  dog\n");
+    let data = bundle(
+        &[
+            ("pkg/manifest.yaml", manifest("dog").as_bytes()),
+            ("pkg/dog", binary),
+            ("pkg/dog.sha256", sidecar.as_bytes()),
+        ],
+        None,
+        None,
+    );
+    let installed = install_tar_gz(
+        &data[..],
+        Path::new("dog.tar.gz"),
+        root.path(),
+        &dev(),
+        true,
+        false,
+    )
+    .unwrap();
+    assert_eq!(installed.plugin.manifest.name, "dog");
+    assert!(root.path().join("dog/dog").exists());
+    assert!(
+        leftovers(root.path()).is_empty(),
+        "{:?}",
+        leftovers(root.path())
+    );
+}
+
+#[test]
+fn bundles_that_escape_or_hold_links_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let data = bundle(
+        &[("pkg/manifest.yaml", manifest("x").as_bytes())],
+        Some("/etc/passwd"),
+        None,
+    );
+    let err = install_tar_gz(
+        &data[..],
+        Path::new("x.tar.gz"),
+        root.path(),
+        &dev(),
+        true,
+        false,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("link or special file"), "{err}");
+    assert!(leftovers(root.path()).is_empty());
+
+    let data = bundle(
+        &[("pkg/manifest.yaml", manifest("x").as_bytes())],
+        None,
+        Some("../evil"),
+    );
+    let err = install_tar_gz(
+        &data[..],
+        Path::new("x.tar.gz"),
+        root.path(),
+        &dev(),
+        true,
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("escapes the plugin folder"),
+        "{err}"
+    );
+    assert!(!root.path().parent().unwrap().join("evil").exists());
+    assert!(leftovers(root.path()).is_empty());
+
+    let err = install_tar_gz(
+        &b"not gzip"[..],
+        Path::new("x.tar.gz"),
+        root.path(),
+        &dev(),
+        true,
+        false,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("x.tar.gz"), "{err}");
+    assert!(leftovers(root.path()).is_empty());
+}

@@ -1,0 +1,164 @@
+//! `POST /api/v1/plugins/install` and `DELETE /api/v1/plugins/{name}`. An install takes a
+//! `.tar.gz` bundle as the request body (`Content-Type: application/gzip`) or a JSON
+//! `{"path": "<folder or bundle on the daemon's machine>"}`; the plugin is validated with the
+//! daemon's checksum and signature policy in a hidden staging folder, then moved into place and
+//! picked up. `?replace=true` upgrades an installed plugin (hot-reloaded without a failed call).
+//! Uninstall drains and stops the plugin, then deletes its folder.
+
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use plugsconc_host::HostError;
+use plugsconc_host::install::{Installed, install_dir, install_tar_gz, uninstall_dir};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::manage::host_error;
+use super::{ApiError, ApiState, plugin_json};
+
+#[derive(Debug, Deserialize)]
+pub struct InstallParams {
+    #[serde(default)]
+    replace: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct FromPath {
+    path: PathBuf,
+}
+
+fn install_error(err: HostError) -> ApiError {
+    match err {
+        HostError::Install { .. }
+        | HostError::Sidecar { .. }
+        | HostError::ChecksumMismatch { .. }
+        | HostError::Unsigned { .. }
+        | HostError::Signature { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "install_refused",
+            err.to_string(),
+        ),
+        other => host_error(other),
+    }
+}
+
+pub async fn install(
+    State(state): State<ApiState>,
+    Query(params): Query<InstallParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (root, trust, checksum) = (
+        state.plugins_dir.clone(),
+        state.trust.clone(),
+        state.require_checksum,
+    );
+    let replace = params.replace;
+    let source = if json_body {
+        let request: FromPath = serde_json::from_slice(&body).map_err(|err| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected {{\"path\": ...}}: {err}"),
+            )
+        })?;
+        request.path
+    } else {
+        PathBuf::from("request body")
+    };
+    let from = source.clone();
+    let installed: Installed = tokio::task::spawn_blocking(move || {
+        let result = if !json_body {
+            install_tar_gz(&body[..], &from, &root, &trust, checksum, replace)
+        } else if from.is_dir() {
+            install_dir(&from, &root, &trust, checksum, replace)
+        } else {
+            match std::fs::File::open(&from) {
+                Ok(file) => install_tar_gz(file, &from, &root, &trust, checksum, replace),
+                Err(err) => Err(HostError::Install {
+                    source_path: from.clone(),
+                    reason: err.to_string(),
+                }),
+            }
+        };
+        result.map_err(install_error)
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "interrupted"))??;
+    let name = installed.plugin.manifest.name.clone();
+    let change = state
+        .registry
+        .sync_dir(&installed.plugin.dir)
+        .await
+        .map_err(host_error)?;
+    let detail = format!(
+        "{} from {} ({})",
+        installed.plugin.manifest.version,
+        source.display(),
+        installed.verdict
+    );
+    let action = if installed.replaced {
+        "upgrade"
+    } else {
+        "install"
+    };
+    if let Err(err) = state
+        .store
+        .record_action(&name, action, &detail, &format!("api@{}", state.origin))
+        .await
+    {
+        tracing::warn!(plugin = %name, error = %err, "cannot record the install in the audit log");
+    }
+    tracing::info!(plugin = %name, %detail, "plugin installed");
+    let info = state.registry.get(&name).map(|i| plugin_json(&i));
+    Ok(Json(json!({
+        "plugin": info,
+        "replaced": installed.replaced,
+        "signature": installed.verdict.to_string(),
+        "change": format!("{change:?}"),
+    })))
+}
+
+pub async fn uninstall(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = state.registry.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "plugin_not_found",
+            format!("no plugin named {name:?}"),
+        )
+    })?;
+    let Some(dir) = info.dir else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "builtin_plugin",
+            format!("{name:?} is built into the daemon; disable it instead"),
+        ));
+    };
+    let moved = dir.clone();
+    let aside = tokio::task::spawn_blocking(move || uninstall_dir(&moved).map_err(install_error))
+        .await
+        .map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "interrupted")
+        })??;
+    // Gone from the folder: the registry drains and stops it, then the files go.
+    state.registry.sync_dir(&dir).await.map_err(host_error)?;
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(aside)).await;
+    if let Err(err) = state
+        .store
+        .record_action(&name, "uninstall", "", &format!("api@{}", state.origin))
+        .await
+    {
+        tracing::warn!(plugin = %name, error = %err, "cannot record the uninstall in the audit log");
+    }
+    Ok(Json(json!({"uninstalled": name})))
+}
