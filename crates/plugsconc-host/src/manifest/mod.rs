@@ -48,6 +48,20 @@ pub struct Manifest {
     pub config: BTreeMap<String, serde_json::Value>,
     /// Resource limits (enforced by the supervisor).
     pub resources: Resources,
+    /// HTTP endpoints the daemon mounts under `/plugins/<name>/...`, each served by a unary
+    /// gRPC method of the plugin.
+    pub http: Vec<HttpRoute>,
+}
+
+/// One HTTP endpoint of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRoute {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// Path under `/plugins/<name>`, starting with `/`.
+    pub path: String,
+    /// The unary method serving it, `package.Service/Method`.
+    pub grpc: String,
 }
 
 /// Human-facing metadata.
@@ -522,6 +536,7 @@ fn convert(c: &Checker<'_>, dir: &Path, raw: raw::RawManifest) -> Result<Manifes
         });
     }
     let resources = resources(c, raw.resources)?;
+    let http = http_routes(c, raw.http.unwrap_or_default())?;
     let about = raw.about.map_or_else(About::default, |a| About {
         description: a.description,
         maintainer: a.maintainer,
@@ -545,7 +560,88 @@ fn convert(c: &Checker<'_>, dir: &Path, raw: raw::RawManifest) -> Result<Manifes
         dependencies,
         config: raw.config.unwrap_or_default(),
         resources,
+        http,
     })
+}
+
+fn http_routes(
+    c: &Checker<'_>,
+    raw: Vec<raw::RawHttpRoute>,
+) -> Result<Vec<HttpRoute>, ManifestError> {
+    let mut routes: Vec<HttpRoute> = Vec::new();
+    for (i, route) in raw.into_iter().enumerate() {
+        let section = format!("http[{i}]");
+        let method = c.required(
+            route.method.as_ref(),
+            &section,
+            "method",
+            "GET, POST, PUT, PATCH or DELETE",
+        )?;
+        let upper = method.value.to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&upper.as_str()) {
+            return Err(c.at(
+                &method.referenced,
+                &format!("{section}.method"),
+                format!(
+                    "{:?}: expected GET, POST, PUT, PATCH or DELETE",
+                    method.value
+                ),
+            ));
+        }
+        let path = c.required(
+            route.path.as_ref(),
+            &section,
+            "path",
+            "a path such as /hello",
+        )?;
+        let segments_ok = path.value.starts_with('/')
+            && path.value[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "-._~".contains(ch))
+            });
+        if !(segments_ok || path.value == "/") {
+            return Err(c.at(&path.referenced, &format!("{section}.path"), format!("{:?}: expected an absolute path of plain segments (letters, digits, - . _ ~), such as /hello/world", path.value)));
+        }
+        let grpc = c.required(
+            route.grpc.as_ref(),
+            &section,
+            "grpc",
+            "the unary method serving it, package.Service/Method",
+        )?;
+        let well_formed = grpc.value.split_once('/').is_some_and(|(service, method)| {
+            service.contains('.')
+                && !method.is_empty()
+                && !method.contains('/')
+                && !service.starts_with('.')
+        });
+        if !well_formed {
+            return Err(c.at(
+                &grpc.referenced,
+                &format!("{section}.grpc"),
+                format!("{:?}: expected package.Service/Method", grpc.value),
+            ));
+        }
+        if routes
+            .iter()
+            .any(|r| r.method == upper && r.path == path.value)
+        {
+            return Err(c.at(
+                &path.referenced,
+                &format!("{section}.path"),
+                format!("{upper} {} is declared twice", path.value),
+            ));
+        }
+        routes.push(HttpRoute {
+            method: upper,
+            path: path.value.clone(),
+            grpc: grpc.value.clone(),
+        });
+    }
+    Ok(routes)
 }
 
 /// Checks that `entry` names a file inside `dir`: relative, no `..`, and, once symlinks are

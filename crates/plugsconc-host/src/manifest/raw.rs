@@ -18,6 +18,15 @@ pub(crate) struct RawManifest {
     pub dependencies: Option<Vec<RawDependency>>,
     pub config: Option<BTreeMap<String, serde_json::Value>>,
     pub resources: Option<RawResources>,
+    pub http: Option<Vec<RawHttpRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpRoute {
+    pub method: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub grpc: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,13 @@ resources:
   cpu_percent: 50
   execution_ms: 30000
   policy: restart
+http:
+  - method: get
+    path: /value
+    grpc: kv.KV/Get
+  - method: POST
+    path: /value
+    grpc: kv.KV/Put
 ";
 
 /// A plugin folder named `kv` holding an entry point `kv` and a link pointing outside.
@@ -107,6 +114,14 @@ fn valid_manifest_converts_fully() {
     assert_eq!(m.resources.memory_mb, Some(256));
     assert_eq!(m.resources.policy, LimitPolicy::Restart);
     assert_eq!(m.tags, vec!["example".to_owned(), "storage".to_owned()]);
+    assert_eq!(
+        m.http[0],
+        HttpRoute {
+            method: "GET".into(),
+            path: "/value".into(),
+            grpc: "kv.KV/Get".into()
+        }
+    );
 }
 
 #[test]
@@ -128,6 +143,33 @@ fn corpus() -> Vec<(&'static str, String, u64, &'static str)> {
         VALID.replacen(from, to, 1)
     };
     vec![
+        (
+            "http method unknown",
+            replace("  - method: get\n", "  - method: FETCH\n"),
+            51,
+            "http[0].method",
+        ),
+        (
+            "http path escaping",
+            replace(
+                "    path: /value\n    grpc: kv.KV/Get",
+                "    path: /../value\n    grpc: kv.KV/Get",
+            ),
+            52,
+            "expected an absolute path of plain segments",
+        ),
+        (
+            "http grpc method malformed",
+            replace("    grpc: kv.KV/Get\n", "    grpc: Get\n"),
+            53,
+            "expected package.Service/Method",
+        ),
+        (
+            "http route declared twice",
+            replace("  - method: POST\n", "  - method: GET\n"),
+            55,
+            "GET /value is declared twice",
+        ),
         (
             "syntax error",
             replace("  type: kv\n", "  type: [kv\n"),

@@ -214,6 +214,7 @@ impl Registry {
             pid: None,
             restarts: 0,
             reloads: 0,
+            http: Vec::new(),
         };
         self.inner.insert(Slot::new(State {
             info,
@@ -252,6 +253,7 @@ impl Registry {
                 pid: None,
                 restarts: 0,
                 reloads: 0,
+                http: m.http.clone(),
             },
             deps: m
                 .dependencies
@@ -297,6 +299,7 @@ impl Registry {
                 pid: None,
                 restarts: 0,
                 reloads: 0,
+                http: Vec::new(),
             },
             source: Source::Invalid,
             deps: Vec::new(),

@@ -122,6 +122,8 @@ pub struct PluginInfo {
     pub restarts: u32,
     /// Successful hot reloads.
     pub reloads: u32,
+    /// HTTP endpoints the manifest declares (process plugins).
+    pub http: Vec<crate::manifest::HttpRoute>,
 }
 
 /// A change in the catalog, for subscribers ([`super::Registry::subscribe`]).

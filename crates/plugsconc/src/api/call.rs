@@ -116,13 +116,15 @@ fn transcode_error(err: TranscodeError) -> ApiError {
     }
 }
 
-/// Calls the method and answers `{"response": ...}`.
-pub async fn call(
-    State(state): State<ApiState>,
-    Path((name, service, method)): Path<(String, String, String)>,
-    body: String,
-) -> Result<Json<Value>, ApiError> {
-    let info = state.registry.get(&name).ok_or_else(|| {
+/// Calls `service/method` of plugin `name` with a JSON body; returns the method's full name
+/// and the JSON reply. Shared by the call endpoint and the plugins' own HTTP routes.
+pub(super) async fn invoke(
+    state: &ApiState,
+    name: &str,
+    method_path: &str,
+    body: &str,
+) -> Result<(String, Value), ApiError> {
+    let info = state.registry.get(name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "plugin_not_found",
@@ -136,16 +138,11 @@ pub async fn call(
             format!("{name:?} is built into the daemon and has no gRPC methods to call"),
         ));
     };
-    let pool = descriptors(&state, &name, &dir, info.manifest_sha256.clone()).await?;
-    let method =
-        transcode::find_method(&pool, &format!("{service}/{method}")).map_err(transcode_error)?;
-    let body = if body.trim().is_empty() {
-        "{}"
-    } else {
-        body.as_str()
-    };
+    let pool = descriptors(state, name, &dir, info.manifest_sha256.clone()).await?;
+    let method = transcode::find_method(&pool, method_path).map_err(transcode_error)?;
+    let body = if body.trim().is_empty() { "{}" } else { body };
     let request = transcode::request_from_json(&method, body).map_err(transcode_error)?;
-    let handle = state.registry.grpc(&name).map_err(host_error)?;
+    let handle = state.registry.grpc(name).map_err(host_error)?;
     let lease = handle.get().await.map_err(|err| match err {
         HostError::UnknownPlugin { .. } | HostError::NotAvailable { .. } => host_error(err),
         other => ApiError::new(
@@ -159,7 +156,7 @@ pub async fn call(
     let reply = transcode::call_unary(channel, &method, request).await;
     let full_name = format!("{}/{}", method.parent_service().full_name(), method.name());
     state.metrics.observe_call(
-        &name,
+        name,
         &full_name,
         reply.is_ok(),
         began.elapsed().as_secs_f64(),
@@ -171,9 +168,20 @@ pub async fn call(
             format!("{:?}: {}", status.code(), status.message()),
         )
     })?;
+    Ok((full_name, transcode::response_to_json(&reply)))
+}
+
+/// Calls the method and answers `{"response": ...}`.
+pub async fn call(
+    State(state): State<ApiState>,
+    Path((name, service, method)): Path<(String, String, String)>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let (full_name, response) =
+        invoke(&state, &name, &format!("{service}/{method}"), &body).await?;
     Ok(Json(json!({
         "plugin": name,
         "method": full_name,
-        "response": transcode::response_to_json(&reply),
+        "response": response,
     })))
 }

@@ -8,6 +8,7 @@ mod auth;
 mod call;
 mod install;
 mod manage;
+mod routes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
                 .route("/stats", get(stats)),
         )
         .merge(plugins)
+        .route("/plugins/{name}/{*rest}", axum::routing::any(routes::serve))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)

@@ -275,6 +275,41 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         "{body}"
     );
 
+    // The plugins' own HTTP routes, declared in their manifests.
+    let (status, body) = get(&address, "/plugins/cat/speak?isLoud=true");
+    assert_eq!(
+        (status, &body),
+        (200, &serde_json::json!({"message": "MEOW!"})),
+        "{body}"
+    );
+    let (status, body) = send(
+        &address,
+        "POST",
+        "/plugins/kv/value",
+        None,
+        r#"{"key": "b", "value": "eW8="}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&address, "/plugins/kv/value?key=b");
+    assert_eq!(
+        (status, &body["value"]),
+        (200, &serde_json::json!("eW8=")),
+        "{body}"
+    );
+    let (status, body) = get(&address, "/plugins/cat/purr");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("route_not_found"))
+    );
+    request(&address, "POST", "/api/v1/plugins/cat/disable", token);
+    assert_eq!(
+        get(&address, "/plugins/cat/speak").0,
+        404,
+        "a disabled plugin's routes are gone"
+    );
+    request(&address, "POST", "/api/v1/plugins/cat/enable", token);
+    assert_eq!(get(&address, "/plugins/cat/speak").0, 200);
+
     // Install from a .tar.gz bundle (validated, then moved into place), upgrade from a folder,
     // uninstall.
     let bundle_dir = tempfile::tempdir().unwrap();
@@ -357,7 +392,8 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         .collect();
     assert_eq!(pup_actions, ["uninstall", "upgrade", "install"], "{audit}");
 
-    // Stats and Prometheus metrics count the calls made above.
+    // Stats and Prometheus metrics count the calls made above (the cat: once through the call
+    // endpoint, twice through its own route).
     let (status, stats) = get(&address, "/api/v1/stats");
     assert_eq!(status, 200);
     assert!(stats["calls"].as_u64().unwrap() >= 3, "{stats}");
@@ -376,7 +412,7 @@ fn serves_the_catalog_and_stops_on_sigterm() {
     stream.read_to_string(&mut text).unwrap();
     assert!(
         text.contains(
-            r#"plugsconc_calls_total{plugin="cat",method="animal.Animal/Speak",outcome="ok"} 1"#
+            r#"plugsconc_calls_total{plugin="cat",method="animal.Animal/Speak",outcome="ok"} 3"#
         ),
         "{text}"
     );
