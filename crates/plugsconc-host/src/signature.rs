@@ -544,16 +544,19 @@ pub fn sign_plugin(
 ) -> Result<Signed, HostError> {
     let plugin = crate::discovery::load(dir).map_err(|invalid| {
         let error = invalid.error;
-        let at = match (error.line, error.field.is_empty()) {
-            (0, true) => String::new(),
-            (0, false) => format!("{}: ", error.field),
-            (line, true) => format!("line {line}: "),
-            (line, false) => format!("line {line}: {}: ", error.field),
+        let reason = match (error.line, error.field.is_empty()) {
+            (0, true) => error.problem,
+            (0, false) => format!("invalid manifest: {}: {}", error.field, error.problem),
+            (line, true) => format!("invalid manifest: line {line}: {}", error.problem),
+            (line, false) => format!(
+                "invalid manifest: line {line}: {}: {}",
+                error.field, error.problem
+            ),
         };
         HostError::Sign {
             plugin: folder_name(dir),
             path: error.file,
-            reason: format!("invalid manifest: {at}{}", error.problem),
+            reason,
         }
     })?;
     let key = open_secret_key(secret_key, password)?;
