@@ -188,7 +188,7 @@ pub enum HostError {
     },
     /// The plugin is not signed and the policy requires a signature; it was not executed.
     #[error(
-        "plugin {plugin:?} is not signed and unsigned plugins are not allowed; sign it with `plugsconc sign {dir}`, or allow it by name (unsigned allow-list) or allow unsigned plugins (development)",
+        "plugin {plugin:?} is not signed and unsigned plugins are not allowed; sign it with `plugsconc sign {dir}`, or add it to the unsigned allow-list (`security.unsigned_allowed`, `--unsigned {plugin}`), or allow unsigned plugins (development only)",
         dir = dir.display()
     )]
     Unsigned {
