@@ -188,7 +188,7 @@ pub enum HostError {
     },
     /// The plugin is not signed and the policy requires a signature; it was not executed.
     #[error(
-        "plugin {plugin:?} is not signed and unsigned plugins are not allowed; sign it with `plugsconc sign {dir}`, or allow it by name (unsigned allow-list) or allow unsigned plugins (development)",
+        "plugin {plugin:?} is not signed and unsigned plugins are not allowed; sign it with `plugsconc sign {dir}`, or add it to the unsigned allow-list (`security.unsigned_allowed`, `--unsigned {plugin}`), or allow unsigned plugins (development only)",
         dir = dir.display()
     )]
     Unsigned {
@@ -197,7 +197,8 @@ pub enum HostError {
         /// Its folder.
         dir: PathBuf,
     },
-    /// The plugin's signature does not pass; it was not executed.
+    /// The signature file cannot be read or is not a plugsconc minisign signature; the plugin
+    /// was not executed.
     #[error("plugin {plugin:?}: signature {path} refused: {reason}")]
     Signature {
         /// The plugin.
@@ -252,6 +253,77 @@ pub enum HostError {
         plugin: String,
         /// Its pid.
         pid: u32,
+    },
+    /// The plugin is signed with a key no trusted publisher holds; it was not executed.
+    #[error(
+        "plugin {plugin:?}: {path} is signed with key {key_id}, which belongs to no trusted publisher (trusted: {trusted}); trust the publisher's .pub file if you trust them, or have the plugin signed with a trusted key"
+    )]
+    UntrustedKey {
+        /// The plugin.
+        plugin: String,
+        /// The signature file.
+        path: PathBuf,
+        /// The signing key's id, as `minisign` prints it.
+        key_id: String,
+        /// The trusted publishers with their key ids, or `none`.
+        trusted: String,
+    },
+    /// The signature does not verify with its publisher's key: the manifest or the signature was
+    /// changed after signing; the plugin was not executed.
+    #[error(
+        "plugin {plugin:?}: {path} does not verify with {publisher}'s key ({reason}): manifest.yaml or the signature was changed after signing; refusing to run it (re-sign the folder if the change is intended)"
+    )]
+    BadSignature {
+        /// The plugin.
+        plugin: String,
+        /// The signature file.
+        path: PathBuf,
+        /// The trusted publisher whose key id the signature names.
+        publisher: String,
+        /// What minisign found wrong.
+        reason: String,
+    },
+    /// A valid signature made for another plugin (its trusted comment names another plugin,
+    /// version or entry point); the plugin was not executed.
+    #[error(
+        "plugin {plugin:?}: {path} was made for {field} {signed:?}, but this plugin's is {actual:?}; sign this folder itself"
+    )]
+    SignedForOther {
+        /// The plugin.
+        plugin: String,
+        /// The signature file.
+        path: PathBuf,
+        /// What differs: `plugin`, `version` or `entrypoint`.
+        field: &'static str,
+        /// The value in the signature.
+        signed: String,
+        /// The value in the manifest.
+        actual: String,
+    },
+    /// The binary is not the one that was signed: it was replaced after signing; it was not
+    /// executed.
+    #[error(
+        "plugin {plugin:?}: {path} has SHA-256 {actual}, but its signature was made for {signed}: the binary was replaced after signing; refusing to run it (if the new binary is intended, re-sign the folder with `plugsconc sign`)"
+    )]
+    SignedBinaryMismatch {
+        /// The plugin.
+        plugin: String,
+        /// Its binary.
+        path: PathBuf,
+        /// The hash in the signature.
+        signed: String,
+        /// The hash of the binary that would run.
+        actual: String,
+    },
+    /// A plugin folder cannot be signed.
+    #[error("cannot sign plugin {plugin:?}: {path}: {reason}")]
+    Sign {
+        /// The plugin (its folder's name when the manifest is unreadable).
+        plugin: String,
+        /// The file at fault.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
 }
 

@@ -41,3 +41,4 @@ pub use error::HostError;
 pub use inventory;
 pub use reattach::ReattachConfig;
 pub use registry::{Event, Handle, Lease, PluginInfo, Query, Registry, RegistryOptions, Status};
+pub use signature::{Publisher, SignaturePolicy, Trust, Verdict};

@@ -1,11 +1,12 @@
-//! Plugin signatures and the trust policy applied before every exec.
+//! Plugin signatures and the trust policy applied before every exec: publisher keys, signing a
+//! plugin folder, and checking one against trusted publishers.
 //!
 //! A signed plugin folder holds `manifest.yaml.minisig`: a [minisign] signature (Ed25519) over
 //! the exact bytes of `manifest.yaml`, whose *trusted comment* — covered by minisign's global
 //! signature — binds the binary:
 //!
 //! ```text
-//! plugsconc plugin=kv version=1.2.0 entrypoint=./kv sha256=<hex of the binary> timestamp=<unix>
+//! plugsconc plugin=kv version=1.2.0 entrypoint=kv sha256=<hex of the binary> timestamp=<unix>
 //! ```
 //!
 //! so one signature covers the manifest and the binary, and the standard tool checks it:
@@ -23,13 +24,16 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest as _;
 
-use crate::checksum::Sha256;
-use crate::discovery::Discovered;
+use crate::checksum::{SIDECAR_SUFFIX, Sha256};
+use crate::discovery::{Discovered, folder_name};
 use crate::manifest::MANIFEST_FILE;
 use crate::{HostError, sha256_file};
 
 /// The signature file in a plugin's folder.
 pub const SIGNATURE_FILE: &str = "manifest.yaml.minisig";
+
+/// First word of the trusted comment; tells a plugsconc signature from a plain minisign one.
+const COMMENT_TAG: &str = "plugsconc";
 
 /// A key whose signatures are trusted, named after its file.
 #[derive(Clone)]
@@ -51,7 +55,8 @@ impl fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Loads a minisign public key file (`untrusted comment: ...` then the base64 key).
+    /// Loads a minisign public key file (`untrusted comment: ...` then the base64 key); the
+    /// publisher is named after the file's stem.
     ///
     /// # Errors
     ///
@@ -69,7 +74,7 @@ impl Publisher {
         Self::parse(&name, &text).map_err(fail)
     }
 
-    /// Parses the text of a public key file.
+    /// Parses the text of a public key file, or a bare base64 public key.
     ///
     /// # Errors
     ///
@@ -78,13 +83,26 @@ impl Publisher {
         let key = minisign::PublicKeyBox::from_string(text)
             .and_then(minisign::PublicKeyBox::into_public_key)
             .or_else(|_| minisign::PublicKey::from_base64(text.trim()))
-            .map_err(|err| format!("not a minisign public key: {err}"))?;
+            .map_err(|err| {
+                if looks_like_secret_key(text) {
+                    "this is a secret key; trust the publisher's .pub file instead".to_owned()
+                } else {
+                    format!("not a minisign public key: {err}")
+                }
+            })?;
         Ok(Self {
             name: name.to_owned(),
             key_id: key_id(key.keynum()),
             key,
         })
     }
+}
+
+/// A secret key's base64 line is four times a public key's (56 characters), encrypted or not.
+fn looks_like_secret_key(text: &str) -> bool {
+    text.lines()
+        .nth(1)
+        .is_some_and(|line| line.trim().len() > 200)
 }
 
 /// minisign prints key ids as the 8 key-number bytes read little-endian, in hex.
@@ -103,6 +121,9 @@ pub enum SignaturePolicy {
 }
 
 /// Trusted publishers and the policy for unsigned plugins.
+///
+/// The default trusts nobody and requires signatures: every plugin is refused until its
+/// publisher is added or it is allowed unsigned.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     /// What happens to unsigned plugins.
@@ -121,6 +142,37 @@ impl Trust {
             ..Self::default()
         }
     }
+
+    /// The publishers as `name (key id)`, for messages.
+    fn describe_publishers(&self) -> String {
+        if self.publishers.is_empty() {
+            return "none".to_owned();
+        }
+        let known: Vec<String> = self
+            .publishers
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.key_id))
+            .collect();
+        known.join(", ")
+    }
+}
+
+/// Which rule let an unsigned plugin through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsignedAllowance {
+    /// Its name is in [`Trust::unsigned_allowed`].
+    AllowList,
+    /// The policy is [`SignaturePolicy::AllowUnsigned`].
+    Policy,
+}
+
+impl fmt::Display for UnsignedAllowance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnsignedAllowance::AllowList => "the unsigned allow-list",
+            UnsignedAllowance::Policy => "the allow-unsigned policy",
+        })
+    }
 }
 
 /// Why a plugin passed the policy.
@@ -136,7 +188,7 @@ pub enum Verdict {
     /// Unsigned, and the policy lets it run.
     Unsigned {
         /// Which rule let it through.
-        allowed_by: &'static str,
+        allowed_by: UnsignedAllowance,
     },
 }
 
@@ -151,69 +203,102 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Applies `trust` to a plugin whose binary has SHA-256 `binary` (blocking file I/O).
+/// What a plugsconc signature's trusted comment binds.
+#[derive(Debug, PartialEq, Eq)]
+struct Binding<'a> {
+    plugin: &'a str,
+    version: &'a str,
+    entrypoint: &'a str,
+    sha256: &'a str,
+    timestamp: &'a str,
+}
+
+impl<'a> Binding<'a> {
+    fn parse(comment: &'a str) -> Option<Self> {
+        let rest = comment
+            .strip_prefix(COMMENT_TAG)?
+            .strip_prefix(" plugin=")?;
+        // Names and versions hold no spaces but an entry point may, so the fields after it are
+        // cut from the end.
+        let (plugin, rest) = rest.split_once(" version=")?;
+        let (version, rest) = rest.split_once(" entrypoint=")?;
+        let (rest, timestamp) = rest.rsplit_once(" timestamp=")?;
+        let (entrypoint, sha256) = rest.rsplit_once(" sha256=")?;
+        Some(Self {
+            plugin,
+            version,
+            entrypoint,
+            sha256,
+            timestamp,
+        })
+    }
+}
+
+impl fmt::Display for Binding<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{COMMENT_TAG} plugin={} version={} entrypoint={} sha256={} timestamp={}",
+            self.plugin, self.version, self.entrypoint, self.sha256, self.timestamp
+        )
+    }
+}
+
+/// Applies `trust` to a plugin whose entry point has SHA-256 `entrypoint_sha256` (the digest
+/// the caller verified the binary against, so the signature and the exec see the same file).
+/// Blocking file I/O: call it from `spawn_blocking` in async code.
 ///
 /// # Errors
 ///
-/// [`HostError::Unsigned`] when the policy refuses an unsigned plugin, [`HostError::Signature`]
-/// when a signature is malformed, from an untrusted key, does not match the manifest, or was
-/// made for another binary or plugin.
-pub fn check(plugin: &Discovered, binary: &Sha256, trust: &Trust) -> Result<Verdict, HostError> {
+/// - [`HostError::Unsigned`]: no signature, and the policy refuses unsigned plugins;
+/// - [`HostError::UntrustedKey`]: signed with a key no trusted publisher holds;
+/// - [`HostError::BadSignature`]: the signature does not verify (manifest or signature edited);
+/// - [`HostError::SignedBinaryMismatch`]: the binary was replaced after signing;
+/// - [`HostError::SignedForOther`]: the signature names another plugin or version;
+/// - [`HostError::Signature`]: the signature file is unreadable or not a plugsconc signature.
+pub fn check(
+    plugin: &Discovered,
+    entrypoint_sha256: &Sha256,
+    trust: &Trust,
+) -> Result<Verdict, HostError> {
     let name = &plugin.manifest.name;
     let path = plugin.dir.join(SIGNATURE_FILE);
-    let fail = |reason: String| HostError::Signature {
+    let malformed = |reason: String| HostError::Signature {
         plugin: name.clone(),
         path: path.clone(),
         reason,
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return if trust.unsigned_allowed.contains(name) {
-                Ok(Verdict::Unsigned {
-                    allowed_by: "the unsigned allow-list",
-                })
-            } else if trust.policy == SignaturePolicy::AllowUnsigned {
-                tracing::warn!(plugin = %name, "plugin is not signed; running it because unsigned plugins are allowed");
-                Ok(Verdict::Unsigned {
-                    allowed_by: "the allow-unsigned policy",
-                })
-            } else {
-                Err(HostError::Unsigned {
-                    plugin: name.clone(),
-                    dir: plugin.dir.clone(),
-                })
-            };
-        }
-        Err(err) => return Err(fail(format!("cannot read it: {err}"))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return unsigned(plugin, trust),
+        Err(err) => return Err(malformed(format!("cannot read it: {err}"))),
     };
-    let signature = minisign::SignatureBox::from_string(&text)
-        .map_err(|err| fail(format!("not a minisign signature: {err}")))?;
-    let id = key_id(signature.keynum());
-    let publisher = trust
-        .publishers
-        .iter()
-        .find(|p| p.key_id == id)
-        .ok_or_else(|| {
-            let known: Vec<String> = trust
-                .publishers
-                .iter()
-                .map(|p| format!("{} ({})", p.name, p.key_id))
-                .collect();
-            fail(format!(
-                "signed with key {id}, which is not a trusted publisher's (trusted: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })?;
-    let manifest = std::fs::read(plugin.dir.join(MANIFEST_FILE))
-        .map_err(|err| fail(format!("cannot read {MANIFEST_FILE}: {err}")))?;
-    if Sha256(sha2::Sha256::digest(&manifest).into()) != plugin.manifest_sha256 {
-        return Err(fail(format!(
-            "{MANIFEST_FILE} changed since it was read; rescan the plugin"
+    let signature = minisign::SignatureBox::from_string(&text).map_err(|err| {
+        malformed(format!(
+            "not a minisign signature ({err}); sign the folder again with `plugsconc sign`"
+        ))
+    })?;
+    let key_id = key_id(signature.keynum());
+    let Some(publisher) = trust.publishers.iter().find(|p| p.key_id == key_id) else {
+        return Err(HostError::UntrustedKey {
+            plugin: name.clone(),
+            path,
+            key_id,
+            trusted: trust.describe_publishers(),
+        });
+    };
+    let manifest_path = plugin.dir.join(MANIFEST_FILE);
+    let manifest = std::fs::read(&manifest_path).map_err(|err| {
+        malformed(format!(
+            "cannot read {} to verify it: {err}",
+            manifest_path.display()
+        ))
+    })?;
+    // Verify the bytes the manifest was parsed from: checking a newer file would vouch for
+    // settings the plugin does not run with.
+    if !Sha256(sha2::Sha256::digest(&manifest).into()).matches(&plugin.manifest_sha256) {
+        return Err(malformed(format!(
+            "{MANIFEST_FILE} changed since it was read; scan the folder again"
         )));
     }
     minisign::verify(
@@ -224,44 +309,97 @@ pub fn check(plugin: &Discovered, binary: &Sha256, trust: &Trust) -> Result<Verd
         false,
         false,
     )
-    .map_err(|err| {
-        fail(format!(
-            "does not match {MANIFEST_FILE} (edited after signing?): {err}"
-        ))
+    .map_err(|err| HostError::BadSignature {
+        plugin: name.clone(),
+        path: path.clone(),
+        publisher: publisher.name.clone(),
+        reason: err.to_string(),
     })?;
     let comment = signature
         .trusted_comment()
-        .map_err(|err| fail(format!("no trusted comment: {err}")))?;
-    let field = |key: &str| {
-        comment
-            .split_whitespace()
-            .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
-    };
-    if field("plugin") != Some(name.as_str()) {
-        return Err(fail(format!(
-            "it was made for plugin {:?}, not {name:?}",
-            field("plugin").unwrap_or("?")
-        )));
+        .map_err(|err| malformed(format!("it has no trusted comment ({err})")))?;
+    let binding = Binding::parse(&comment).ok_or_else(|| {
+        malformed(format!(
+            "its trusted comment {comment:?} binds no binary (it was not made by `plugsconc sign`); sign the folder with `plugsconc sign`"
+        ))
+    })?;
+    // The entry point is not compared: the signed manifest already fixes it, and its spelling
+    // in the comment is for people reading `minisign -V` output.
+    let version = plugin.manifest.version.to_string();
+    for (field, signed, actual) in [
+        ("plugin", binding.plugin, name.as_str()),
+        ("version", binding.version, version.as_str()),
+    ] {
+        if signed != actual {
+            return Err(HostError::SignedForOther {
+                plugin: name.clone(),
+                path,
+                field,
+                signed: signed.to_owned(),
+                actual: actual.to_owned(),
+            });
+        }
     }
-    let signed = field("sha256").unwrap_or("none");
-    if !Sha256::from_hex(signed).is_some_and(|s| s == *binary) {
-        return Err(fail(format!(
-            "it was made for a binary with SHA-256 {signed}, but the binary is {}: it was replaced after signing",
-            binary.to_hex()
-        )));
+    let signed = Sha256::from_hex(binding.sha256).ok_or_else(|| {
+        malformed(format!(
+            "its trusted comment has sha256={:?}, not 64 hex digits",
+            binding.sha256
+        ))
+    })?;
+    if !signed.matches(entrypoint_sha256) {
+        return Err(HostError::SignedBinaryMismatch {
+            plugin: name.clone(),
+            path: plugin.entrypoint(),
+            signed: signed.to_hex(),
+            actual: entrypoint_sha256.to_hex(),
+        });
     }
     Ok(Verdict::Signed {
         publisher: publisher.name.clone(),
-        key_id: id,
+        key_id,
     })
 }
 
-/// Writes a new key pair as `<dir>/<name>.pub` and `<dir>/<name>.key` (mode 0600); the secret
-/// key is encrypted when a password is given. Returns both paths.
+/// The policy's answer for a plugin without a signature file.
+fn unsigned(plugin: &Discovered, trust: &Trust) -> Result<Verdict, HostError> {
+    let name = &plugin.manifest.name;
+    if trust.unsigned_allowed.contains(name) {
+        return Ok(Verdict::Unsigned {
+            allowed_by: UnsignedAllowance::AllowList,
+        });
+    }
+    match trust.policy {
+        SignaturePolicy::AllowUnsigned => {
+            tracing::warn!(plugin = %name, "plugin is not signed; running it because unsigned plugins are allowed");
+            Ok(Verdict::Unsigned {
+                allowed_by: UnsignedAllowance::Policy,
+            })
+        }
+        SignaturePolicy::RequireSigned => Err(HostError::Unsigned {
+            plugin: name.clone(),
+            dir: plugin.dir.clone(),
+        }),
+    }
+}
+
+/// A publisher name becomes two file names; keep it to one harmless path component.
+fn valid_publisher_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Writes a new key pair as `<dir>/<name>.pub` and `<dir>/<name>.key` (mode 0600), creating
+/// `dir` if needed. The secret key is encrypted (scrypt, as minisign does) when a password is
+/// given, and stored unencrypted otherwise. Returns the public and secret key paths.
 ///
 /// # Errors
 ///
-/// [`HostError::KeyFile`] when a file exists (and not `force`) or cannot be written.
+/// [`HostError::KeyFile`] when the name is not a plain file name, a file exists (and not
+/// `force`), or a file cannot be written.
 pub fn keygen(
     dir: &Path,
     name: &str,
@@ -270,18 +408,26 @@ pub fn keygen(
 ) -> Result<(PathBuf, PathBuf), HostError> {
     let public = dir.join(format!("{name}.pub"));
     let secret = dir.join(format!("{name}.key"));
-    for path in [&public, &secret] {
-        if path.exists() && !force {
-            return Err(HostError::KeyFile {
-                path: path.clone(),
-                reason: "already exists; pass --force to replace it".into(),
-            });
-        }
-    }
     let fail = |path: &Path, reason: String| HostError::KeyFile {
         path: path.to_owned(),
         reason,
     };
+    if !valid_publisher_name(name) {
+        return Err(fail(
+            &secret,
+            format!(
+                "{name:?} is not a usable publisher name; expected 1-64 letters, digits, `-`, `_` or `.`, not starting with `.`"
+            ),
+        ));
+    }
+    for path in [&public, &secret] {
+        if path.exists() && !force {
+            return Err(fail(
+                path,
+                "already exists; pass --force to replace it".into(),
+            ));
+        }
+    }
     let pair = match password {
         Some(password) => minisign::KeyPair::generate_encrypted_keypair(Some(password)),
         None => minisign::KeyPair::generate_unencrypted_keypair(),
@@ -299,21 +445,70 @@ pub fn keygen(
         .map_err(|err| fail(&secret, err.to_string()))?
         .into_string();
     std::fs::create_dir_all(dir).map_err(|err| fail(dir, err.to_string()))?;
-    write_private(&secret, secret_text.as_bytes()).map_err(|err| fail(&secret, err.to_string()))?;
+    write_private(&secret, secret_text.as_bytes(), force)
+        .map_err(|err| fail(&secret, err.to_string()))?;
     std::fs::write(&public, public_text).map_err(|err| fail(&public, err.to_string()))?;
     Ok((public, secret))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Creates `path` readable by its owner only. The mode is set at creation, so the key is never
+/// readable by others, even briefly.
+fn write_private(path: &Path, bytes: &[u8], replace: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let _ = std::fs::remove_file(path);
+    if replace {
+        match std::fs::remove_file(path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
     file.write_all(bytes)
+}
+
+/// Replaces `path` by renaming a complete temporary file over it, so a host scanning the
+/// folder meanwhile reads the old file or the new one, never half of one.
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+/// Opens a secret key file, decrypting it with `password` when given.
+fn open_secret_key(
+    path: &Path,
+    password: Option<String>,
+) -> Result<minisign::SecretKey, HostError> {
+    let fail = |reason: String| HostError::KeyFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|err| fail(err.to_string()))?;
+    if Publisher::parse("", &text).is_ok() {
+        return Err(fail(
+            "this is a public key; sign with the publisher's secret .key file".into(),
+        ));
+    }
+    let boxed = minisign::SecretKeyBox::from_string(&text)
+        .map_err(|err| fail(format!("not a minisign secret key: {err}")))?;
+    match password {
+        None => boxed.into_unencrypted_secret_key().map_err(|err| {
+            fail(format!(
+                "cannot open it without a password ({err}); a password-protected key needs its password (`plugsconc sign --password-env VAR`)"
+            ))
+        }),
+        Some(password) => boxed
+            .into_secret_key(Some(password))
+            .map_err(|err| fail(format!("cannot open it with the password given ({err})"))),
+    }
 }
 
 /// What [`sign_plugin`] signed.
@@ -332,69 +527,81 @@ pub struct Signed {
 }
 
 /// Signs the plugin in `dir` with the secret key in `secret_key` (decrypted with `password`
-/// when it is encrypted): hashes the binary, (re)writes its `.sha256` sidecar, and writes
-/// [`SIGNATURE_FILE`].
+/// when it is password-protected): hashes the binary, (re)writes its `.sha256` sidecar so the
+/// folder is complete, and writes [`SIGNATURE_FILE`] binding the manifest to that hash.
+///
+/// The publisher's name is not part of the signature: a host names the publisher after the
+/// trusted `.pub` file whose key verifies it, never after what the signer claims.
 ///
 /// # Errors
 ///
-/// The manifest's own error when it is invalid, [`HostError::KeyFile`] for the key, or
-/// [`HostError::Signature`] when the files cannot be written.
+/// [`HostError::KeyFile`] when the key cannot be read or opened, [`HostError::Sign`] when the
+/// manifest is invalid, the binary unreadable or a file cannot be written.
 pub fn sign_plugin(
     dir: &Path,
     secret_key: &Path,
     password: Option<String>,
 ) -> Result<Signed, HostError> {
-    let plugin = crate::discovery::load(dir).map_err(|invalid| HostError::Signature {
-        plugin: crate::discovery::folder_name(dir),
-        path: dir.join(MANIFEST_FILE),
-        reason: invalid.error.to_string(),
+    let plugin = crate::discovery::load(dir).map_err(|invalid| {
+        let error = invalid.error;
+        let reason = match (error.line, error.field.is_empty()) {
+            (0, true) => error.problem,
+            (0, false) => format!("invalid manifest: {}: {}", error.field, error.problem),
+            (line, true) => format!("invalid manifest: line {line}: {}", error.problem),
+            (line, false) => format!(
+                "invalid manifest: line {line}: {}: {}",
+                error.field, error.problem
+            ),
+        };
+        HostError::Sign {
+            plugin: folder_name(dir),
+            path: error.file,
+            reason,
+        }
     })?;
-    let key_fail = |reason: String| HostError::KeyFile {
-        path: secret_key.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(secret_key).map_err(|err| key_fail(err.to_string()))?;
-    let boxed = minisign::SecretKeyBox::from_string(&text)
-        .map_err(|err| key_fail(format!("not a minisign secret key: {err}")))?;
-    let key = match password {
-        Some(password) => boxed.into_secret_key(Some(password)),
-        None => boxed.into_unencrypted_secret_key(),
-    }
-    .map_err(|err| {
-        key_fail(format!(
-            "cannot open the key (encrypted? set its password): {err}"
-        ))
-    })?;
+    let key = open_secret_key(secret_key, password)?;
     let name = plugin.manifest.name.clone();
-    let entrypoint = plugin.entrypoint();
-    let write_fail = |path: &Path, reason: String| HostError::Signature {
+    let fail = |path: &Path, reason: String| HostError::Sign {
         plugin: name.clone(),
         path: path.to_owned(),
         reason,
     };
-    let sha256 =
-        sha256_file(&entrypoint).map_err(|err| write_fail(&entrypoint, err.to_string()))?;
-    let file_name = entrypoint
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut sidecar = entrypoint.clone().into_os_string();
-    sidecar.push(crate::checksum::SIDECAR_SUFFIX);
-    let sidecar = PathBuf::from(sidecar);
-    std::fs::write(&sidecar, format!("{}  {file_name}\n", sha256.to_hex()))
-        .map_err(|err| write_fail(&sidecar, err.to_string()))?;
-    let manifest = std::fs::read(dir.join(MANIFEST_FILE))
-        .map_err(|err| write_fail(&dir.join(MANIFEST_FILE), err.to_string()))?;
+    let entrypoint = plugin.entrypoint();
+    let spelled = plugin.manifest.entrypoint.to_string_lossy();
+    if spelled.chars().any(char::is_control) {
+        return Err(fail(
+            &entrypoint,
+            "the entry point's name holds a control character, which the signature's one-line trusted comment cannot carry; rename the binary".into(),
+        ));
+    }
+    let sha256 = sha256_file(&entrypoint)
+        .map_err(|err| fail(&entrypoint, format!("cannot read the binary: {err}")))?;
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest = std::fs::read(&manifest_path)
+        .map_err(|err| fail(&manifest_path, format!("cannot read it: {err}")))?;
+    if !Sha256(sha2::Sha256::digest(&manifest).into()).matches(&plugin.manifest_sha256) {
+        return Err(fail(
+            &manifest_path,
+            "changed while it was being signed; sign again".into(),
+        ));
+    }
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let trusted = format!(
-        "plugsconc plugin={name} version={} entrypoint={} sha256={} timestamp={timestamp}",
-        plugin.manifest.version,
-        plugin.manifest.entrypoint.display(),
-        sha256.to_hex()
+    let (version, hex, timestamp) = (
+        plugin.manifest.version.to_string(),
+        sha256.to_hex(),
+        timestamp.to_string(),
     );
-    let untrusted = format!("signature of plugin {name} {}", plugin.manifest.version);
+    let trusted = Binding {
+        plugin: &name,
+        version: &version,
+        entrypoint: &spelled,
+        sha256: &hex,
+        timestamp: &timestamp,
+    }
+    .to_string();
+    let untrusted = format!("signature of plugin {name} {version}");
     let signature = minisign::sign(
         None,
         &key,
@@ -402,10 +609,24 @@ pub fn sign_plugin(
         Some(&trusted),
         Some(&untrusted),
     )
-    .map_err(|err| key_fail(err.to_string()))?;
+    .map_err(|err| HostError::KeyFile {
+        path: secret_key.to_owned(),
+        reason: format!("cannot sign with it: {err}"),
+    })?;
+
+    // The sidecar first: a host that sees the new signature then finds a matching sidecar.
+    let file_name = entrypoint
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut sidecar = entrypoint.clone().into_os_string();
+    sidecar.push(SIDECAR_SUFFIX);
+    let sidecar = PathBuf::from(sidecar);
+    write_replacing(&sidecar, format!("{hex}  {file_name}\n").as_bytes())
+        .map_err(|err| fail(&sidecar, format!("cannot write it: {err}")))?;
     let path = dir.join(SIGNATURE_FILE);
-    std::fs::write(&path, signature.into_string())
-        .map_err(|err| write_fail(&path, err.to_string()))?;
+    write_replacing(&path, signature.into_string().as_bytes())
+        .map_err(|err| fail(&path, format!("cannot write it: {err}")))?;
     Ok(Signed {
         plugin: name,
         version: plugin.manifest.version,

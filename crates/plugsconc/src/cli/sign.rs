@@ -15,7 +15,8 @@ pub struct KeygenArgs {
     /// Folder to write the keys in.
     #[arg(long, default_value = ".")]
     out: PathBuf,
-    /// Encrypt the secret key with the password in this environment variable.
+    /// Encrypt the secret key with the password in this environment variable (scrypt, as
+    /// minisign does). Without it the key is stored unencrypted, readable by its owner only.
     #[arg(long, value_name = "VAR")]
     password_env: Option<String>,
     /// Replace existing key files.
@@ -57,7 +58,7 @@ pub async fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         secret.display()
     );
     println!(
-        "hosts trust this publisher with: --trust {}",
+        "hosts trust this publisher with: plugsconc plugins --trust {} verify (or security.trusted_publishers)",
         public.display()
     );
     Ok(())
@@ -66,6 +67,7 @@ pub async fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 /// Signs a plugin folder.
 pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
     let password = password(args.password_env.as_ref())?;
+    let dir = args.dir.clone();
     let signed = tokio::task::spawn_blocking(move || {
         signature::sign_plugin(&args.dir, &args.key, password).map_err(anyhow::Error::from)
     })
@@ -77,6 +79,10 @@ pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
         signed.sha256.to_hex(),
         signed.key_id,
         signed.path.display()
+    );
+    println!(
+        "the standard tool checks it too: minisign -Vm {} -p <publisher>.pub",
+        dir.join("manifest.yaml").display()
     );
     Ok(())
 }

@@ -9,4 +9,5 @@ mod go_plugin;
 mod plugins_cli;
 mod python;
 mod serve;
+mod signing_cli;
 mod support;

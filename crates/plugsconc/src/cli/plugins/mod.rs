@@ -8,6 +8,7 @@ mod verify;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
 use plugsconc_host::{Discovered, Invalid};
 use serde_json::{Value, json};
 
@@ -25,8 +26,45 @@ pub struct PluginsArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
     #[command(subcommand)]
     command: PluginsCommand,
+}
+
+/// Which signatures `verify` accepts; the same choices as the daemon's `security` section.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Signature policy (used by verify)")]
+pub struct TrustArgs {
+    /// A trusted publisher's public key, as written by `plugsconc keygen` (repeatable).
+    #[arg(long, global = true, value_name = "FILE.pub")]
+    trust: Vec<PathBuf>,
+    /// Accept unsigned plugins (with a warning), as a development host does. Without it an
+    /// unsigned plugin fails, as on a production host.
+    #[arg(long, global = true)]
+    allow_unsigned: bool,
+    /// Accept this unsigned plugin by name (repeatable): an explicit allow-list.
+    #[arg(long, global = true, value_name = "NAME")]
+    unsigned: Vec<String>,
+}
+
+impl TrustArgs {
+    /// Loads the trusted keys into the host's trust settings.
+    fn load(&self) -> anyhow::Result<Trust> {
+        Ok(Trust {
+            policy: if self.allow_unsigned {
+                SignaturePolicy::AllowUnsigned
+            } else {
+                SignaturePolicy::RequireSigned
+            },
+            publishers: self
+                .trust
+                .iter()
+                .map(|path| Publisher::load(path).map_err(anyhow::Error::from))
+                .collect::<Result<_, _>>()?,
+            unsigned_allowed: self.unsigned.iter().cloned().collect(),
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,7 +73,14 @@ enum PluginsCommand {
     List(list::ListArgs),
     /// Show one plugin's manifest, or why it is invalid.
     Info(info::InfoArgs),
-    /// Check entry points against their `.sha256` sidecars.
+    /// Check plugins as the host does before exec: the binary against its `.sha256` sidecar,
+    /// and the signature against the trusted publishers (--trust).
+    ///
+    /// A signature from a trusted publisher is required by default, as on a production host, so
+    /// an unsigned plugin fails: --unsigned NAME accepts one by name, --allow-unsigned accepts
+    /// them all, as a development host does. A plugin that has a signature is always verified,
+    /// whatever the policy. Both results are reported for every plugin; the exit status is
+    /// non-zero when any plugin fails either check.
     Verify(verify::VerifyArgs),
     /// Turn a plugin on again (removes its `.disabled` marker).
     Enable(toggle::ToggleArgs),
@@ -53,7 +98,10 @@ pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
     match args.command {
         PluginsCommand::List(list) => list::run(&list, &discovery, args.json),
         PluginsCommand::Info(info) => info::run(&info, &discovery, args.json),
-        PluginsCommand::Verify(verify) => verify::run(&verify, &discovery, args.json).await,
+        PluginsCommand::Verify(verify) => {
+            let trust = args.trust.load()?;
+            verify::run(&verify, &discovery, &trust, args.json).await
+        }
         PluginsCommand::Enable(toggle) => toggle::run(&toggle, &discovery, false),
         PluginsCommand::Disable(toggle) => toggle::run(&toggle, &discovery, true),
     }

@@ -1,138 +1,178 @@
 //! `plugsconc plugins verify [name...]`: the checks the host makes before every exec — each
-//! entry point against its `.sha256` sidecar, then the signature policy.
-
-use std::path::PathBuf;
+//! entry point against its `.sha256` sidecar, and the signature policy — reported separately
+//! for every plugin.
 
 use clap::Args;
-use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
-use plugsconc_host::{Discovered, Discovery};
-use serde_json::json;
+use plugsconc_host::signature::{Trust, Verdict};
+use plugsconc_host::{Discovered, Discovery, Sha256};
+use serde_json::{Value, json};
 
 use super::print_table;
 
-/// Arguments of `plugins verify`.
+/// Arguments of `plugins verify` (the signature policy is on `plugins` itself).
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Plugins to verify (all valid ones when none is named).
     names: Vec<String>,
-    /// A trusted publisher's public key (repeatable).
-    #[arg(long, value_name = "FILE.pub")]
-    trust: Vec<PathBuf>,
-    /// Accept unsigned plugins (with a warning), as a development host would. By default a
-    /// signature from a trusted publisher is required, as in production.
-    #[arg(long)]
-    allow_unsigned: bool,
-    /// Accept this unsigned plugin by name (repeatable).
-    #[arg(long, value_name = "NAME")]
-    unsigned: Vec<String>,
 }
 
-impl VerifyArgs {
-    fn trust(&self) -> anyhow::Result<Trust> {
-        Ok(Trust {
-            policy: if self.allow_unsigned {
-                SignaturePolicy::AllowUnsigned
-            } else {
-                SignaturePolicy::RequireSigned
-            },
-            publishers: self
-                .trust
-                .iter()
-                .map(|path| Publisher::load(path).map_err(anyhow::Error::from))
-                .collect::<Result<_, _>>()?,
-            unsigned_allowed: self.unsigned.iter().cloned().collect(),
-        })
-    }
+/// What became of the signature check.
+enum SignatureCheck {
+    Passed(Verdict),
+    Failed(String),
+    /// The binary could not be hashed, so there was nothing to check the signature against.
+    NotChecked(String),
 }
 
 struct Outcome {
     name: String,
-    sha256: Option<String>,
-    signature: Result<String, String>,
+    checksum: Result<Sha256, String>,
+    signature: SignatureCheck,
 }
 
-async fn verify(plugin: &Discovered, trust: &Trust) -> Outcome {
-    let name = plugin.manifest.name.clone();
-    let digest = match plugsconc_host::verify_entrypoint(plugin).await {
-        Ok(digest) => digest,
-        Err(err) => {
-            return Outcome {
-                name,
-                sha256: None,
-                signature: Err(err.to_string()),
-            };
+impl Outcome {
+    fn ok(&self) -> bool {
+        self.checksum.is_ok() && matches!(self.signature, SignatureCheck::Passed(_))
+    }
+
+    /// Every failure, checksum first, for the table and the JSON `error`.
+    fn failures(&self) -> Vec<&str> {
+        let mut failures = Vec::new();
+        if let Err(err) = &self.checksum {
+            failures.push(err.as_str());
         }
-    };
-    let (owned, trust) = (plugin.clone(), trust.clone());
-    let verdict = tokio::task::spawn_blocking(move || {
-        plugsconc_host::signature::check(&owned, &digest, &trust).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r.map(|v| v.to_string()));
-    Outcome {
-        name,
-        sha256: Some(digest.to_hex()),
-        signature: verdict,
+        if let SignatureCheck::Failed(err) | SignatureCheck::NotChecked(err) = &self.signature {
+            failures.push(err.as_str());
+        }
+        failures
+    }
+
+    fn json(&self) -> Value {
+        let checksum = match &self.checksum {
+            Ok(digest) => json!({"ok": true, "sha256": digest.to_hex()}),
+            Err(err) => json!({"ok": false, "error": err}),
+        };
+        let signature = match &self.signature {
+            SignatureCheck::Passed(verdict @ Verdict::Signed { publisher, key_id }) => json!({
+                "ok": true, "status": "signed", "publisher": publisher, "key_id": key_id,
+                "detail": verdict.to_string(),
+            }),
+            SignatureCheck::Passed(verdict @ Verdict::Unsigned { allowed_by }) => json!({
+                "ok": true, "status": "unsigned", "allowed_by": allowed_by.to_string(),
+                "detail": verdict.to_string(),
+            }),
+            SignatureCheck::Failed(err) => json!({"ok": false, "status": "refused", "error": err}),
+            SignatureCheck::NotChecked(err) => {
+                json!({"ok": false, "status": "not checked", "error": err})
+            }
+        };
+        let mut view = json!({
+            "name": self.name,
+            "ok": self.ok(),
+            "checksum": checksum,
+            "signature": signature,
+        });
+        if let Some(first) = self.failures().first() {
+            view["error"] = json!(first);
+        }
+        view
+    }
+
+    fn row(&self) -> Vec<String> {
+        let checksum = if self.checksum.is_ok() {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        let signature = match &self.signature {
+            SignatureCheck::Passed(_) => "ok",
+            SignatureCheck::Failed(_) => "FAILED",
+            SignatureCheck::NotChecked(_) => "-",
+        };
+        let mut detail: Vec<String> = self.failures().iter().map(|s| (*s).to_owned()).collect();
+        if let SignatureCheck::Passed(verdict) = &self.signature {
+            detail.push(verdict.to_string());
+        }
+        vec![
+            self.name.clone(),
+            checksum.into(),
+            signature.into(),
+            detail.join("; "),
+        ]
     }
 }
 
-/// Verifies and prints one line per plugin; fails when any plugin fails.
-pub async fn run(args: &VerifyArgs, discovery: &Discovery, json: bool) -> anyhow::Result<()> {
+async fn verify(plugin: &Discovered, trust: &Trust) -> Outcome {
+    let checksum = plugsconc_host::verify_entrypoint(plugin)
+        .await
+        .map_err(|err| err.to_string());
+    // The signature binds the binary itself: when the sidecar is missing or stale, check it
+    // against the file's own hash, so both results are reported.
+    let digest = match &checksum {
+        Ok(digest) => Ok(*digest),
+        Err(_) => {
+            let path = plugin.entrypoint();
+            tokio::task::spawn_blocking(move || {
+                plugsconc_host::sha256_file(&path)
+                    .map_err(|err| format!("cannot read {} to check it: {err}", path.display()))
+            })
+            .await
+            .unwrap_or_else(|err| Err(err.to_string()))
+        }
+    };
+    let signature = match digest {
+        Ok(digest) => {
+            let (owned, trust) = (plugin.clone(), trust.clone());
+            let checked = tokio::task::spawn_blocking(move || {
+                plugsconc_host::signature::check(&owned, &digest, &trust)
+                    .map_err(|err| err.to_string())
+            })
+            .await
+            .unwrap_or_else(|err| Err(err.to_string()));
+            match checked {
+                Ok(verdict) => SignatureCheck::Passed(verdict),
+                Err(err) => SignatureCheck::Failed(err),
+            }
+        }
+        Err(why) => SignatureCheck::NotChecked(why),
+    };
+    Outcome {
+        name: plugin.manifest.name.clone(),
+        checksum,
+        signature,
+    }
+}
+
+/// Verifies and prints one line per plugin; fails when any plugin fails either check.
+pub async fn run(
+    args: &VerifyArgs,
+    discovery: &Discovery,
+    trust: &Trust,
+    json: bool,
+) -> anyhow::Result<()> {
     for name in &args.names {
         if !discovery.plugins.iter().any(|p| &p.manifest.name == name) {
             anyhow::bail!("no valid plugin {name:?} in the folder");
         }
     }
-    let trust = args.trust()?;
     let mut results = Vec::new();
     for plugin in discovery
         .plugins
         .iter()
         .filter(|p| args.names.is_empty() || args.names.contains(&p.manifest.name))
     {
-        results.push(verify(plugin, &trust).await);
+        results.push(verify(plugin, trust).await);
     }
-    let failed = results.iter().filter(|r| r.signature.is_err()).count();
     if json {
-        let view: Vec<_> = results
-            .iter()
-            .map(|r| match &r.signature {
-                Ok(verdict) => {
-                    json!({"name": r.name, "ok": true, "sha256": r.sha256, "signature": verdict})
-                }
-                Err(err) => json!({"name": r.name, "ok": false, "sha256": r.sha256, "error": err}),
-            })
-            .collect();
+        let view: Vec<Value> = results.iter().map(Outcome::json).collect();
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        let rows: Vec<Vec<String>> = results
-            .iter()
-            .map(|r| {
-                let checksum = if r.sha256.is_some() { "ok" } else { "FAILED" };
-                match &r.signature {
-                    Ok(verdict) => vec![
-                        r.name.clone(),
-                        checksum.into(),
-                        "ok".into(),
-                        verdict.clone(),
-                    ],
-                    Err(err) => {
-                        let signature = if r.sha256.is_some() { "FAILED" } else { "-" };
-                        vec![
-                            r.name.clone(),
-                            checksum.into(),
-                            signature.into(),
-                            err.clone(),
-                        ]
-                    }
-                }
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = results.iter().map(Outcome::row).collect();
         print_table(&["NAME", "CHECKSUM", "SIGNATURE", "DETAIL"], &rows);
     }
+    let failed = results.iter().filter(|r| !r.ok()).count();
     if failed > 0 {
-        anyhow::bail!("{failed} plugin(s) failed verification; they will not be started");
+        anyhow::bail!("{failed} plugin(s) failed verification; a host would refuse to start them");
     }
     Ok(())
 }
