@@ -2,6 +2,7 @@
 
 mod call;
 mod config;
+mod logs;
 mod plugins;
 mod serve;
 mod sign;
@@ -28,6 +29,8 @@ enum Command {
     Plugins(plugins::PluginsArgs),
     /// Run the daemon: the plugins folder's catalog, hot reload and the REST API.
     Serve(serve::ServeArgs),
+    /// Print the daemon's log lines, or one plugin's, and follow them.
+    Logs(logs::LogsArgs),
     /// Show the effective configuration and where each value comes from.
     Config(config::ConfigArgs),
     /// Create a publisher key pair for signing plugins.
@@ -48,6 +51,7 @@ impl Cli {
             Command::Call(args) => call::run(args).await,
             Command::Plugins(args) => plugins::run(args).await,
             Command::Config(args) => config::run(&args),
+            Command::Logs(args) => logs::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Keygen(args) => sign::keygen(args).await,
             Command::Sign(args) => sign::sign(args).await,

@@ -450,6 +450,14 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         lines.iter().any(|l| l["fields"]["plugin"] == "cat"),
         "{log}"
     );
+    let out = Command::new(support::plugsconc_bin())
+        .current_dir(root.path())
+        .args(["logs", "cat", "--level", "info"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.is_empty(), "{text}");
+    assert!(text.lines().all(|l| l.contains("plugin=cat")), "{text}");
 }
 
 unsafe extern "C" {

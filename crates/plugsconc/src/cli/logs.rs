@@ -1,0 +1,154 @@
+//! `plugsconc logs [plugin]`: the daemon's log file (JSON lines), optionally one plugin's lines,
+//! at or above a level, and `--follow` to keep printing new lines as they are written (across
+//! rotations: the file is reopened when it is replaced).
+
+use std::io::{BufRead as _, BufReader, Seek as _};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// Arguments of `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only the lines of this plugin.
+    plugin: Option<String>,
+    /// Only lines at this level or above (trace, debug, info, warn, error).
+    #[arg(long, default_value = "trace")]
+    level: String,
+    /// Keep printing new lines.
+    #[arg(short, long)]
+    follow: bool,
+    /// Print the JSON lines as they are.
+    #[arg(long)]
+    json: bool,
+    /// The daemon's configuration file (for the log folder and file name).
+    #[arg(long, env = "PLUGSCONC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override a configuration key: `section.key=value`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+fn rank(level: &str) -> u8 {
+    match level.to_ascii_lowercase().as_str() {
+        "trace" => 0,
+        "debug" => 1,
+        "info" => 2,
+        "warn" => 3,
+        _ => 4,
+    }
+}
+
+/// Whether a log line passes the filters; returns the text to print.
+fn render(line: &str, args: &LogsArgs) -> Option<String> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    let fields = &value["fields"];
+    if let Some(plugin) = &args.plugin
+        && fields["plugin"].as_str() != Some(plugin)
+    {
+        return None;
+    }
+    let level = value["level"].as_str().unwrap_or("INFO");
+    if rank(level) < rank(&args.level) {
+        return None;
+    }
+    if args.json {
+        return Some(line.to_owned());
+    }
+    let mut extra = String::new();
+    for (key, v) in fields.as_object().into_iter().flatten() {
+        if key != "message" {
+            extra.push_str(&format!(
+                " {key}={}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+            ));
+        }
+    }
+    Some(format!(
+        "{} {:>5} {}{extra}",
+        value["timestamp"].as_str().unwrap_or_default(),
+        level,
+        fields["message"].as_str().unwrap_or_default()
+    ))
+}
+
+/// Prints the matching lines.
+pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
+    let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
+    let logging = &loaded.config.logging;
+    anyhow::ensure!(
+        !logging.log_filename.is_empty(),
+        "logging.log_filename is empty: the daemon writes no log file"
+    );
+    let path = loaded
+        .config
+        .directories
+        .logs_dir
+        .join(&logging.log_filename);
+    tokio::task::spawn_blocking(move || follow(&path, &args)).await?
+}
+
+fn follow(path: &std::path::Path, args: &LogsArgs) -> anyhow::Result<()> {
+    let open = || {
+        std::fs::File::open(path)
+            .with_context(|| format!("cannot read the log file {}", path.display()))
+    };
+    let mut reader = BufReader::new(open()?);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line)?;
+        if read > 0 && line.ends_with('\n') {
+            if let Some(text) = render(line.trim_end(), args) {
+                println!("{text}");
+            }
+            continue;
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        // A partial line: wait for the rest from where it started.
+        if read > 0 {
+            reader.seek_relative(-(read as i64))?;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // Rotated: the path now names a new, shorter file.
+        let position = reader.stream_position()?;
+        if std::fs::metadata(path).is_ok_and(|m| m.len() < position) {
+            reader = BufReader::new(open()?);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(plugin: Option<&str>, level: &str) -> LogsArgs {
+        LogsArgs {
+            plugin: plugin.map(str::to_owned),
+            level: level.into(),
+            follow: false,
+            json: false,
+            config: None,
+            sets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn filters_by_plugin_and_level() {
+        let line = r#"{"timestamp":"t","level":"WARN","fields":{"message":"slow","plugin":"cat","ms":3},"target":"x"}"#;
+        assert_eq!(
+            render(line, &args(Some("cat"), "info")).as_deref(),
+            Some("t  WARN slow ms=3 plugin=cat")
+        );
+        assert!(render(line, &args(Some("dog"), "trace")).is_none());
+        assert!(render(line, &args(None, "error")).is_none());
+        assert!(render("not json", &args(None, "trace")).is_none());
+    }
+}
