@@ -162,3 +162,49 @@ fn info_and_verify() {
             .contains("sha256sum dog > dog.sha256")
     );
 }
+
+#[test]
+fn install_and_uninstall_on_a_folder() {
+    let source = folder();
+    let target = tempfile::tempdir().unwrap();
+    let cat = source.path().join("cat");
+    let cat_arg = cat.to_str().unwrap();
+    let out = plugins(target.path(), &["install", cat_arg]);
+    assert!(!out.status.success(), "unsigned is refused by default");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not signed"));
+    let out = plugins(target.path(), &["install", cat_arg, "--allow-unsigned"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("installed cat 1.0.0"));
+    assert!(target.path().join("cat/cat.sha256").exists());
+    let out = plugins(target.path(), &["install", cat_arg, "--allow-unsigned"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already installed"));
+    let out = plugins(
+        target.path(),
+        &["install", cat_arg, "--allow-unsigned", "--replace"],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("upgraded cat"));
+    // dog has no sidecar: refused, nothing left behind.
+    let dog = source.path().join("dog");
+    let out = plugins(
+        target.path(),
+        &["install", dog.to_str().unwrap(), "--allow-unsigned"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sha256sum dog > dog.sha256"));
+    let left: Vec<_> = std::fs::read_dir(target.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, ["cat"]);
+    let out = plugins(target.path(), &["uninstall", "cat"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!target.path().join("cat").exists());
+}

@@ -1,6 +1,7 @@
 //! `plugsconc plugins ...`: the catalog of a plugins folder, read directly (no daemon needed).
 
 mod info;
+mod install;
 mod list;
 mod toggle;
 mod verify;
@@ -34,7 +35,7 @@ pub struct PluginsArgs {
 
 /// Which signatures `verify` accepts; the same choices as the daemon's `security` section.
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Signature policy (used by verify)")]
+#[command(next_help_heading = "Signature policy (used by verify and install)")]
 pub struct TrustArgs {
     /// A trusted publisher's public key, as written by `plugsconc keygen` (repeatable).
     #[arg(long, global = true, value_name = "FILE.pub")]
@@ -86,6 +87,11 @@ enum PluginsCommand {
     Enable(toggle::ToggleArgs),
     /// Turn a plugin off (writes a `.disabled` marker in its folder).
     Disable(toggle::ToggleArgs),
+    /// Install a plugin from a folder or a .tar.gz bundle: validated (manifest, checksum,
+    /// signature policy) in a staging folder, then moved into place.
+    Install(install::InstallArgs),
+    /// Remove a plugin's folder.
+    Uninstall(install::UninstallArgs),
 }
 
 /// Runs a `plugins` subcommand.
@@ -104,6 +110,11 @@ pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
         }
         PluginsCommand::Enable(toggle) => toggle::run(&toggle, &discovery, false),
         PluginsCommand::Disable(toggle) => toggle::run(&toggle, &discovery, true),
+        PluginsCommand::Install(install) => {
+            let trust = args.trust.load()?;
+            install::install(install, &args.dir, trust).await
+        }
+        PluginsCommand::Uninstall(uninstall) => install::uninstall(&uninstall, &discovery).await,
     }
 }
 

@@ -1,0 +1,107 @@
+//! `plugsconc plugins install <folder|bundle.tar.gz>` and `plugins uninstall <name>` on a
+//! plugins folder: the same staged, validated, renamed-into-place install the daemon's API does,
+//! under the signature policy given to `plugins` (--trust, --unsigned, --allow-unsigned). A
+//! daemon watching the folder picks the change up (an upgrade is hot-reloaded, an uninstalled
+//! plugin is drained and stopped).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use plugsconc_host::Discovery;
+use plugsconc_host::install::{install_dir, install_tar_gz, uninstall_dir};
+use plugsconc_host::signature::Trust;
+
+/// Arguments of `plugins install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// A plugin folder, or a `.tar.gz` bundle of one.
+    source: PathBuf,
+    /// Replace an installed plugin of the same name (an upgrade).
+    #[arg(long)]
+    replace: bool,
+    /// Install without a matching `.sha256` sidecar. Insecure.
+    #[arg(long)]
+    insecure_skip_checksum: bool,
+}
+
+/// Arguments of `plugins uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The plugin's name.
+    name: String,
+}
+
+/// Installs, with a progress bar while a bundle is unpacked.
+pub async fn install(args: InstallArgs, root: &Path, trust: Trust) -> anyhow::Result<()> {
+    let root = root.to_owned();
+    let installed = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        std::fs::create_dir_all(&root)?;
+        let checksum = !args.insecure_skip_checksum;
+        if args.source.is_dir() {
+            return Ok(install_dir(
+                &args.source,
+                &root,
+                &trust,
+                checksum,
+                args.replace,
+            )?);
+        }
+        let file = std::fs::File::open(&args.source)
+            .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", args.source.display()))?;
+        let size = file.metadata().map_or(0, |m| m.len());
+        let bar = ProgressBar::new(size).with_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("unpacking {}", args.source.display()));
+        let result = install_tar_gz(
+            bar.wrap_read(file),
+            &args.source,
+            &root,
+            &trust,
+            checksum,
+            args.replace,
+        );
+        bar.finish_and_clear();
+        Ok(result?)
+    })
+    .await??;
+    println!(
+        "{} {} {} in {} ({})",
+        if installed.replaced {
+            "upgraded"
+        } else {
+            "installed"
+        },
+        installed.plugin.manifest.name,
+        installed.plugin.manifest.version,
+        installed.plugin.dir.display(),
+        installed.verdict
+    );
+    Ok(())
+}
+
+/// Removes a plugin's folder.
+pub async fn uninstall(args: &UninstallArgs, discovery: &Discovery) -> anyhow::Result<()> {
+    let dir = discovery
+        .plugins
+        .iter()
+        .find(|p| p.manifest.name == args.name)
+        .map(|p| p.dir.clone())
+        .or_else(|| {
+            discovery
+                .invalid
+                .iter()
+                .find(|i| i.dir.file_name().is_some_and(|n| n == args.name.as_str()))
+                .map(|i| i.dir.clone())
+        })
+        .ok_or_else(|| anyhow::anyhow!("no plugin named {:?} in the plugins folder", args.name))?;
+    let aside =
+        tokio::task::spawn_blocking(move || uninstall_dir(&dir).map_err(anyhow::Error::from))
+            .await??;
+    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(aside)).await??;
+    println!("uninstalled {}", args.name);
+    Ok(())
+}
