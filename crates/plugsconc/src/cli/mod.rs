@@ -1,6 +1,7 @@
 //! Command-line surface: one module per subcommand.
 
 mod call;
+mod client;
 mod config;
 mod logs;
 mod plugins;

@@ -392,6 +392,40 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         .collect();
     assert_eq!(pup_actions, ["uninstall", "upgrade", "install"], "{audit}");
 
+    // The CLI finds the daemon through the configuration and its token, and goes through it.
+    let cli = |args: &[&str]| {
+        Command::new(support::plugsconc_bin())
+            .current_dir(root.path())
+            .env("PLUGSCONC_API_LISTEN", &address)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["plugins", "disable", "dog"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("through the daemon"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(&address, "/api/v1/plugins/dog").1["status"], "disabled");
+    let out = cli(&["plugins", "list", "--json", "--status", "disabled"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["name"], "dog");
+    let out = cli(&["plugins", "enable", "dog"]);
+    assert!(out.status.success());
+    assert_eq!(
+        get(&address, "/api/v1/plugins/dog").1["status"],
+        "discovered"
+    );
+    let out = cli(&["plugins", "--local", "list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        listed.iter().all(|p| p["pid"].is_null()),
+        "--local reads the folder, not the daemon"
+    );
+
     // Stats and Prometheus metrics count the calls made above (the cat: once through the call
     // endpoint, twice through its own route).
     let (status, stats) = get(&address, "/api/v1/stats");

@@ -105,3 +105,80 @@ pub async fn uninstall(args: &UninstallArgs, discovery: &Discovery) -> anyhow::R
     println!("uninstalled {}", args.name);
     Ok(())
 }
+
+/// Installs through a running daemon: a folder by its path, a bundle uploaded.
+pub async fn install_remote(
+    args: InstallArgs,
+    daemon: &crate::cli::client::Daemon,
+) -> anyhow::Result<()> {
+    use tonic::codegen::http::Method;
+    let path = format!("/api/v1/plugins/install?replace={}", args.replace);
+    let body = if args.source.is_dir() {
+        let absolute = crate::cli::client::absolute(&args.source)?;
+        let request = serde_json::json!({"path": absolute}).to_string();
+        daemon
+            .call(
+                Method::POST,
+                &path,
+                Some("application/json"),
+                request.into(),
+            )
+            .await?
+    } else {
+        let source = args.source.clone();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(&source))
+            .await?
+            .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", args.source.display()))?;
+        let bar = ProgressBar::new_spinner();
+        bar.set_message(format!(
+            "uploading {} ({} bytes) to {}",
+            args.source.display(),
+            bytes.len(),
+            daemon.base()
+        ));
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        let result = daemon
+            .call(Method::POST, &path, Some("application/gzip"), bytes.into())
+            .await;
+        bar.finish_and_clear();
+        result?
+    };
+    println!(
+        "{} {} {} through the daemon at {} ({})",
+        if body["replaced"] == true {
+            "upgraded"
+        } else {
+            "installed"
+        },
+        body["plugin"]["name"].as_str().unwrap_or("?"),
+        body["plugin"]["version"].as_str().unwrap_or("?"),
+        daemon.base(),
+        body["signature"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// Uninstalls through a running daemon.
+pub async fn uninstall_remote(
+    args: &UninstallArgs,
+    daemon: &crate::cli::client::Daemon,
+) -> anyhow::Result<()> {
+    let path = format!(
+        "/api/v1/plugins/{}/uninstall",
+        crate::cli::client::encode(&args.name)
+    );
+    daemon
+        .call(
+            tonic::codegen::http::Method::POST,
+            &path,
+            None,
+            Default::default(),
+        )
+        .await?;
+    println!(
+        "uninstalled {} through the daemon at {}",
+        args.name,
+        daemon.base()
+    );
+    Ok(())
+}

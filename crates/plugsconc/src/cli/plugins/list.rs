@@ -101,3 +101,71 @@ fn info_json(info: &PluginInfo, discovery: &Discovery) -> Value {
     }
     value
 }
+
+/// Lists through a running daemon.
+pub async fn run_remote(
+    args: &ListArgs,
+    daemon: &crate::cli::client::Daemon,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::cli::client::encode;
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("type", &args.kind),
+        ("tag", &args.tag),
+        ("q", &args.search),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{key}={}", encode(value)));
+        }
+    }
+    if let Some(status) = args.status {
+        query.push(format!("status={status}"));
+    }
+    let path = format!("/api/v1/plugins?{}", query.join("&"));
+    let body = daemon
+        .call(
+            tonic::codegen::http::Method::GET,
+            &path,
+            None,
+            Default::default(),
+        )
+        .await?;
+    let plugins = body["plugins"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plugins)?);
+        return Ok(());
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let rows: Vec<Vec<String>> = plugins
+        .iter()
+        .map(|p| {
+            let status = text(&p["status"]);
+            let detail = if matches!(status.as_str(), "invalid" | "disabled" | "failed") {
+                text(&p["reason"])
+            } else {
+                p["description"].as_str().unwrap_or_default().to_owned()
+            };
+            vec![
+                text(&p["name"]),
+                text(&p["version"]),
+                text(&p["type"]),
+                text(&p["runtime"]),
+                status,
+                detail,
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NAME",
+            "VERSION",
+            "TYPE",
+            "RUNTIME",
+            "STATUS",
+            "DESCRIPTION / REASON",
+        ],
+        &rows,
+    );
+    Ok(())
+}

@@ -27,6 +27,10 @@ pub struct PluginsArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Work on the folder even when a daemon is running (by default list, enable, disable,
+    /// install and uninstall go through the daemon the configuration points at, when it answers).
+    #[arg(long, global = true)]
+    local: bool,
     #[command(flatten)]
     trust: TrustArgs,
     #[command(subcommand)]
@@ -96,6 +100,30 @@ enum PluginsCommand {
 
 /// Runs a `plugins` subcommand.
 pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
+    let remote = matches!(
+        args.command,
+        PluginsCommand::List(_)
+            | PluginsCommand::Enable(_)
+            | PluginsCommand::Disable(_)
+            | PluginsCommand::Install(_)
+            | PluginsCommand::Uninstall(_)
+    );
+    if remote && !args.local {
+        let config = crate::config::Config::load(None, std::env::vars(), &[])?.config;
+        if let Some(daemon) = crate::cli::client::Daemon::detect(&config).await {
+            return match args.command {
+                PluginsCommand::List(list) => list::run_remote(&list, &daemon, args.json).await,
+                PluginsCommand::Enable(toggle) => toggle::run_remote(&toggle, &daemon, false).await,
+                PluginsCommand::Disable(toggle) => toggle::run_remote(&toggle, &daemon, true).await,
+                PluginsCommand::Install(install) => install::install_remote(install, &daemon).await,
+                PluginsCommand::Uninstall(uninstall) => {
+                    install::uninstall_remote(&uninstall, &daemon).await
+                }
+                // Read the folder itself, whether or not a daemon runs (not routed above).
+                PluginsCommand::Info(_) | PluginsCommand::Verify(_) => Ok(()),
+            };
+        }
+    }
     let dir = args.dir.clone();
     let discovery = tokio::task::spawn_blocking(move || {
         plugsconc_host::discover(&dir).map_err(anyhow::Error::from)

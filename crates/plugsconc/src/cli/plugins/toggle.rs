@@ -60,3 +60,32 @@ pub fn run(args: &ToggleArgs, discovery: &Discovery, disable: bool) -> anyhow::R
     }
     Ok(())
 }
+
+/// Enables or disables through a running daemon.
+pub async fn run_remote(
+    args: &ToggleArgs,
+    daemon: &crate::cli::client::Daemon,
+    disable: bool,
+) -> anyhow::Result<()> {
+    let action = if disable { "disable" } else { "enable" };
+    let path = format!(
+        "/api/v1/plugins/{}/{action}",
+        crate::cli::client::encode(&args.name)
+    );
+    let body = daemon
+        .call(
+            tonic::codegen::http::Method::POST,
+            &path,
+            None,
+            Default::default(),
+        )
+        .await?;
+    println!(
+        "{} {} through the daemon at {} (status {})",
+        args.name,
+        if disable { "disabled" } else { "enabled" },
+        daemon.base(),
+        body["status"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
