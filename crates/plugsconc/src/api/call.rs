@@ -172,6 +172,11 @@ pub(super) async fn invoke(
 }
 
 /// Calls the method and answers `{"response": ...}`.
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/call/{service}/{method}", tag = "call", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin's name"), ("service" = String, Path, description = "package.Service"), ("method" = String, Path, description = "Method")),
+    request_body(description = "The request message in proto3 JSON", content_type = "application/json", content = Value),
+    responses((status = 200, description = "The reply in proto3 JSON, under `response`", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value),
+              (status = 502, description = "The plugin answered with a gRPC error", body = Value)))]
 pub async fn call(
     State(state): State<ApiState>,
     Path((name, service, method)): Path<(String, String, String)>,

@@ -45,6 +45,11 @@ fn install_error(err: HostError) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/plugins/install", tag = "manage", security(("bearer" = [])),
+    params(("replace" = Option<bool>, Query, description = "Upgrade an installed plugin of the same name")),
+    request_body(description = "A .tar.gz bundle (application/gzip), or JSON {\"path\": \"<folder or bundle on the daemon's machine>\"}", content_type = "application/gzip"),
+    responses((status = 200, description = "Installed (validated, checksum and signature policy passed)", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value),
+              (status = 422, description = "Refused, with the reason; nothing changed", body = Value)))]
 pub async fn install(
     State(state): State<ApiState>,
     Query(params): Query<InstallParams>,
@@ -126,6 +131,8 @@ pub async fn install(
     })))
 }
 
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/uninstall", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
+    responses((status = 200, description = "Drained, stopped and removed", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value)))]
 pub async fn uninstall(
     State(state): State<ApiState>,
     Path(name): Path<String>,

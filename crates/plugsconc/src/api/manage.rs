@@ -81,6 +81,8 @@ async fn marker(state: &ApiState, name: &str, disabled: bool) -> Result<(), ApiE
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/enable", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
+    responses((status = 200, description = "Enable the plugin (recorded in the store, announced to daemons sharing it)", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value)))]
 pub async fn enable(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -92,6 +94,8 @@ pub async fn enable(
     current(&state, &name)
 }
 
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/disable", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
+    responses((status = 200, description = "Disable the plugin: its process is drained and stopped", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value)))]
 pub async fn disable(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -116,6 +120,8 @@ fn change_json(change: &Change) -> Value {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/reload", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
+    responses((status = 200, description = "What the rescan of the plugin's folder did (reloaded, rejected with the reason, unchanged...)", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value)))]
 pub async fn reload(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -129,6 +135,8 @@ pub async fn reload(
     Ok(Json(change_json(&change)))
 }
 
+#[utoipa::path(post, path = "/api/v1/reload", tag = "manage", security(("bearer" = [])),
+    responses((status = 200, description = "Every change a rescan of the plugins folder made", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
 pub async fn reload_all(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let changes = state.registry.sync_all().await.map_err(host_error)?;
     Ok(Json(
@@ -157,6 +165,9 @@ pub struct AuditParams {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", tag = "manage", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "Entries, newest first (default 100)")),
+    responses((status = 200, description = "Who changed what, when", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
 pub async fn audit(
     State(state): State<ApiState>,
     Query(params): Query<AuditParams>,

@@ -6,6 +6,7 @@
 
 mod auth;
 mod call;
+mod docs;
 mod install;
 mod manage;
 mod routes;
@@ -86,6 +87,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
+        .merge(docs::routes())
 }
 
 /// A JSON error with a stable code.
@@ -143,6 +145,13 @@ pub(crate) fn plugin_json(info: &PluginInfo) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "catalog",
+    params(("type" = Option<String>, Query, description = "Contract type"),
+           ("tag" = Option<String>, Query, description = "Tag"),
+           ("status" = Option<String>, Query, description = "discovered, invalid, disabled, starting, ready, degraded, stopped or failed"),
+           ("q" = Option<String>, Query, description = "Text in the name or description")),
+    responses((status = 200, description = "The matching plugins and their count", body = Value),
+              (status = 400, description = "A filter is not valid", body = Value)))]
 async fn list(
     State(state): State<ApiState>,
     QueryParams(params): QueryParams<ListParams>,
@@ -165,6 +174,8 @@ async fn list(
     })))
 }
 
+#[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "catalog", params(("name" = String, Path, description = "The plugin's name")),
+    responses((status = 200, description = "The plugin, its status and the reason for it", body = Value), (status = 404, description = "No such plugin", body = Value)))]
 async fn show(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -182,6 +193,8 @@ async fn show(
         })
 }
 
+#[utoipa::path(get, path = "/api/v1/health", tag = "daemon",
+    responses((status = 200, description = "The daemon is up", body = Value)))]
 async fn health(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({
         "status": "ok",
@@ -189,6 +202,8 @@ async fn health(State(state): State<ApiState>) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/ready", tag = "daemon",
+    responses((status = 200, description = "The catalog is loaded", body = Value)))]
 async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     // Ready once the catalog is loaded, which happens before the listener opens.
     let plugins = state.registry.list(&Query::default()).len();
@@ -198,6 +213,8 @@ async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/api/v1/stats", tag = "daemon",
+    responses((status = 200, description = "Counts by status, calls, errors, restarts, reloads, uptime", body = Value)))]
 async fn stats(State(state): State<ApiState>) -> Json<Value> {
     let plugins = state.registry.list(&Query::default());
     let mut by_status = serde_json::Map::new();
@@ -220,6 +237,8 @@ async fn stats(State(state): State<ApiState>) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "daemon",
+    responses((status = 200, description = "Prometheus (OpenMetrics) text", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(

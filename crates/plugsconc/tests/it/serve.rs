@@ -392,6 +392,36 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         .collect();
     assert_eq!(pup_actions, ["uninstall", "upgrade", "install"], "{audit}");
 
+    // The OpenAPI description and a Swagger UI served from the binary.
+    let (status, spec) = get(&address, "/api-docs/openapi.json");
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/plugins",
+        "/api/v1/plugins/{name}/call/{service}/{method}",
+        "/api/v1/plugins/install",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from {spec}"
+        );
+    }
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let mut stream = TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /swagger-ui/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("swagger-ui"),
+        "{page}"
+    );
+
     // The CLI finds the daemon through the configuration and its token, and goes through it.
     let cli = |args: &[&str]| {
         Command::new(support::plugsconc_bin())

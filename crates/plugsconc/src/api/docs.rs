@@ -1,0 +1,54 @@
+//! The OpenAPI description of the REST API (`/api-docs/openapi.json`) and a Swagger UI served
+//! from the binary (`/swagger-ui/`), so the docs work without internet access.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::{call, install, manage};
+
+/// The bearer token of every route that changes state.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "plugsconc",
+        description = "The plugsconc daemon: the plugin catalog, its management, and calls into plugins. Routes that change state need `Authorization: Bearer <token>` (api.token, or the api-token file in the data folder). Errors are JSON: {\"error\": {\"code\", \"message\"}}."
+    ),
+    paths(
+        super::list,
+        super::show,
+        super::health,
+        super::ready,
+        super::stats,
+        super::metrics,
+        manage::enable,
+        manage::disable,
+        manage::reload,
+        manage::reload_all,
+        manage::audit,
+        install::install,
+        install::uninstall,
+        call::call
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+/// The spec and the UI, as routes.
+pub fn routes() -> axum::Router {
+    SwaggerUi::new("/swagger-ui")
+        .url("/api-docs/openapi.json", ApiDoc::openapi())
+        .into()
+}
