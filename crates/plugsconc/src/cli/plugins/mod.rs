@@ -3,6 +3,7 @@
 mod info;
 mod install;
 mod list;
+mod remote;
 mod toggle;
 mod verify;
 
@@ -96,21 +97,39 @@ enum PluginsCommand {
     Install(install::InstallArgs),
     /// Remove a plugin's folder.
     Uninstall(install::UninstallArgs),
+    /// Ask the running daemon to rescan a plugin (or the folder): changed plugins are validated,
+    /// started beside the old version and swapped in.
+    Reload(remote::ReloadArgs),
+    /// Call a unary method of a plugin through the running daemon, JSON in and out.
+    Call(remote::CallArgs),
 }
 
 /// Runs a `plugins` subcommand.
 pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
-    let remote = matches!(
+    let daemon_only = matches!(
         args.command,
-        PluginsCommand::List(_)
-            | PluginsCommand::Enable(_)
-            | PluginsCommand::Disable(_)
-            | PluginsCommand::Install(_)
-            | PluginsCommand::Uninstall(_)
+        PluginsCommand::Reload(_) | PluginsCommand::Call(_)
     );
-    if remote && !args.local {
+    let remote = daemon_only
+        || matches!(
+            args.command,
+            PluginsCommand::List(_)
+                | PluginsCommand::Enable(_)
+                | PluginsCommand::Disable(_)
+                | PluginsCommand::Install(_)
+                | PluginsCommand::Uninstall(_)
+        );
+    if remote && (!args.local || daemon_only) {
         let config = crate::config::Config::load(None, std::env::vars(), &[])?.config;
-        if let Some(daemon) = crate::cli::client::Daemon::detect(&config).await {
+        let daemon = crate::cli::client::Daemon::detect(&config).await;
+        match &args.command {
+            PluginsCommand::Reload(reload) => {
+                return remote::reload(reload, daemon.as_ref(), args.json).await;
+            }
+            PluginsCommand::Call(call) => return remote::call(call, daemon.as_ref()).await,
+            _ => {}
+        }
+        if let Some(daemon) = daemon {
             return match args.command {
                 PluginsCommand::List(list) => list::run_remote(&list, &daemon, args.json).await,
                 PluginsCommand::Enable(toggle) => toggle::run_remote(&toggle, &daemon, false).await,
@@ -119,8 +138,11 @@ pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
                 PluginsCommand::Uninstall(uninstall) => {
                     install::uninstall_remote(&uninstall, &daemon).await
                 }
-                // Read the folder itself, whether or not a daemon runs (not routed above).
-                PluginsCommand::Info(_) | PluginsCommand::Verify(_) => Ok(()),
+                // Not routed to the daemon (see `remote` above).
+                PluginsCommand::Info(_)
+                | PluginsCommand::Verify(_)
+                | PluginsCommand::Reload(_)
+                | PluginsCommand::Call(_) => Ok(()),
             };
         }
     }
@@ -143,6 +165,8 @@ pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
             install::install(install, &args.dir, trust).await
         }
         PluginsCommand::Uninstall(uninstall) => install::uninstall(&uninstall, &discovery).await,
+        // Answered by the daemon above.
+        PluginsCommand::Reload(_) | PluginsCommand::Call(_) => Ok(()),
     }
 }
 

@@ -1,0 +1,93 @@
+//! `plugins reload` and `plugins call`: actions only a running daemon can take (a reload
+//! validates and swaps a running plugin; a call goes through the daemon's catalog and JSON
+//! transcoding).
+
+use clap::Args;
+use tonic::codegen::http::Method;
+
+use crate::cli::client::{Daemon, encode};
+
+/// Arguments of `plugins reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The plugin to rescan; the whole folder when omitted.
+    name: Option<String>,
+}
+
+/// Arguments of `plugins call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The plugin.
+    name: String,
+    /// `package.Service/Method`.
+    method: String,
+    /// The request message in proto3 JSON.
+    #[arg(long, default_value = "{}")]
+    data: String,
+}
+
+fn need(daemon: Option<&Daemon>) -> anyhow::Result<&Daemon> {
+    daemon.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no daemon answers at the configured api.listen (or its api-token is missing): start `plugsconc serve`, or point PLUGSCONC_API_LISTEN at it"
+        )
+    })
+}
+
+/// Rescans one plugin or the folder through the daemon.
+pub async fn reload(args: &ReloadArgs, daemon: Option<&Daemon>, json: bool) -> anyhow::Result<()> {
+    let daemon = need(daemon)?;
+    let path = args.name.as_ref().map_or_else(
+        || "/api/v1/reload".to_owned(),
+        |name| format!("/api/v1/plugins/{}/reload", encode(name)),
+    );
+    let body = daemon
+        .call(Method::POST, &path, None, Default::default())
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let changes = body["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![body.clone()]);
+    for change in changes {
+        let what = change["change"].as_str().unwrap_or("?");
+        let plugin = change["plugin"].as_str().unwrap_or_default();
+        match change["reason"].as_str() {
+            Some(reason) => println!("{plugin}: {what}: {reason}"),
+            None => println!(
+                "{plugin}{}{what}",
+                if plugin.is_empty() { "" } else { ": " }
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Calls a unary method of a plugin through the daemon; prints the reply's JSON.
+pub async fn call(args: &CallArgs, daemon: Option<&Daemon>) -> anyhow::Result<()> {
+    let daemon = need(daemon)?;
+    let (service, method) = args
+        .method
+        .trim_start_matches('/')
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("{:?}: expected package.Service/Method", args.method))?;
+    let path = format!(
+        "/api/v1/plugins/{}/call/{}/{}",
+        encode(&args.name),
+        encode(service),
+        encode(method)
+    );
+    let body = daemon
+        .call(
+            Method::POST,
+            &path,
+            Some("application/json"),
+            args.data.clone().into(),
+        )
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&body["response"])?);
+    Ok(())
+}
