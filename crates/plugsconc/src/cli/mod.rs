@@ -26,10 +26,14 @@ pub struct Cli {
 enum Command {
     /// Launch a plugin binary, call one unary gRPC method with a JSON body, print the JSON reply.
     Call(call::CallArgs),
-    /// Inspect and manage a plugins folder: list, info, verify, enable, disable.
+    /// Inspect and manage plugins: list, info, verify, enable, disable, install, uninstall,
+    /// reload, call.
     Plugins(plugins::PluginsArgs),
     /// Run the daemon: the plugins folder's catalog, hot reload and the REST API.
     Serve(serve::ServeArgs),
+    /// Install a plugin from a folder or a .tar.gz bundle (through the running daemon, or into
+    /// the plugins folder): the same as `plugins install`.
+    Install(plugins::InstallCommand),
     /// Print the daemon's log lines, or one plugin's, and follow them.
     Logs(logs::LogsArgs),
     /// Show the effective configuration and where each value comes from.
@@ -54,6 +58,7 @@ impl Cli {
             Command::Config(args) => config::run(&args),
             Command::Logs(args) => logs::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Install(args) => plugins::install_command(args).await,
             Command::Keygen(args) => sign::keygen(args).await,
             Command::Sign(args) => sign::sign(args).await,
         }

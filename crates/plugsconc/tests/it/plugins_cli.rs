@@ -200,6 +200,18 @@ fn install_and_uninstall_on_a_folder() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(left, ["cat"]);
+    // `plugsconc install` is the same command under its own name.
+    let out = Command::new(support::plugsconc_bin())
+        .args(["install", "--dir"])
+        .arg(target.path())
+        .args([cat_arg, "--allow-unsigned", "--replace", "--local"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("upgraded cat"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = plugins(target.path(), &["uninstall", "cat"]);
     assert!(
         out.status.success(),

@@ -236,3 +236,30 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         line(row.clone());
     }
 }
+
+/// `plugsconc install`: `plugins install` under its own name.
+#[derive(Debug, Args)]
+pub struct InstallCommand {
+    /// The plugins folder to install into when no daemon is running.
+    #[arg(long, env = "PLUGSCONC_PLUGINS_DIR", default_value = "plugins")]
+    dir: PathBuf,
+    /// Install into the folder even when a daemon is running.
+    #[arg(long)]
+    local: bool,
+    #[command(flatten)]
+    install: install::InstallArgs,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+/// Runs `plugsconc install`.
+pub async fn install_command(args: InstallCommand) -> anyhow::Result<()> {
+    run(PluginsArgs {
+        dir: args.dir,
+        json: false,
+        local: args.local,
+        trust: args.trust,
+        command: PluginsCommand::Install(args.install),
+    })
+    .await
+}
