@@ -47,7 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create the plugins folder {}", plugins_dir.display()))?;
     let options = registry_options(&config)?;
-    let (trust, require_checksum) = (options.trust.clone(), !options.insecure_skip_checksum);
+    let (base_trust, require_checksum) = (options.trust.clone(), !options.insecure_skip_checksum);
     let registry = Registry::open(&plugins_dir, options).await?;
     if config.file_watcher.fw_enabled && config.file_watcher.fw_watch_plugins {
         let rescan = config.file_watcher.fw_rescan_secs;
@@ -72,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .into();
     apply_states(&registry, store.as_ref()).await?;
+    refresh_trust(&registry, store.as_ref(), &base_trust).await?;
     let mut background = tokio::task::JoinSet::new();
     if !config.logging.log_filename.is_empty() {
         let (dir, file) = (
@@ -100,6 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             registry.clone(),
             store.clone(),
             origin.clone(),
+            base_trust.clone(),
             heard,
         ));
     }
@@ -133,7 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         plugins_dir: registry
             .root()
             .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned),
-        trust,
+        base_trust: base_trust.clone(),
         require_checksum,
     });
     axum::serve(listener, app)
@@ -193,10 +195,18 @@ async fn follow(
     registry: Registry,
     store: Arc<dyn Store>,
     origin: Arc<str>,
+    base_trust: Trust,
     mut heard: tokio::sync::mpsc::Receiver<Heard>,
 ) {
     while let Some(event) = heard.recv().await {
         match event {
+            Heard::Change(notice) if notice.publishers => {
+                if *notice.origin != *origin
+                    && let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await
+                {
+                    tracing::warn!(error = %err, "cannot reload the trusted publishers");
+                }
+            }
             Heard::Change(notice) if *notice.origin != *origin => {
                 tracing::info!(plugin = %notice.plugin, enabled = notice.enabled, from = %notice.origin, "change from another daemon");
                 apply(&registry, &notice.plugin, notice.enabled).await;
@@ -206,6 +216,9 @@ async fn follow(
                 tracing::info!("catalog listener reconnected; resynchronising");
                 if let Err(err) = apply_states(&registry, store.as_ref()).await {
                     tracing::warn!(error = %err, "resynchronisation failed");
+                }
+                if let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await {
+                    tracing::warn!(error = %err, "cannot reload the trusted publishers");
                 }
             }
         }
@@ -243,4 +256,27 @@ async fn record_versions(registry: Registry, store: Arc<dyn Store>, origin: Arc<
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// The configuration's trust plus the publishers kept in the store (a stored key replaces a
+/// configured one of the same name), installed in the registry.
+pub(crate) async fn refresh_trust(
+    registry: &Registry,
+    store: &dyn Store,
+    base: &Trust,
+) -> anyhow::Result<()> {
+    let mut trust = base.clone();
+    for (name, key) in store.publishers().await? {
+        match Publisher::parse(&name, &key) {
+            Ok(publisher) => {
+                trust.publishers.retain(|p| p.name != name);
+                trust.publishers.push(publisher);
+            }
+            Err(err) => {
+                tracing::warn!(publisher = %name, error = %err, "ignoring a stored publisher key")
+            }
+        }
+    }
+    registry.set_trust(trust);
+    Ok(())
 }

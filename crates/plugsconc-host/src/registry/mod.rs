@@ -43,9 +43,18 @@ pub(crate) struct Inner {
     cancel: CancellationToken,
     epoch: tokio::time::Instant,
     next_instance: AtomicU64,
+    /// The signature policy, replaceable while the host runs (publishers added or removed).
+    trust: RwLock<crate::signature::Trust>,
 }
 
 impl Inner {
+    pub(crate) fn trust(&self) -> crate::signature::Trust {
+        self.trust
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -130,12 +139,13 @@ impl Registry {
             inner: Arc::new(Inner {
                 slots: RwLock::new(BTreeMap::new()),
                 events,
-                options,
                 root,
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 epoch: tokio::time::Instant::now(),
                 next_instance: AtomicU64::new(1),
+                trust: RwLock::new(options.trust.clone()),
+                options,
             }),
         };
         for builtin in builtins() {
@@ -184,6 +194,21 @@ impl Registry {
             self.add_invalid(invalid);
         }
         self.check_dependencies();
+    }
+
+    /// The signature policy in force.
+    pub fn trust(&self) -> crate::signature::Trust {
+        self.inner.trust()
+    }
+
+    /// Replaces the signature policy (publishers added or removed); it applies to every launch
+    /// from now on, including restarts and reloads. Running plugins are not stopped.
+    pub fn set_trust(&self, trust: crate::signature::Trust) {
+        *self
+            .inner
+            .trust
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = trust;
     }
 
     /// The plugins folder this catalog was opened from.

@@ -79,7 +79,7 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
     // exec (or the file's own when sidecars are off).
     let verdict = match binary_sha256 {
         Some(digest) => {
-            let (owned, trust) = (plugin.clone(), options.trust.clone());
+            let (owned, trust) = (plugin.clone(), inner.trust());
             tokio::task::spawn_blocking(move || crate::signature::check(&owned, &digest, &trust))
                 .await
                 .map_err(|err| HostError::Signature {

@@ -261,7 +261,8 @@ impl Backoff {
 pub struct RegistryOptions {
     /// Skip the `.sha256` sidecar check. Insecure: a replaced binary would run.
     pub insecure_skip_checksum: bool,
-    /// Trusted publishers and the policy for unsigned plugins (default: signatures required).
+    /// Trusted publishers and the policy for unsigned plugins (default: signatures required);
+    /// [`super::Registry::set_trust`] replaces it later.
     pub trust: crate::signature::Trust,
     /// Bound on a plugin's start (exec to handshake).
     pub start_timeout: Duration,

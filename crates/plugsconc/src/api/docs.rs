@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{call, install, manage};
+use super::{call, install, manage, publishers};
 
 /// The bearer token of every route that changes state.
 struct BearerAuth;
@@ -40,6 +40,9 @@ impl Modify for BearerAuth {
         manage::audit,
         install::install,
         install::uninstall,
+        publishers::list,
+        publishers::add,
+        publishers::remove,
         call::call
     ),
     modifiers(&BearerAuth)

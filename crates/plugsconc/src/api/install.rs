@@ -36,7 +36,11 @@ fn install_error(err: HostError) -> ApiError {
         | HostError::Sidecar { .. }
         | HostError::ChecksumMismatch { .. }
         | HostError::Unsigned { .. }
-        | HostError::Signature { .. } => ApiError::new(
+        | HostError::Signature { .. }
+        | HostError::UntrustedKey { .. }
+        | HostError::BadSignature { .. }
+        | HostError::SignedForOther { .. }
+        | HostError::SignedBinaryMismatch { .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "install_refused",
             err.to_string(),
@@ -62,7 +66,7 @@ pub async fn install(
         .is_some_and(|v| v.starts_with("application/json"));
     let (root, trust, checksum) = (
         state.plugins_dir.clone(),
-        state.trust.clone(),
+        state.registry.trust(),
         state.require_checksum,
     );
     let replace = params.replace;

@@ -9,6 +9,7 @@ mod call;
 mod docs;
 mod install;
 mod manage;
+mod publishers;
 mod routes;
 
 use std::sync::Arc;
@@ -45,8 +46,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where installs go.
     pub plugins_dir: std::path::PathBuf,
-    /// The signature policy installs must pass.
-    pub trust: plugsconc_host::signature::Trust,
+    /// The signature policy of the configuration; publishers kept in the store are added to it.
+    pub base_trust: plugsconc_host::signature::Trust,
     /// Whether installs need a matching `.sha256` sidecar.
     pub require_checksum: bool,
 }
@@ -62,6 +63,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins/{name}/reload", post(manage::reload))
         .route("/reload", post(manage::reload_all))
         .route("/audit", get(manage::audit))
+        .route("/publishers", get(publishers::list).post(publishers::add))
+        .route("/publishers/{name}/remove", post(publishers::remove))
         .route(
             "/plugins/install",
             post(install::install).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),

@@ -68,6 +68,9 @@ pub struct Notice {
     pub plugin: String,
     /// Its new state.
     pub enabled: bool,
+    /// The trusted publishers changed instead (`plugin` and `enabled` are then unused).
+    #[serde(default)]
+    pub publishers: bool,
 }
 
 /// What the listener reports.
@@ -114,6 +117,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         action: &str,
         detail: &str,
         actor: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Trusted publishers kept in the store: (name, public key text).
+    async fn publishers(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Adds or replaces (`Some` key) or removes (`None`) a trusted publisher, with an audit
+    /// entry; with PostgreSQL, announces it to the other daemons.
+    async fn set_publisher(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        actor: &str,
+        origin: &str,
     ) -> Result<(), StoreError>;
 
     /// The newest audit entries, newest first.
@@ -192,15 +208,31 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at_ms);
 ";
 
+/// Trusted publishers kept with the catalog, so daemons sharing it trust the same keys.
+const MIGRATION_2: &str = "
+CREATE TABLE IF NOT EXISTS trusted_publisher (
+    name TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    added_ms BIGINT NOT NULL,
+    added_by TEXT NOT NULL
+);
+";
+
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;
-    sqlx::migrate::Migrator::with_migrations(vec![sqlx::migrate::Migration::new(
-        1,
-        "catalog".into(),
-        sqlx::migrate::MigrationType::Simple,
-        MIGRATION_1.into_sql_str(),
-        false,
-    )])
+    let migration = |version, description: &'static str, sql: &'static str| {
+        sqlx::migrate::Migration::new(
+            version,
+            description.into(),
+            sqlx::migrate::MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    sqlx::migrate::Migrator::with_migrations(vec![
+        migration(1, "catalog", MIGRATION_1),
+        migration(2, "trusted publishers", MIGRATION_2),
+    ])
 }
 
 #[cfg(test)]

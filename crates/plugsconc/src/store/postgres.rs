@@ -129,6 +129,7 @@ impl Store for PgStore {
             origin: origin.to_owned(),
             plugin: plugin.to_owned(),
             enabled,
+            publishers: false,
         };
         // Delivered at commit, only if the change commits.
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -191,6 +192,72 @@ impl Store for PgStore {
             .await
             .map_err(query_error("append to the audit log"))?;
         Ok(())
+    }
+
+    async fn publishers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, public_key FROM trusted_publisher ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("read trusted publishers"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("name")?, row.try_get("public_key")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("read trusted publishers"))
+    }
+
+    async fn set_publisher(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        actor: &str,
+        origin: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+        match key {
+            Some(key) => {
+                sqlx::query(
+                    "INSERT INTO trusted_publisher (name, public_key, added_ms, added_by) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key,
+                         added_ms = excluded.added_ms, added_by = excluded.added_by",
+                )
+                .bind(name)
+                .bind(key)
+                .bind(now)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("record a trusted publisher"))?;
+            }
+            None => {
+                sqlx::query("DELETE FROM trusted_publisher WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("remove a trusted publisher"))?;
+            }
+        }
+        sqlx::query("INSERT INTO audit_log (at_ms, actor, action, plugin, detail) VALUES ($1, $2, $3, $4, '')")
+            .bind(now)
+            .bind(actor)
+            .bind(if key.is_some() { "trust" } else { "distrust" })
+            .bind(format!("publisher:{name}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("append to the audit log"))?;
+        let notice = Notice {
+            origin: origin.to_owned(),
+            plugin: String::new(),
+            enabled: false,
+            publishers: true,
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.channel)
+            .bind(serde_json::to_string(&notice).unwrap_or_default())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("announce the change"))?;
+        tx.commit().await.map_err(query_error("commit"))
     }
 
     async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {

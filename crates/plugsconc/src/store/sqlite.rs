@@ -158,6 +158,62 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn publishers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, public_key FROM trusted_publisher ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("read trusted publishers"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("name")?, row.try_get("public_key")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("read trusted publishers"))
+    }
+
+    async fn set_publisher(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        actor: &str,
+        _origin: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+        match key {
+            Some(key) => {
+                sqlx::query(
+                    "INSERT INTO trusted_publisher (name, public_key, added_ms, added_by) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key,
+                         added_ms = excluded.added_ms, added_by = excluded.added_by",
+                )
+                .bind(name)
+                .bind(key)
+                .bind(now)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("record a trusted publisher"))?;
+            }
+            None => {
+                sqlx::query("DELETE FROM trusted_publisher WHERE name = ?")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("remove a trusted publisher"))?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO audit_log (at_ms, actor, action, plugin, detail) VALUES (?, ?, ?, ?, '')",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(if key.is_some() { "trust" } else { "distrust" })
+        .bind(format!("publisher:{name}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("append to the audit log"))?;
+        tx.commit().await.map_err(query_error("commit"))
+    }
+
     async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT at_ms, actor, action, plugin, detail FROM audit_log ORDER BY at_ms DESC, rowid DESC LIMIT ?",

@@ -31,6 +31,26 @@ async fn exercise(store: &dyn Store) {
     );
     assert!(actions.contains(&("version", "cat")) && actions.contains(&("disable", "cat")));
     assert_eq!(audit.iter().filter(|e| e.actor == "api@b").count(), 1);
+    store
+        .set_publisher("acme", Some("KEY1"), "api@a", "a")
+        .await
+        .unwrap();
+    store
+        .set_publisher("acme", Some("KEY2"), "api@a", "a")
+        .await
+        .unwrap();
+    store
+        .set_publisher("beta", Some("KEY3"), "api@a", "a")
+        .await
+        .unwrap();
+    store
+        .set_publisher("beta", None, "api@a", "a")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.publishers().await.unwrap(),
+        [("acme".to_owned(), "KEY2".to_owned())]
+    );
 }
 
 #[tokio::test]
@@ -87,7 +107,8 @@ async fn postgres_shares_states_and_announces_changes() {
         Notice {
             origin: "a".into(),
             plugin: "cat".into(),
-            enabled: false
+            enabled: false,
+            publishers: false,
         }
     );
     assert_eq!(changes[2].origin, "b");

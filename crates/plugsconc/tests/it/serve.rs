@@ -116,6 +116,23 @@ fn serve(root: &Path, extra: &[&str]) -> (Daemon, String, BufReader<std::process
     (Daemon(child), address, stdout)
 }
 
+/// A plugin folder `pup` (the dog's binary under another name) with its sidecar, in `dir`.
+fn pup_folder(dir: &Path) -> std::path::PathBuf {
+    let pup = dir.join("pup");
+    std::fs::create_dir(&pup).unwrap();
+    std::fs::copy(support::example_bin("dog"), pup.join("pup")).unwrap();
+    let digest = plugsconc_host::sha256_file(&pup.join("pup"))
+        .unwrap()
+        .to_hex();
+    std::fs::write(pup.join("pup.sha256"), format!("{digest}  pup\n")).unwrap();
+    let manifest = std::fs::read_to_string(support::workspace().join("examples/dog/manifest.yaml"))
+        .unwrap()
+        .replace("name: dog", "name: pup")
+        .replace("./dog", "./pup");
+    std::fs::write(pup.join("manifest.yaml"), manifest).unwrap();
+    pup
+}
+
 #[test]
 fn serves_the_catalog_and_stops_on_sigterm() {
     let root = tempfile::tempdir().unwrap();
@@ -313,18 +330,7 @@ fn serves_the_catalog_and_stops_on_sigterm() {
     // Install from a .tar.gz bundle (validated, then moved into place), upgrade from a folder,
     // uninstall.
     let bundle_dir = tempfile::tempdir().unwrap();
-    let pup = bundle_dir.path().join("pup");
-    std::fs::create_dir(&pup).unwrap();
-    std::fs::copy(support::example_bin("dog"), pup.join("pup")).unwrap();
-    let digest = plugsconc_host::sha256_file(&pup.join("pup"))
-        .unwrap()
-        .to_hex();
-    std::fs::write(pup.join("pup.sha256"), format!("{digest}  pup\n")).unwrap();
-    let manifest = std::fs::read_to_string(support::workspace().join("examples/dog/manifest.yaml"))
-        .unwrap()
-        .replace("name: dog", "name: pup")
-        .replace("./dog", "./pup");
-    std::fs::write(pup.join("manifest.yaml"), manifest).unwrap();
+    let pup = pup_folder(bundle_dir.path());
     let tar = Command::new("tar")
         .current_dir(bundle_dir.path())
         .args(["czf", "pup.tar.gz", "pup"])
@@ -661,6 +667,83 @@ fn daemons_sharing_a_postgres_catalog_follow_each_other() {
     let (status, _) = request(&a, "POST", "/api/v1/plugins/dog/disable", Some(&token_a));
     assert_eq!(status, 200);
     wait_field(&b, "/api/v1/plugins/dog", "status", "disabled");
+
+    // Trusted publishers kept in the shared store: a plugin signed by an unknown key is refused
+    // until one daemon trusts the key; then every daemon sharing the catalog accepts it.
+    let keys = tempfile::tempdir().unwrap();
+    let signed = tempfile::tempdir().unwrap();
+    let pup = pup_folder(signed.path());
+    for args in [
+        vec![
+            "keygen",
+            "--name",
+            "acme",
+            "--out",
+            keys.path().to_str().unwrap(),
+        ],
+        vec![
+            "sign",
+            pup.to_str().unwrap(),
+            "--key",
+            keys.path().join("acme.key").to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(support::plugsconc_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let install = format!(r#"{{"path": "{}"}}"#, pup.display());
+    let (status, body) = send(
+        &a,
+        "POST",
+        "/api/v1/plugins/install",
+        Some(&token_a),
+        &install,
+    );
+    assert_eq!(status, 422, "untrusted key: {body}");
+    let key = std::fs::read_to_string(keys.path().join("acme.pub")).unwrap();
+    let add = serde_json::json!({"name": "acme", "key": key}).to_string();
+    let (status, body) = send(&a, "POST", "/api/v1/publishers", Some(&token_a), &add);
+    assert_eq!(status, 200, "{body}");
+    let mut trusted_on_b = false;
+    for _ in 0..600 {
+        let (_, list) = request(&b, "GET", "/api/v1/publishers", Some(&token_b));
+        if list["publishers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "acme"))
+        {
+            trusted_on_b = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        trusted_on_b,
+        "daemon B never trusted the publisher added through A"
+    );
+    let (status, body) = send(
+        &b,
+        "POST",
+        "/api/v1/plugins/install",
+        Some(&token_b),
+        &install,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["signature"]
+            .as_str()
+            .unwrap()
+            .contains("signed by acme"),
+        "{body}"
+    );
+    let (status, _) = request(&a, "POST", "/api/v1/publishers/acme/remove", Some(&token_a));
+    assert_eq!(status, 200);
 
     // A third daemon on a fresh folder (no .disabled markers) starts from the shared state.
     let root_c = tempfile::tempdir().unwrap();
