@@ -6,6 +6,7 @@
 //! ([`Store::listen`]).
 
 mod postgres;
+mod shared;
 mod sqlite;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,237 @@
+//! The [`super::Store`] implementation both backends share. The queries use `$N` placeholders,
+//! which SQLite accepts as well as PostgreSQL, so one text serves both; the macro instantiates
+//! the implementation for each pool type. What differs stays with each backend, as inherent
+//! methods the generated code calls: `announce` (tell the other daemons, inside the change's
+//! transaction) and `changes` (listen for what they announce).
+
+pub(super) fn query_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> super::StoreError {
+    move |source| super::StoreError::Query { what, source }
+}
+
+/// `impl Store for $store`, whose `pool` field is a `sqlx::Pool`; `$audit_order` is the
+/// `ORDER BY` of the audit log (newest first, ties broken where the backend can).
+macro_rules! shared_store {
+    ($store:ty, $kind:literal, $audit_order:literal) => {
+        #[tonic::async_trait]
+        impl $crate::store::Store for $store {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            async fn states(
+                &self,
+            ) -> Result<std::collections::BTreeMap<String, bool>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let what = "read plugin states";
+                let rows = sqlx::query("SELECT name, enabled FROM plugin_state")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_error(what))?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get("name")?, row.try_get("enabled")?)))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(query_error(what))
+            }
+
+            async fn set_enabled(
+                &self,
+                plugin: &str,
+                enabled: bool,
+                actor: &str,
+                origin: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                let now = $crate::store::now_ms();
+                let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+                sqlx::query(
+                    "INSERT INTO plugin_state (name, enabled, updated_ms, updated_by) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled,
+                         updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
+                )
+                .bind(plugin)
+                .bind(enabled)
+                .bind(now)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("record plugin state"))?;
+                sqlx::query(AUDIT_INSERT)
+                    .bind(now)
+                    .bind(actor)
+                    .bind(if enabled { "enable" } else { "disable" })
+                    .bind(plugin)
+                    .bind("")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("append to the audit log"))?;
+                let notice = $crate::store::Notice {
+                    origin: origin.to_owned(),
+                    plugin: plugin.to_owned(),
+                    enabled,
+                    publishers: false,
+                };
+                self.announce(&mut tx, &notice).await?;
+                tx.commit().await.map_err(query_error("commit"))
+            }
+
+            async fn record_version(
+                &self,
+                plugin: &str,
+                version: &str,
+                manifest_sha256: &str,
+                actor: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                let now = $crate::store::now_ms();
+                let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+                let inserted = sqlx::query(
+                    "INSERT INTO plugin_version (name, version, manifest_sha256, first_seen_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(plugin)
+                .bind(version)
+                .bind(manifest_sha256)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("record a plugin version"))?
+                .rows_affected();
+                if inserted > 0 {
+                    sqlx::query(AUDIT_INSERT)
+                        .bind(now)
+                        .bind(actor)
+                        .bind("version")
+                        .bind(plugin)
+                        .bind(format!("{version} manifest sha256 {manifest_sha256}"))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_error("append to the audit log"))?;
+                }
+                tx.commit().await.map_err(query_error("commit"))
+            }
+
+            async fn record_action(
+                &self,
+                plugin: &str,
+                action: &str,
+                detail: &str,
+                actor: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(AUDIT_INSERT)
+                    .bind($crate::store::now_ms())
+                    .bind(actor)
+                    .bind(action)
+                    .bind(plugin)
+                    .bind(detail)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_error("append to the audit log"))?;
+                Ok(())
+            }
+
+            async fn publishers(&self) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let what = "read trusted publishers";
+                let rows = sqlx::query("SELECT name, public_key FROM trusted_publisher ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_error(what))?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get("name")?, row.try_get("public_key")?)))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(query_error(what))
+            }
+
+            async fn set_publisher(
+                &self,
+                name: &str,
+                key: Option<&str>,
+                actor: &str,
+                origin: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                let now = $crate::store::now_ms();
+                let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+                match key {
+                    Some(key) => {
+                        sqlx::query(
+                            "INSERT INTO trusted_publisher (name, public_key, added_ms, added_by) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key,
+                                 added_ms = excluded.added_ms, added_by = excluded.added_by",
+                        )
+                        .bind(name)
+                        .bind(key)
+                        .bind(now)
+                        .bind(actor)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_error("record a trusted publisher"))?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM trusted_publisher WHERE name = $1")
+                            .bind(name)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_error("remove a trusted publisher"))?;
+                    }
+                }
+                sqlx::query(AUDIT_INSERT)
+                    .bind(now)
+                    .bind(actor)
+                    .bind(if key.is_some() { "trust" } else { "distrust" })
+                    .bind(format!("publisher:{name}"))
+                    .bind("")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("append to the audit log"))?;
+                let notice = $crate::store::Notice {
+                    origin: origin.to_owned(),
+                    plugin: String::new(),
+                    enabled: false,
+                    publishers: true,
+                };
+                self.announce(&mut tx, &notice).await?;
+                tx.commit().await.map_err(query_error("commit"))
+            }
+
+            async fn audit(
+                &self,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::AuditEntry>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let what = "read the audit log";
+                let rows = sqlx::query(concat!(
+                    "SELECT at_ms, actor, action, plugin, detail FROM audit_log ORDER BY ",
+                    $audit_order,
+                    " LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_error(what))?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::store::AuditEntry {
+                            at_ms: row.try_get("at_ms")?,
+                            actor: row.try_get("actor")?,
+                            action: row.try_get("action")?,
+                            plugin: row.try_get("plugin")?,
+                            detail: row.try_get("detail")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(query_error(what))
+            }
+
+            async fn listen(
+                &self,
+            ) -> Result<Option<tokio::sync::mpsc::Receiver<$crate::store::Heard>>, $crate::store::StoreError>
+            {
+                self.changes().await
+            }
+        }
+    };
+}
+
+pub(super) use shared_store;
+
+/// One audit entry: at, actor, action, plugin, detail.
+pub(super) const AUDIT_INSERT: &str =
+    "INSERT INTO audit_log (at_ms, actor, action, plugin, detail) VALUES ($1, $2, $3, $4, $5)";
