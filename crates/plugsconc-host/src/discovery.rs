@@ -60,6 +60,50 @@ pub struct Discovery {
     pub invalid: Vec<Invalid>,
 }
 
+/// A plugin of a [`Discovery`], found by name.
+#[derive(Debug, Clone, Copy)]
+pub enum Found<'a> {
+    /// A plugin whose manifest is valid.
+    Valid(&'a Discovered),
+    /// A folder whose manifest is broken.
+    Invalid(&'a Invalid),
+}
+
+impl Found<'_> {
+    /// The plugin's folder.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Found::Valid(plugin) => &plugin.dir,
+            Found::Invalid(invalid) => &invalid.dir,
+        }
+    }
+}
+
+impl Discovery {
+    /// The plugin called `name`: a valid one by its manifest's name, else an invalid one by its
+    /// folder's name (the name the catalog gives it).
+    pub fn find(&self, name: &str) -> Option<Found<'_>> {
+        self.plugins
+            .iter()
+            .find(|p| p.manifest.name == name)
+            .map(Found::Valid)
+            .or_else(|| {
+                self.invalid
+                    .iter()
+                    .find(|i| folder_name(&i.dir) == name)
+                    .map(Found::Invalid)
+            })
+    }
+
+    /// The names of the valid plugins.
+    pub fn names(&self) -> Vec<&str> {
+        self.plugins
+            .iter()
+            .map(|p| p.manifest.name.as_str())
+            .collect()
+    }
+}
+
 /// Scans `root`: each sub-folder holding a `manifest.yaml` is a plugin. Blocking (file I/O on
 /// worker threads); call it from `spawn_blocking` in async code.
 ///

@@ -327,6 +327,27 @@ pub enum HostError {
     },
 }
 
+impl HostError {
+    /// The plugin itself was refused by an integrity or trust check (checksum, sidecar,
+    /// signature policy, install validation): something its publisher or the operator must
+    /// fix, as opposed to the host failing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            HostError::ChecksumMismatch { .. }
+                | HostError::ChecksumSyntax { .. }
+                | HostError::Sidecar { .. }
+                | HostError::Install { .. }
+                | HostError::Unsigned { .. }
+                | HostError::Signature { .. }
+                | HostError::UntrustedKey { .. }
+                | HostError::BadSignature { .. }
+                | HostError::SignedForOther { .. }
+                | HostError::SignedBinaryMismatch { .. }
+        )
+    }
+}
+
 /// The last stderr lines of a plugin, rendered after an error message.
 #[derive(Debug, Clone, Default)]
 pub struct StderrTail(pub Vec<String>);

@@ -35,7 +35,7 @@ pub use builder::ClientBuilder;
 pub use checksum::{Sha256, sha256_file, verify_entrypoint};
 pub use client::{KillOutcome, PluginClient};
 pub use contract::{AnyGrpc, Builtin, Contract, builtin_handle, builtins};
-pub use discovery::{DISABLED_MARKER, Discovered, Discovery, Invalid, discover, load};
+pub use discovery::{DISABLED_MARKER, Discovered, Discovery, Found, Invalid, discover, load};
 pub use error::HostError;
 /// Link-time registration of built-in plugins: `plugsconc_host::inventory::submit!`.
 pub use inventory;

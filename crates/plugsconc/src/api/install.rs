@@ -31,21 +31,14 @@ struct FromPath {
 }
 
 fn install_error(err: HostError) -> ApiError {
-    match err {
-        HostError::Install { .. }
-        | HostError::Sidecar { .. }
-        | HostError::ChecksumMismatch { .. }
-        | HostError::Unsigned { .. }
-        | HostError::Signature { .. }
-        | HostError::UntrustedKey { .. }
-        | HostError::BadSignature { .. }
-        | HostError::SignedForOther { .. }
-        | HostError::SignedBinaryMismatch { .. } => ApiError::new(
+    if err.is_refusal() {
+        ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "install_refused",
             err.to_string(),
-        ),
-        other => host_error(other),
+        )
+    } else {
+        host_error(err)
     }
 }
 

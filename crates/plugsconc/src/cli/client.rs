@@ -3,7 +3,6 @@
 //! through the daemon (recorded in its store, announced to daemons sharing it) instead of only
 //! into the plugins folder.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -109,9 +108,4 @@ pub fn encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Absolute form of a path given on the command line (the daemon has its own working folder).
-pub fn absolute(path: &Path) -> std::io::Result<std::path::PathBuf> {
-    std::path::absolute(path)
 }

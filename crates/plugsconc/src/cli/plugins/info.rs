@@ -1,7 +1,7 @@
 //! `plugsconc plugins info <name>`: one plugin's manifest, or why it is invalid.
 
 use clap::Args;
-use plugsconc_host::Discovery;
+use plugsconc_host::{Discovery, Found};
 
 use super::{invalid_json, plugin_json};
 
@@ -14,29 +14,14 @@ pub struct InfoArgs {
 
 /// Prints the plugin.
 pub fn run(args: &InfoArgs, discovery: &Discovery, json: bool) -> anyhow::Result<()> {
-    let view = if let Some(plugin) = discovery
-        .plugins
-        .iter()
-        .find(|p| p.manifest.name == args.name)
-    {
-        plugin_json(plugin)
-    } else if let Some(invalid) = discovery.invalid.iter().find(|i| {
-        i.dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy() == args.name)
-    }) {
-        invalid_json(invalid)
-    } else {
-        let known: Vec<_> = discovery
-            .plugins
-            .iter()
-            .map(|p| p.manifest.name.as_str())
-            .collect();
-        anyhow::bail!(
+    let view = match discovery.find(&args.name) {
+        Some(Found::Valid(plugin)) => plugin_json(plugin),
+        Some(Found::Invalid(invalid)) => invalid_json(invalid),
+        None => anyhow::bail!(
             "no plugin {:?} in the folder; known: {}",
             args.name,
-            known.join(", ")
-        );
+            discovery.names().join(", ")
+        ),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);

@@ -86,17 +86,8 @@ pub async fn install(args: InstallArgs, root: &Path, trust: Trust) -> anyhow::Re
 /// Removes a plugin's folder.
 pub async fn uninstall(args: &UninstallArgs, discovery: &Discovery) -> anyhow::Result<()> {
     let dir = discovery
-        .plugins
-        .iter()
-        .find(|p| p.manifest.name == args.name)
-        .map(|p| p.dir.clone())
-        .or_else(|| {
-            discovery
-                .invalid
-                .iter()
-                .find(|i| i.dir.file_name().is_some_and(|n| n == args.name.as_str()))
-                .map(|i| i.dir.clone())
-        })
+        .find(&args.name)
+        .map(|found| found.dir().to_owned())
         .ok_or_else(|| anyhow::anyhow!("no plugin named {:?} in the plugins folder", args.name))?;
     let aside =
         tokio::task::spawn_blocking(move || uninstall_dir(&dir).map_err(anyhow::Error::from))
@@ -114,7 +105,8 @@ pub async fn install_remote(
     use tonic::codegen::http::Method;
     let path = format!("/api/v1/plugins/install?replace={}", args.replace);
     let body = if args.source.is_dir() {
-        let absolute = crate::cli::client::absolute(&args.source)?;
+        // The daemon has its own working folder.
+        let absolute = std::path::absolute(&args.source)?;
         let request = serde_json::json!({"path": absolute}).to_string();
         daemon
             .call(

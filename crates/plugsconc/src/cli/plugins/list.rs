@@ -35,28 +35,34 @@ pub fn run(args: &ListArgs, discovery: &Discovery, json: bool) -> anyhow::Result
         version: None,
         text: args.search.clone(),
     });
+    let all: Vec<Value> = plugins.iter().map(|p| info_json(p, discovery)).collect();
+    print(&all, json)
+}
+
+/// Prints catalog entries (the JSON views of the local catalog and of the daemon's API share
+/// their keys) as JSON or as a table.
+fn print(plugins: &[Value], json: bool) -> anyhow::Result<()> {
     if json {
-        let all: Vec<Value> = plugins.iter().map(|p| info_json(p, discovery)).collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        println!("{}", serde_json::to_string_pretty(plugins)?);
         return Ok(());
     }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     let rows: Vec<Vec<String>> = plugins
         .iter()
         .map(|p| {
-            let detail = match (&p.reason, p.status) {
-                (Some(reason), Status::Invalid | Status::Disabled | Status::Failed) => {
-                    reason.clone()
+            let status = text(&p["status"]);
+            let detail = match p["reason"].as_str() {
+                Some(reason) if matches!(status.as_str(), "invalid" | "disabled" | "failed") => {
+                    reason.to_owned()
                 }
-                _ => p.description.clone().unwrap_or_default(),
+                _ => p["description"].as_str().unwrap_or_default().to_owned(),
             };
             vec![
-                p.name.clone(),
-                p.version
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), ToString::to_string),
-                p.kind.clone().unwrap_or_else(|| "-".to_owned()),
-                p.runtime.as_str().to_owned(),
-                p.status.to_string(),
+                text(&p["name"]),
+                text(&p["version"]),
+                text(&p["type"]),
+                text(&p["runtime"]),
+                status,
                 detail,
             ]
         })
@@ -132,40 +138,5 @@ pub async fn run_remote(
         )
         .await?;
     let plugins = body["plugins"].as_array().cloned().unwrap_or_default();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&plugins)?);
-        return Ok(());
-    }
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let rows: Vec<Vec<String>> = plugins
-        .iter()
-        .map(|p| {
-            let status = text(&p["status"]);
-            let detail = if matches!(status.as_str(), "invalid" | "disabled" | "failed") {
-                text(&p["reason"])
-            } else {
-                p["description"].as_str().unwrap_or_default().to_owned()
-            };
-            vec![
-                text(&p["name"]),
-                text(&p["version"]),
-                text(&p["type"]),
-                text(&p["runtime"]),
-                status,
-                detail,
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "NAME",
-            "VERSION",
-            "TYPE",
-            "RUNTIME",
-            "STATUS",
-            "DESCRIPTION / REASON",
-        ],
-        &rows,
-    );
-    Ok(())
+    print(&plugins, json)
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
-use plugsconc_host::{Discovered, Invalid};
+use plugsconc_host::{Discovered, Discovery, Invalid};
 use serde_json::{Value, json};
 
 /// Arguments shared by every `plugins` subcommand.
@@ -106,68 +106,54 @@ enum PluginsCommand {
 
 /// Runs a `plugins` subcommand.
 pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
-    let daemon_only = matches!(
-        args.command,
-        PluginsCommand::Reload(_) | PluginsCommand::Call(_)
-    );
-    let remote = daemon_only
-        || matches!(
-            args.command,
-            PluginsCommand::List(_)
-                | PluginsCommand::Enable(_)
-                | PluginsCommand::Disable(_)
-                | PluginsCommand::Install(_)
-                | PluginsCommand::Uninstall(_)
-        );
-    if remote && (!args.local || daemon_only) {
+    use PluginsCommand as C;
+    let PluginsArgs {
+        dir,
+        json,
+        local,
+        trust,
+        command,
+    } = args;
+    // Reload and call need the daemon; list and the changes go through it when one answers,
+    // unless --local; info and verify read the folder.
+    let ask_daemon = match &command {
+        C::Reload(_) | C::Call(_) => true,
+        C::List(_) | C::Enable(_) | C::Disable(_) | C::Install(_) | C::Uninstall(_) => !local,
+        C::Info(_) | C::Verify(_) => false,
+    };
+    let daemon = if ask_daemon {
         let config = crate::config::Config::load(None, std::env::vars(), &[])?.config;
-        let daemon = crate::cli::client::Daemon::detect(&config).await;
-        match &args.command {
-            PluginsCommand::Reload(reload) => {
-                return remote::reload(reload, daemon.as_ref(), args.json).await;
-            }
-            PluginsCommand::Call(call) => return remote::call(call, daemon.as_ref()).await,
-            _ => {}
+        crate::cli::client::Daemon::detect(&config).await
+    } else {
+        None
+    };
+    match (command, daemon) {
+        (C::Reload(reload), daemon) => remote::reload(&reload, daemon.as_ref(), json).await,
+        (C::Call(call), daemon) => remote::call(&call, daemon.as_ref()).await,
+        (C::List(list), Some(daemon)) => list::run_remote(&list, &daemon, json).await,
+        (C::List(list), None) => list::run(&list, &scan(&dir).await?, json),
+        (C::Info(info), _) => info::run(&info, &scan(&dir).await?, json),
+        (C::Verify(verify), _) => {
+            verify::run(&verify, &scan(&dir).await?, &trust.load()?, json).await
         }
-        if let Some(daemon) = daemon {
-            return match args.command {
-                PluginsCommand::List(list) => list::run_remote(&list, &daemon, args.json).await,
-                PluginsCommand::Enable(toggle) => toggle::run_remote(&toggle, &daemon, false).await,
-                PluginsCommand::Disable(toggle) => toggle::run_remote(&toggle, &daemon, true).await,
-                PluginsCommand::Install(install) => install::install_remote(install, &daemon).await,
-                PluginsCommand::Uninstall(uninstall) => {
-                    install::uninstall_remote(&uninstall, &daemon).await
-                }
-                // Not routed to the daemon (see `remote` above).
-                PluginsCommand::Info(_)
-                | PluginsCommand::Verify(_)
-                | PluginsCommand::Reload(_)
-                | PluginsCommand::Call(_) => Ok(()),
-            };
+        (C::Enable(toggle), Some(daemon)) => toggle::run_remote(&toggle, &daemon, false).await,
+        (C::Enable(toggle), None) => toggle::run(&toggle, &scan(&dir).await?, false),
+        (C::Disable(toggle), Some(daemon)) => toggle::run_remote(&toggle, &daemon, true).await,
+        (C::Disable(toggle), None) => toggle::run(&toggle, &scan(&dir).await?, true),
+        (C::Install(install), Some(daemon)) => install::install_remote(install, &daemon).await,
+        (C::Install(install), None) => install::install(install, &dir, trust.load()?).await,
+        (C::Uninstall(uninstall), Some(daemon)) => {
+            install::uninstall_remote(&uninstall, &daemon).await
         }
+        (C::Uninstall(uninstall), None) => install::uninstall(&uninstall, &scan(&dir).await?).await,
     }
-    let dir = args.dir.clone();
-    let discovery = tokio::task::spawn_blocking(move || {
-        plugsconc_host::discover(&dir).map_err(anyhow::Error::from)
-    })
-    .await??;
-    match args.command {
-        PluginsCommand::List(list) => list::run(&list, &discovery, args.json),
-        PluginsCommand::Info(info) => info::run(&info, &discovery, args.json),
-        PluginsCommand::Verify(verify) => {
-            let trust = args.trust.load()?;
-            verify::run(&verify, &discovery, &trust, args.json).await
-        }
-        PluginsCommand::Enable(toggle) => toggle::run(&toggle, &discovery, false),
-        PluginsCommand::Disable(toggle) => toggle::run(&toggle, &discovery, true),
-        PluginsCommand::Install(install) => {
-            let trust = args.trust.load()?;
-            install::install(install, &args.dir, trust).await
-        }
-        PluginsCommand::Uninstall(uninstall) => install::uninstall(&uninstall, &discovery).await,
-        // Answered by the daemon above.
-        PluginsCommand::Reload(_) | PluginsCommand::Call(_) => Ok(()),
-    }
+}
+
+/// Discovers the plugins folder off the async threads.
+async fn scan(dir: &std::path::Path) -> anyhow::Result<Discovery> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || plugsconc_host::discover(&dir).map_err(anyhow::Error::from))
+        .await?
 }
 
 /// The JSON view of a valid plugin.

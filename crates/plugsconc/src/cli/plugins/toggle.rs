@@ -15,17 +15,8 @@ pub struct ToggleArgs {
 /// Writes or removes the marker.
 pub fn run(args: &ToggleArgs, discovery: &Discovery, disable: bool) -> anyhow::Result<()> {
     let dir = discovery
-        .plugins
-        .iter()
-        .find(|p| p.manifest.name == args.name)
-        .map(|p| p.dir.clone())
-        .or_else(|| {
-            discovery
-                .invalid
-                .iter()
-                .find(|i| i.dir.file_name().is_some_and(|n| n == args.name.as_str()))
-                .map(|i| i.dir.clone())
-        });
+        .find(&args.name)
+        .map(|found| found.dir().to_owned());
     let Some(dir) = dir else {
         if plugsconc_host::builtins().any(|b| b.name == args.name) {
             anyhow::bail!(
@@ -33,15 +24,10 @@ pub fn run(args: &ToggleArgs, discovery: &Discovery, disable: bool) -> anyhow::R
                 args.name
             );
         }
-        let known: Vec<&str> = discovery
-            .plugins
-            .iter()
-            .map(|p| p.manifest.name.as_str())
-            .collect();
         anyhow::bail!(
             "no plugin named {:?} in the plugins folder (known: {})",
             args.name,
-            known.join(", ")
+            discovery.names().join(", ")
         );
     };
     let marker = dir.join(DISABLED_MARKER);
