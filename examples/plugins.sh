@@ -37,8 +37,10 @@ for name in cat dog kv; do
     sidecar "$out/$name" "$name"
     put "$repo/examples/$name/manifest.yaml" "$out/$name/manifest.yaml"
 done
-# The protos beside each plugin let the daemon's call endpoint transcode JSON.
-for pair in cat:animalpb/animal.proto dog:animalpb/animal.proto kv:kvpb/kv.proto; do
+# The protos beside a plugin let the daemon's call endpoint transcode JSON; dog ships none, so
+# the daemon reads its descriptors from the plugin's gRPC reflection instead.
+rm -rf "$out/dog/proto"
+for pair in cat:animalpb/animal.proto kv:kvpb/kv.proto; do
     name=${pair%%:*}
     proto=${pair#*:}
     mkdir -p "$out/$name/proto/$(dirname "$proto")"
@@ -47,7 +49,11 @@ done
 
 python="$out/python-animal"
 mkdir -p "$python/proto/animalpb" "$python/proto/pluginpb"
-put "$repo/examples/python-animal/plugin" "$python/plugin"
+# Pin the interpreter that has grpcio: the OS sandbox lets a plugin exec its own interpreter,
+# not a PATH lookup through shims (which would need to start more processes).
+interpreter=$(python3 -c 'import sys; print(sys.executable)')
+{ echo "#!$interpreter"; tail -n +2 "$repo/examples/python-animal/plugin"; } > "$python/plugin.new"
+mv -f "$python/plugin.new" "$python/plugin"
 chmod +x "$python/plugin"
 put "$repo/proto/animalpb/animal.proto" "$python/proto/animalpb/animal.proto"
 put "$repo/proto/pluginpb/plugin.proto" "$python/proto/pluginpb/plugin.proto"

@@ -19,6 +19,7 @@ use crate::checksum::{self, Sha256};
 use crate::client::{self, PluginClient};
 use crate::error::describe_status;
 use crate::process::Process;
+use crate::sandbox::{Plan, Protections, SandboxSpec};
 use crate::stderr::{self, Tail};
 
 /// How to launch one plugin. Defaults follow go-plugin: 60 s start timeout, 2 s kill grace,
@@ -38,6 +39,8 @@ pub struct ClientBuilder {
     kill_grace: Duration,
     transport: Transport,
     skip_host_env: bool,
+    sandbox: Option<SandboxSpec>,
+    call_timeout: Option<Duration>,
 }
 
 impl ClientBuilder {
@@ -56,6 +59,8 @@ impl ClientBuilder {
             kill_grace: Duration::from_secs(2),
             transport: Transport::Unix,
             skip_host_env: false,
+            sandbox: None,
+            call_timeout: None,
         }
     }
 
@@ -142,6 +147,23 @@ impl ClientBuilder {
         self
     }
 
+    /// Confines the plugin in an OS sandbox derived from `spec` (Linux: Landlock, seccomp,
+    /// rlimits, `no_new_privs`), applied between fork and exec. [`PluginClient::protections`]
+    /// then says what is in force.
+    #[must_use]
+    pub fn sandbox(mut self, spec: SandboxSpec) -> Self {
+        self.sandbox = Some(spec);
+        self
+    }
+
+    /// Bound on each call made through [`PluginClient::call_channel`]: a call still running
+    /// after `limit` is cancelled (the plugin sees its request cancelled).
+    #[must_use]
+    pub fn call_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.call_timeout = limit;
+        self
+    }
+
     /// Launches the plugin and connects to it.
     ///
     /// # Errors
@@ -203,8 +225,35 @@ impl ClientBuilder {
             };
             command.env(env::AUTOMTLS_CURVE, hint);
         }
+        let mut cgroup = None;
+        let protections = match &self.sandbox {
+            None => None,
+            Some(spec) => {
+                let plan = {
+                    let (spec, name, path) = (spec.clone(), self.name.clone(), self.path.clone());
+                    let socket = socket_dir.path().to_owned();
+                    tokio::task::spawn_blocking(move || {
+                        Plan::prepare(&spec.for_launch(&name, &path, &socket))
+                    })
+                    .await
+                    .map_err(|err| HostError::Sandbox {
+                        plugin: self.name.clone(),
+                        reason: err.to_string(),
+                    })??
+                };
+                command.envs(plan.env.iter().map(|(k, v)| (k, v)));
+                let protections = plan.protections.clone();
+                cgroup.clone_from(&plan.cgroup);
+                // SAFETY: the closure only makes raw syscalls on data prepared above (no
+                // allocation, no locks), as required between fork and exec.
+                unsafe {
+                    command.pre_exec(move || plan.apply_in_child());
+                }
+                Some(protections)
+            }
+        };
         let (process, stdout, stderr) =
-            Process::spawn(command).map_err(|source| self.spawn_error(source))?;
+            Process::spawn(command, cgroup).map_err(|source| self.spawn_error(source))?;
         let tail = Tail::default();
         let stderr_task = stderr::forward(self.name.clone(), stderr, tail.clone());
         let starting = Starting {
@@ -213,6 +262,7 @@ impl ClientBuilder {
             tail,
             stderr_task: Some(stderr_task),
             socket_dir,
+            protections,
         };
         starting.finish(stdout, started, &versions, host_cert).await
     }
@@ -252,6 +302,7 @@ struct Starting<'a> {
     tail: Tail,
     stderr_task: Option<tokio::task::JoinHandle<()>>,
     socket_dir: SocketDir,
+    protections: Option<Protections>,
 }
 
 impl Starting<'_> {
@@ -344,9 +395,10 @@ impl Starting<'_> {
             }
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let options = ChannelOptions {
+        let mut options = ChannelOptions {
             tls: tls.as_ref().map(|t| t.client.clone()),
             connect_timeout: remaining.max(Duration::from_millis(1)),
+            request_timeout: None,
         };
         let channel = match connect(handshake.network, &handshake.address, &options).await {
             Ok(channel) => channel,
@@ -357,6 +409,25 @@ impl Starting<'_> {
                     source,
                     tail,
                 });
+            }
+        };
+        // Calls get their own connection with the execution limit; health checks, stdio and the
+        // broker keep the unbounded one.
+        let call_channel = match self.builder.call_timeout {
+            None => None,
+            Some(limit) => {
+                options.request_timeout = Some(limit);
+                match connect(handshake.network, &handshake.address, &options).await {
+                    Ok(channel) => Some(channel),
+                    Err(source) => {
+                        let tail = self.abort().await;
+                        return Err(HostError::Connect {
+                            plugin: name,
+                            source,
+                            tail,
+                        });
+                    }
+                }
             }
         };
         let health =
@@ -391,6 +462,8 @@ impl Starting<'_> {
             stderr_task: self.stderr_task,
             socket_dir: Some(self.socket_dir),
             background: vec![stdout_task, stdio_task],
+            protections: self.protections,
+            call_channel,
         }))
     }
 

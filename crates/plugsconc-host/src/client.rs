@@ -24,6 +24,7 @@ use crate::HostError;
 use crate::builder::ClientBuilder;
 use crate::process::Process;
 use crate::reattach::{self, ReattachConfig};
+use crate::sandbox::Protections;
 use crate::stderr::Tail;
 
 /// Bound on waiting for a SIGKILLed process to be reaped.
@@ -43,6 +44,9 @@ pub struct PluginClient {
     socket_dir: Mutex<Option<SocketDir>>,
     /// Stdout drain and stdio stream: they end with the process, and are aborted with the client.
     background: Vec<JoinHandle<()>>,
+    protections: Option<Protections>,
+    /// The connection for calls, bounded by the execution limit (when one is set).
+    call_channel: Option<Channel>,
 }
 
 pub(crate) struct Parts {
@@ -56,6 +60,8 @@ pub(crate) struct Parts {
     pub(crate) stderr_task: Option<JoinHandle<()>>,
     pub(crate) socket_dir: Option<SocketDir>,
     pub(crate) background: Vec<JoinHandle<()>>,
+    pub(crate) protections: Option<Protections>,
+    pub(crate) call_channel: Option<Channel>,
 }
 
 impl PluginClient {
@@ -76,7 +82,22 @@ impl PluginClient {
             stderr_task: Mutex::new(parts.stderr_task),
             socket_dir: Mutex::new(parts.socket_dir),
             background: parts.background,
+            protections: parts.protections,
+            call_channel: parts.call_channel,
         }
+    }
+
+    /// The connection for application calls: bounded by the execution limit given to the
+    /// builder (`call_timeout`), else the same as [`PluginClient::channel`].
+    pub fn call_channel(&self) -> Channel {
+        self.call_channel
+            .clone()
+            .unwrap_or_else(|| self.channel.clone())
+    }
+
+    /// What the OS sandbox enforces on this plugin (`None`: not sandboxed).
+    pub fn protections(&self) -> Option<&Protections> {
+        self.protections.as_ref()
     }
 
     /// Connects to a plugin another host process started, after checking that `config.pid`
@@ -124,6 +145,8 @@ impl PluginClient {
             stderr_task: None,
             socket_dir: None,
             background: Vec::new(),
+            protections: None,
+            call_channel: None,
         }))
     }
 

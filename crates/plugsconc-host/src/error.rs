@@ -208,6 +208,15 @@ pub enum HostError {
         /// Why.
         reason: String,
     },
+    /// The plugin's OS sandbox could not be prepared, or is required and incomplete on this
+    /// kernel; the plugin was not executed.
+    #[error("plugin {plugin:?}: sandbox: {reason}")]
+    Sandbox {
+        /// The plugin.
+        plugin: String,
+        /// What failed or is missing.
+        reason: String,
+    },
     /// A key file cannot be read, parsed or written.
     #[error("key file {path}: {reason}")]
     KeyFile {

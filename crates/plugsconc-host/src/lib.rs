@@ -25,9 +25,12 @@ mod discovery;
 mod error;
 pub mod install;
 pub mod manifest;
+pub mod monitor;
 mod process;
 mod reattach;
 pub mod registry;
+pub mod sandbox;
+pub mod services;
 pub mod signature;
 mod stderr;
 

@@ -2,10 +2,13 @@
 //! only while it has not been reaped (so a recycled pid is never hit).
 
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::watch;
+
+use crate::sandbox::CgroupTree;
 
 /// A running (or exited) plugin process.
 #[derive(Debug)]
@@ -14,11 +17,16 @@ pub(crate) struct Process {
     exit: watch::Receiver<Option<ExitStatus>>,
     /// `true` for our own child (its group can be signalled), `false` for a reattached process.
     own: bool,
+    /// The plugin's cgroup, when the sandbox made one: killed with the process.
+    cgroup: Option<Arc<CgroupTree>>,
 }
 
 impl Process {
     /// Spawns `command` as the leader of a new process group and starts its reaper.
-    pub(crate) fn spawn(mut command: Command) -> std::io::Result<(Self, ChildStdout, ChildStderr)> {
+    pub(crate) fn spawn(
+        mut command: Command,
+        cgroup: Option<Arc<CgroupTree>>,
+    ) -> std::io::Result<(Self, ChildStdout, ChildStderr)> {
         command.process_group(0).kill_on_drop(true);
         let mut child = command.spawn()?;
         let (Some(stdout), Some(stderr), Some(pid)) =
@@ -29,12 +37,13 @@ impl Process {
             ));
         };
         let (tx, exit) = watch::channel(None);
-        tokio::spawn(reap(child, pid, tx));
+        tokio::spawn(reap(child, pid, tx, cgroup.clone()));
         Ok((
             Self {
                 pid,
                 exit,
                 own: true,
+                cgroup,
             },
             stdout,
             stderr,
@@ -63,6 +72,7 @@ impl Process {
             pid,
             exit,
             own: false,
+            cgroup: None,
         }
     }
 
@@ -104,6 +114,9 @@ impl Process {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
     }
 }
 
@@ -114,13 +127,22 @@ impl Drop for Process {
     }
 }
 
-async fn reap(mut child: Child, pid: u32, tx: watch::Sender<Option<ExitStatus>>) {
+async fn reap(
+    mut child: Child,
+    pid: u32,
+    tx: watch::Sender<Option<ExitStatus>>,
+    cgroup: Option<Arc<CgroupTree>>,
+) {
     let status = child.wait().await;
     // Whatever the plugin forked is in its group: take it down with it. The group id cannot be
     // reused while members remain, and with none left this is ESRCH.
     // SAFETY: plain syscall.
     unsafe {
         libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+    }
+    // And whatever left the group (setsid, double fork) is still in the cgroup.
+    if let Some(cgroup) = cgroup {
+        cgroup.remove().await;
     }
     match status {
         Ok(status) => {
@@ -163,7 +185,7 @@ mod tests {
             ))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let (process, _out, _err) = Process::spawn(command).unwrap();
+        let (process, _out, _err) = Process::spawn(command, None).unwrap();
         let child_pid = loop {
             if let Ok(text) = std::fs::read_to_string(&pid_file)
                 && let Ok(pid) = text.trim().parse::<u32>()

@@ -29,6 +29,10 @@ pub const TRANSPORT: &str = "PLUGSCONC_TRANSPORT";
 pub const AUTOMTLS_CURVE: &str = "PLUGSCONC_AUTOMTLS_CURVE";
 /// The manifest's `config` section, as a JSON object, given to the plugin at start.
 pub const PLUGIN_CONFIG: &str = "PLUGSCONC_PLUGIN_CONFIG";
+/// plugsconc: the plugin's private, persistent read-write folder when the host gives it one.
+pub const PLUGIN_DATA_DIR: &str = "PLUGSCONC_DATA_DIR";
+/// plugsconc: the broker id under which the host serves the host services to this plugin.
+pub const HOST_SERVICES: &str = "PLUGSCONC_HOST_SERVICES";
 
 /// go-plugin hosts default to this port range when none is configured.
 pub const DEFAULT_PORT_RANGE: PortRange = PortRange {

@@ -19,6 +19,12 @@ pub enum SdkError {
         /// The plugin's name.
         plugin: String,
     },
+    /// The descriptor set given to `Plugin::reflection` does not decode.
+    #[error("invalid file descriptor set for gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The host services cannot be reached.
+    #[error("host services unavailable: {0}")]
+    HostServices(String),
     /// Listening failed.
     #[error(transparent)]
     Transport(#[from] plugsconc_transport::TransportError),

@@ -24,6 +24,7 @@
 
 mod controller;
 mod error;
+pub mod host;
 pub mod logging;
 mod parent;
 mod plugin;
@@ -31,6 +32,7 @@ mod stdio;
 pub mod testing;
 
 pub use error::SdkError;
+pub use host::HostServices;
 pub use plugin::Plugin;
 pub use plugsconc_protocol::env::HandshakeConfig;
 pub use plugsconc_transport::{Broker, BrokeredServer, GrpcService, Services, TransportError};

@@ -35,6 +35,9 @@ pub struct Plugin {
     versions: BTreeMap<u32, Vec<Registration>>,
     logging: bool,
     worker_threads: usize,
+    reflection: Vec<&'static [u8]>,
+    /// Names of the services registered per version, which reflection advertises.
+    named: BTreeMap<u32, Vec<&'static str>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -56,23 +59,27 @@ impl Plugin {
             versions: BTreeMap::new(),
             logging: true,
             worker_threads: 1,
+            reflection: Vec::new(),
+            named: BTreeMap::new(),
         }
     }
 
     /// Serves `svc` (a tonic-generated server) under the handshake's protocol version.
-    pub fn service<S: GrpcService>(self, svc: S) -> Self {
+    pub fn service<S: GrpcService>(mut self, svc: S) -> Self {
         let version = self.handshake.protocol_version;
+        self.named.entry(version).or_default().push(S::NAME);
         self.version(version, move |_, services| services.add_service(svc))
     }
 
     /// Serves the service `make` builds from the plugin's [`Broker`], through which handlers
     /// dial servers the host exposes (`broker.dial(id)`), or expose their own.
-    pub fn service_with_broker<S, F>(self, make: F) -> Self
+    pub fn service_with_broker<S, F>(mut self, make: F) -> Self
     where
         F: FnOnce(Broker) -> S + Send + 'static,
         S: GrpcService,
     {
         let version = self.handshake.protocol_version;
+        self.named.entry(version).or_default().push(S::NAME);
         self.version(version, move |broker, services| {
             services.add_service(make(broker.clone()))
         })
@@ -95,6 +102,16 @@ impl Plugin {
     /// benchmarks; give CPU-heavy plugins more). `PLUGSCONC_WORKER_THREADS` overrides it.
     pub fn worker_threads(mut self, threads: usize) -> Self {
         self.worker_threads = threads;
+        self
+    }
+
+    /// Serves gRPC reflection (`grpc.reflection.v1` and `v1alpha`, as grpc-go's
+    /// `reflection.Register`) for the services in `file_descriptor_set`, an encoded
+    /// `FileDescriptorSet` (e.g. written by the build script). Hosts and tools then call the
+    /// plugin by method name without its `.proto` files. Repeatable. The services registered
+    /// with [`Plugin::service`] are advertised (all those in the set if there are none).
+    pub fn reflection(mut self, file_descriptor_set: &'static [u8]) -> Self {
+        self.reflection.push(file_descriptor_set);
         self
     }
 
@@ -206,7 +223,7 @@ impl Plugin {
             }
         });
 
-        let services = self.services(version, &broker, &shutdown).await;
+        let services = self.services(version, &broker, &shutdown).await?;
         let mut line = HandshakeLine::grpc(version, listener.network(), listener.address());
         line.server_cert = own_cert.as_ref().map(|(own, _)| own.cert_der().to_vec());
         // go-plugin prints field 7 whenever the host asked; plugsconc does not multiplex.
@@ -245,7 +262,7 @@ impl Plugin {
         version: u32,
         broker: &Broker,
         shutdown: &CancellationToken,
-    ) -> Services {
+    ) -> Result<Services, SdkError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
@@ -259,10 +276,25 @@ impl Plugin {
                 shutdown: shutdown.clone(),
             }))
             .add_service(broker.service());
+        if !self.reflection.is_empty() {
+            let named = self.named.remove(&version).unwrap_or_default();
+            let builder = || {
+                let builder = self.reflection.iter().fold(
+                    tonic_reflection::server::Builder::configure(),
+                    |builder, set| builder.register_encoded_file_descriptor_set(set),
+                );
+                named
+                    .iter()
+                    .fold(builder, |builder, name| builder.with_service_name(*name))
+            };
+            services = services
+                .add_service(builder().build_v1()?)
+                .add_service(builder().build_v1alpha()?);
+        }
         for register in self.versions.remove(&version).unwrap_or_default() {
             services = register(broker, services);
         }
-        services
+        Ok(services)
     }
 
     /// Serves the plugin in-process on a private unix socket, without a host, cookie or
@@ -291,7 +323,7 @@ impl Plugin {
         let listener = BoundListener::bind(&listen)?;
         let broker = Broker::new(listen, None);
         let shutdown = CancellationToken::new();
-        let services = self.services(version, &broker, &shutdown).await;
+        let services = self.services(version, &broker, &shutdown).await?;
         crate::testing::TestServer::start(listener, services, shutdown, dir).await
     }
 }

@@ -22,6 +22,8 @@ pub struct ChannelOptions {
     pub tls: Option<Arc<ClientConfig>>,
     /// Bound on establishing the connection.
     pub connect_timeout: Duration,
+    /// Bound on each request: a call still running after it is cancelled (`None`: unbounded).
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for ChannelOptions {
@@ -29,6 +31,7 @@ impl Default for ChannelOptions {
         Self {
             tls: None,
             connect_timeout: Duration::from_secs(10),
+            request_timeout: None,
         }
     }
 }
@@ -55,6 +58,10 @@ pub async fn connect(
         // waiting for WINDOW_UPDATE round trips.
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(2 << 20);
+    let endpoint = match options.request_timeout {
+        Some(limit) => endpoint.timeout(limit),
+        None => endpoint,
+    };
     let connector = tower::service_fn(move |_: Uri| {
         let target = target.clone();
         async move { target.dial().await.map(TokioIo::new) }

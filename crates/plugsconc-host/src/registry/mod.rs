@@ -240,6 +240,8 @@ impl Registry {
             restarts: 0,
             reloads: 0,
             http: Vec::new(),
+            sandbox: None,
+            usage: None,
         };
         self.inner.insert(Slot::new(State {
             info,
@@ -279,6 +281,8 @@ impl Registry {
                 restarts: 0,
                 reloads: 0,
                 http: m.http.clone(),
+                sandbox: None,
+                usage: None,
             },
             deps: m
                 .dependencies
@@ -325,6 +329,8 @@ impl Registry {
                 restarts: 0,
                 reloads: 0,
                 http: Vec::new(),
+                sandbox: None,
+                usage: None,
             },
             source: Source::Invalid,
             deps: Vec::new(),

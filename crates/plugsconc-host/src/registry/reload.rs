@@ -381,12 +381,14 @@ fn slot_state_replace(slot: &Slot, plugin: Discovered) -> Option<String> {
         state.info.pid,
         state.binary_sha256,
     );
+    let sandbox = state.info.sandbox.take();
     let reason = fresh.info.reason.clone();
     *state = fresh;
     state.info.status = status;
     state.info.restarts = restarts;
     state.info.reloads = reloads;
     state.info.pid = pid;
+    state.info.sandbox = sandbox;
     state.binary_sha256 = binary;
     reason
 }

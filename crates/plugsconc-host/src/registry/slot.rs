@@ -53,6 +53,10 @@ pub(crate) struct Instance {
     /// One token per lease; closed and waited on to drain.
     pub leases: TaskTracker,
     pub started: tokio::time::Instant,
+    /// The manifest's limits, checked by the supervisor's monitor.
+    pub resources: crate::manifest::Resources,
+    /// The host services served to this instance; they stop with it.
+    pub _host_services: Option<plugsconc_transport::BrokeredServer>,
 }
 
 /// One plugin of the catalog.
@@ -241,7 +245,7 @@ impl<C: Contract> Handle<C> {
             .last_used
             .store(self.inner.now_ms(), Ordering::Relaxed);
         Some(Lease(Leased::Process(
-            C::connect(instance.client.channel()),
+            C::connect(instance.client.call_channel()),
             token,
         )))
     }

@@ -10,9 +10,13 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 use super::slot::{Instance, Slot, Source};
-use super::{Inner, Registry, Status};
+use super::{Event, Inner, Registry, Status};
 use crate::checksum::read_sidecar;
 use crate::discovery::Discovered;
+use crate::manifest::LimitPolicy;
+use crate::monitor::Sampler;
+use crate::sandbox::SandboxSpec;
+use crate::services;
 use crate::{HostError, PluginClient};
 
 impl Registry {
@@ -47,7 +51,32 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         .handshake(plugin.manifest.handshake.clone())
         .auto_mtls(plugin.manifest.security.auto_mtls)
         .start_timeout(options.start_timeout)
-        .kill_grace(options.kill_grace);
+        .kill_grace(options.kill_grace)
+        .call_timeout(
+            plugin
+                .manifest
+                .resources
+                .execution_ms
+                .map(Duration::from_millis),
+        );
+    let sandbox = options.sandbox.enabled.then(|| SandboxSpec {
+        dir: plugin.dir.clone(),
+        capabilities: plugin.manifest.capabilities.clone(),
+        resources: plugin.manifest.resources,
+        data_dir: options
+            .sandbox
+            .data_root
+            .as_ref()
+            .map(|root| root.join(name)),
+        require: options.sandbox.require,
+    });
+    if let Some(spec) = &sandbox {
+        builder = builder.sandbox(spec.clone());
+    }
+    builder = builder.env(
+        plugsconc_protocol::env::HOST_SERVICES,
+        services::BROKER_ID.to_string(),
+    );
     if !plugin.manifest.config.is_empty() {
         let config = serde_json::to_string(&plugin.manifest.config).unwrap_or_default();
         builder = builder.env(plugsconc_protocol::env::PLUGIN_CONFIG, config);
@@ -101,6 +130,19 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
     };
     tracing::debug!(plugin = %name, %verdict, "signature policy passed");
     let client = builder.start().await?;
+    if let Some(protections) = client.protections() {
+        if protections.missing.is_empty() {
+            tracing::debug!(plugin = %name, enforced = ?protections.enforced, "plugin sandboxed");
+        } else {
+            // Degrade loudly: the plugin runs, without these.
+            tracing::warn!(plugin = %name, missing = ?protections.missing, "plugin runs without some sandbox protections (this kernel lacks them; security.require_sandbox refuses instead)");
+        }
+        if !protections.unenforced.is_empty() {
+            tracing::info!(plugin = %name, unenforced = ?protections.unenforced, "grants the OS cannot check");
+        }
+    } else if !options.sandbox.enabled {
+        tracing::warn!(plugin = %name, "plugin runs without the OS sandbox (disabled)");
+    }
     let health = tokio::time::timeout(options.health_timeout, client.health()).await;
     let unhealthy = match health {
         Ok(Ok(())) => None,
@@ -117,6 +159,22 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         let _ = client.kill().await;
         return Err(err);
     }
+    let grants = services::Grants {
+        plugin: name.clone(),
+        capabilities: plugin.manifest.capabilities.clone(),
+        sandbox,
+        pid: client.pid(),
+    };
+    let host_services = match client
+        .broker()
+        .accept_and_serve(services::BROKER_ID, services::for_plugin(grants))
+    {
+        Ok(server) => Some(server),
+        Err(err) => {
+            tracing::warn!(plugin = %name, error = %err, "cannot serve the host services to the plugin");
+            None
+        }
+    };
     Ok(Instance {
         id: inner.next_instance.fetch_add(1, Ordering::Relaxed),
         client,
@@ -124,6 +182,8 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         binary_sha256,
         leases: TaskTracker::new(),
         started: tokio::time::Instant::now(),
+        resources: plugin.manifest.resources,
+        _host_services: host_services,
     })
 }
 
@@ -139,6 +199,7 @@ pub(crate) fn install(
     {
         let mut state = slot.state();
         state.info.pid = Some(instance.client.pid());
+        state.info.sandbox = instance.client.protections().cloned();
         state.binary_sha256 = instance.binary_sha256;
     }
     slot.last_used.store(inner.now_ms(), Ordering::Relaxed);
@@ -184,6 +245,13 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
     });
     let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + idle_period, idle_period);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let monitor_period = options
+        .monitor_interval
+        .unwrap_or(Duration::from_secs(3600));
+    let mut monitor =
+        tokio::time::interval_at(tokio::time::Instant::now() + monitor_period, monitor_period);
+    monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampler = Sampler::new(instance.client.pid());
     let mut failures = 0u32;
     loop {
         tokio::select! {
@@ -230,6 +298,51 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
                     }
                 }
             }
+            _ = monitor.tick(), if options.monitor_interval.is_some() => {
+                if slot.instance().is_none_or(|i| i.id != instance.id) {
+                    return;
+                }
+                // procfs reads are short, but they are still file reads: off the async threads.
+                let mut taken = sampler;
+                let Ok((taken, usage)) = tokio::task::spawn_blocking(move || {
+                    let usage = taken.sample();
+                    (taken, usage)
+                }).await else { continue };
+                sampler = taken;
+                let Some(usage) = usage else { continue };
+                slot.state().info.usage = Some(usage);
+                let violations = crate::monitor::check(&instance.resources, &usage);
+                if violations.is_empty() {
+                    continue;
+                }
+                let policy = instance.resources.policy;
+                let reason = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                tracing::warn!(plugin = %slot.name, ?policy, "resource limit exceeded: {reason}");
+                for violation in violations {
+                    inner.emit(Event::ResourceAlert { name: slot.name.clone(), violation, policy });
+                }
+                match policy {
+                    LimitPolicy::Warn => {}
+                    LimitPolicy::Restart => {
+                        // Held across the kill, so a call arriving meanwhile waits for the
+                        // restart instead of starting a plugin of its own.
+                        let _starting = slot.start.lock().await;
+                        if slot.take_if(instance.id).is_some() {
+                            let _ = instance.client.kill().await;
+                            restart_locked(&inner, &slot, &instance, format!("over its resource limits: {reason}")).await;
+                        }
+                        return;
+                    }
+                    LimitPolicy::Stop => {
+                        let _starting = slot.start.lock().await;
+                        if slot.take_if(instance.id).is_some() {
+                            let _ = instance.client.kill().await;
+                            inner.set_status(&slot, Status::Failed, Some(format!("stopped by its resource policy: {reason}")));
+                        }
+                        return;
+                    }
+                }
+            }
             _ = idle.tick(), if options.idle_timeout.is_some() => {
                 let Some(limit) = options.idle_timeout else { continue };
                 let idle_ms = inner.now_ms().saturating_sub(slot.last_used.load(Ordering::Relaxed));
@@ -254,6 +367,11 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
 /// lock so callers wait for the new instance instead of racing to start their own.
 async fn restart(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance, why: String) {
     let _starting = slot.start.lock().await;
+    restart_locked(inner, slot, crashed, why).await;
+}
+
+/// [`restart`] with the slot's start lock already held.
+async fn restart_locked(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance, why: String) {
     if slot.instance().is_some() {
         // A reload installed a new version meanwhile.
         return;

@@ -124,6 +124,11 @@ pub struct PluginInfo {
     pub reloads: u32,
     /// HTTP endpoints the manifest declares (process plugins).
     pub http: Vec<crate::manifest::HttpRoute>,
+    /// What the OS sandbox enforces on the running (or last) process, and what this kernel
+    /// lacks; `None` for built-ins, plugins not started yet, or with the sandbox off.
+    pub sandbox: Option<crate::sandbox::Protections>,
+    /// The last resource sample of the running process.
+    pub usage: Option<crate::monitor::Usage>,
 }
 
 /// A change in the catalog, for subscribers ([`super::Registry::subscribe`]).
@@ -168,6 +173,15 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A running plugin exceeded a limit of its manifest's `resources`; `policy` was applied.
+    ResourceAlert {
+        /// Its name.
+        name: String,
+        /// The limit and what was seen.
+        violation: crate::monitor::Violation,
+        /// What the host did about it.
+        policy: crate::manifest::LimitPolicy,
+    },
 }
 
 impl Event {
@@ -178,7 +192,8 @@ impl Event {
             | Event::Removed { name }
             | Event::StatusChanged { name, .. }
             | Event::Reloaded { name, .. }
-            | Event::ReloadRejected { name, .. } => name,
+            | Event::ReloadRejected { name, .. }
+            | Event::ResourceAlert { name, .. } => name,
         }
     }
 }
@@ -280,6 +295,11 @@ pub struct RegistryOptions {
     pub backoff: Backoff,
     /// Bound on waiting for in-flight calls before stopping an old or removed plugin.
     pub drain_timeout: Duration,
+    /// How often running plugins' resource use is sampled and checked against their limits
+    /// (`None`: never).
+    pub monitor_interval: Option<Duration>,
+    /// The OS sandbox of process plugins (on by default).
+    pub sandbox: crate::sandbox::SandboxOptions,
 }
 
 impl Default for RegistryOptions {
@@ -295,6 +315,8 @@ impl Default for RegistryOptions {
             idle_timeout: Some(Duration::from_secs(600)),
             backoff: Backoff::default(),
             drain_timeout: Duration::from_secs(30),
+            monitor_interval: Some(Duration::from_secs(5)),
+            sandbox: crate::sandbox::SandboxOptions::default(),
         }
     }
 }

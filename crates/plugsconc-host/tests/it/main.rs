@@ -7,4 +7,5 @@
 mod misbehaving;
 mod normal;
 mod registry;
+mod sandbox;
 mod support;

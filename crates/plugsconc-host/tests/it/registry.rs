@@ -10,6 +10,7 @@ use std::time::Duration;
 use builtin_cow as _;
 use example_animal::AnimalContract;
 use plugsconc_host::registry::{Backoff, Change, Runtime};
+use plugsconc_host::sandbox::SandboxOptions;
 use plugsconc_host::signature::{Publisher, Trust, keygen, sign_plugin};
 use plugsconc_host::{Event, HostError, Query, Registry, RegistryOptions, Status};
 use tokio::sync::broadcast;
@@ -60,6 +61,15 @@ fn script(dir: &Path, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
+}
+
+/// Without the OS sandbox: for tests whose marker file proves a binary never ran, which the
+/// sandbox would otherwise stop on its own.
+fn unconfined() -> RegistryOptions {
+    RegistryOptions {
+        sandbox: SandboxOptions::disabled(),
+        ..options()
+    }
 }
 
 fn options() -> RegistryOptions {
@@ -193,7 +203,7 @@ async fn a_binary_that_fails_its_checksum_is_never_executed() {
     // Replace the binary after the sidecar was written.
     let evil = script(root.path(), &format!("touch {}", marker.display()));
     std::fs::copy(evil, dir.join("cat")).unwrap();
-    let registry = Registry::open(root.path(), options()).await.unwrap();
+    let registry = Registry::open(root.path(), unconfined()).await.unwrap();
     let err = speak(&registry, "cat").await.unwrap_err();
     assert!(err.contains("refusing to run it"), "{err}");
     assert!(!marker.exists(), "the replaced binary was executed");
@@ -559,9 +569,15 @@ async fn only_plugins_signed_by_a_trusted_publisher_run() {
         publishers: vec![Publisher::load(&public).unwrap()],
         ..Trust::default()
     };
-    let registry = Registry::open(&plugins, RegistryOptions { trust, ..options() })
-        .await
-        .unwrap();
+    let registry = Registry::open(
+        &plugins,
+        RegistryOptions {
+            trust,
+            ..unconfined()
+        },
+    )
+    .await
+    .unwrap();
 
     // Unsigned under the default policy: refused, with what to do.
     let err = speak(&registry, "cat").await.unwrap_err();
@@ -598,7 +614,11 @@ async fn the_manifest_config_reaches_the_plugin_and_start_all_follows_dependenci
     write_sidecar(&dir, "store");
     std::fs::write(
         dir.join("manifest.yaml"),
-        "plugin:\n  name: store\n  type: kv\n  version: 1.0.0\n  entrypoint: ./store\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: BASIC_PLUGIN\n  magic_cookie_value: hello\nconfig:\n  greeting: hello\n  retries: 3\n  nested: {a: [1, 2]}\n",
+        format!(
+            // The plugin records what it saw in its own folder, read-only unless granted.
+            "plugin:\n  name: store\n  type: kv\n  version: 1.0.0\n  entrypoint: ./store\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: BASIC_PLUGIN\n  magic_cookie_value: hello\nconfig:\n  greeting: hello\n  retries: 3\n  nested: {{a: [1, 2]}}\ncapabilities:\n  filesystem:\n    - {{path: {}, permissions: [write, create]}}\n",
+            dir.display()
+        ),
     )
     .unwrap();
     let app = put_plugin(root.path(), "app", &example_bin("cat"), "1.0.0");

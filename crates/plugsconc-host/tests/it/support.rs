@@ -16,7 +16,18 @@ pub fn example_bin(name: &str) -> PathBuf {
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
             let status = Command::new(env!("CARGO"))
                 .current_dir(&workspace)
-                .args(["build", "-q", "-p", "misbehave", "-p", "cat", "-p", "dog"])
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "misbehave",
+                    "-p",
+                    "cat",
+                    "-p",
+                    "dog",
+                    "-p",
+                    "hostile",
+                ])
                 .status()
                 .expect("cargo runs");
             assert!(status.success(), "building the test plugins failed");
