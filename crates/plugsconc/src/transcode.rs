@@ -24,12 +24,18 @@ pub enum TranscodeError {
     #[error("method {0:?} is not of the form package.Service/Method")]
     MethodSyntax(String),
     /// No such service or method in the descriptors.
-    #[error("no method {method:?} in the given protos; known services: {known}")]
+    #[error("no method {method:?} in the plugin's descriptors; known services: {known}")]
     UnknownMethod {
         /// What was asked for.
         method: String,
         /// Services that do exist.
         known: String,
+    },
+    /// The plugin's descriptors could not be read through gRPC reflection.
+    #[error("cannot read the plugin's descriptors through gRPC reflection: {reason}")]
+    Reflection {
+        /// What went wrong (not served, stalled, invalid descriptors).
+        reason: String,
     },
     /// The method streams; only unary methods can be called with one JSON body.
     #[error("method {0} is streaming; only unary methods can be called")]

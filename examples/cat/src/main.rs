@@ -28,5 +28,6 @@ impl Animal for Meower {
 fn main() {
     Plugin::new("cat", HandshakeConfig::new(1, "ANIMAL_PLUGIN", "animal"))
         .service(AnimalServer::new(Meower))
+        .reflection(example_contracts::FILE_DESCRIPTOR_SET)
         .serve()
 }

@@ -28,5 +28,6 @@ impl Animal for Woofer {
 fn main() {
     Plugin::new("dog", HandshakeConfig::new(1, "ANIMAL_PLUGIN", "animal"))
         .service(AnimalServer::new(Woofer))
+        .reflection(example_contracts::FILE_DESCRIPTOR_SET)
         .serve()
 }

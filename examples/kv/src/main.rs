@@ -117,6 +117,7 @@ impl HostAddedCounter {
 fn plugin() -> Plugin {
     Plugin::new("kv", HandshakeConfig::new(1, "BASIC_PLUGIN", "hello"))
         .service(KvServer::new(Store::default()))
+        .reflection(example_contracts::FILE_DESCRIPTOR_SET)
         .service_with_broker(|broker| {
             CounterServer::new(HostAddedCounter {
                 broker,

@@ -1,6 +1,7 @@
 // Command kvplugin-go is a go-plugin gRPC plugin serving kv.KV (in memory) and counter.Counter
-// (each Put dials the host's AddHelper through the broker to compute the new value). Every kv Put
-// logs one hclog line per level, so a host can check that levels survive the trip.
+// (each Put dials the host's AddHelper through the broker to compute the new value), with gRPC
+// reflection. Every kv Put logs one hclog line per level, so a host can check that levels
+// survive the trip.
 package main
 
 import (
@@ -10,6 +11,8 @@ import (
 
 	hclog "github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	counter "plugsconc-interop/counterpb"
 	kv "plugsconc-interop/kvpb"
@@ -90,7 +93,13 @@ func main() {
 				return &store{values: map[string][]byte{}}, &counterServer{broker: broker, values: map[string]int64{}}
 			}},
 		},
-		GRPCServer: plugin.DefaultGRPCServer,
-		Logger:     logger,
+		// Reflection lets hosts call the plugin by method name without its protos (go-plugin
+		// registers it itself from v1.2; this one predates that).
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			server := plugin.DefaultGRPCServer(opts)
+			reflection.Register(server)
+			return server
+		},
+		Logger: logger,
 	})
 }

@@ -1,7 +1,8 @@
 //! `POST /api/v1/plugins/{name}/call/{service}/{method}`: any unary method of a process plugin
 //! with a JSON body, transcoded as `plugsconc call` does. The descriptors come from the `.proto`
-//! files shipped in the plugin's folder (`proto/` when present, else the folder itself),
-//! compiled once per manifest version and cached.
+//! files shipped in the plugin's folder (`proto/` when present, else the folder itself) or, when
+//! it ships none, from the running plugin's gRPC reflection; either way once per manifest
+//! version, then cached.
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -10,13 +11,37 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use plugsconc_host::HostError;
+use plugsconc_host::{AnyGrpc, Handle, HostError, Lease};
 use prost_reflect::DescriptorPool;
 use serde_json::{Value, json};
 
 use super::manage::host_error;
 use super::{ApiError, ApiState};
+use crate::reflection;
 use crate::transcode::{self, TranscodeError};
+
+/// What calling a plugin needs: the catalog, the descriptor cache and the call metrics (shared
+/// by the call endpoint, the plugins' HTTP routes and jobs).
+#[derive(Clone)]
+pub struct Caller {
+    /// The catalog.
+    pub registry: plugsconc_host::Registry,
+    /// Compiled descriptors.
+    pub descriptors: Arc<DescriptorCache>,
+    /// Call counters and latencies.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl ApiState {
+    /// The parts of the state a plugin call uses.
+    pub(crate) fn caller(&self) -> Caller {
+        Caller {
+            registry: self.registry.clone(),
+            descriptors: self.descriptors.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
 
 /// A plugin's compiled descriptors and the manifest hash they were compiled for.
 type Compiled = (Option<String>, Arc<DescriptorPool>);
@@ -57,7 +82,7 @@ fn plugin_protos(dir: &FsPath) -> (PathBuf, Vec<PathBuf>) {
 }
 
 async fn descriptors(
-    state: &ApiState,
+    state: &Caller,
     name: &str,
     dir: &FsPath,
     manifest: Option<String>,
@@ -73,22 +98,26 @@ async fn descriptors(
         return Ok(pool.clone());
     }
     let dir = dir.to_owned();
-    let plugin = name.to_owned();
     let compiled = tokio::task::spawn_blocking(move || {
         let (root, protos) = plugin_protos(&dir);
-        if protos.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "no_descriptors",
-                format!("plugin {plugin:?} ships no .proto files in its folder; the call endpoint needs them to transcode JSON"),
-            ));
-        }
-        transcode::load(&protos, &[root]).map_err(|err| {
-            ApiError::new(StatusCode::CONFLICT, "bad_descriptors", err.to_string())
-        })
+        (!protos.is_empty()).then(|| transcode::load(&protos, &[root]))
     })
     .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "interrupted"))??;
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "interrupted"))?;
+    let compiled = match compiled {
+        Some(compiled) => compiled.map_err(transcode_error)?,
+        None => {
+            let handle = state.registry.grpc(name).map_err(host_error)?;
+            let channel: tonic::transport::Channel = (*lease(&handle).await?).clone();
+            reflection::descriptors(channel).await.map_err(|err| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_descriptors",
+                    format!("plugin {name:?} ships no .proto files in its folder and {err}"),
+                )
+            })?
+        }
+    };
     let pool = Arc::new(compiled);
     state
         .descriptors
@@ -113,13 +142,28 @@ fn transcode_error(err: TranscodeError) -> ApiError {
         TranscodeError::Compile { .. } => {
             ApiError::new(StatusCode::CONFLICT, "bad_descriptors", err.to_string())
         }
+        TranscodeError::Reflection { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "no_descriptors", err.to_string())
+        }
     }
+}
+
+/// A lease on the plugin's gRPC channel, starting the plugin if it is not running.
+async fn lease(handle: &Handle<AnyGrpc>) -> Result<Lease<'_, AnyGrpc>, ApiError> {
+    handle.get().await.map_err(|err| match err {
+        HostError::UnknownPlugin { .. } | HostError::NotAvailable { .. } => host_error(err),
+        other => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_unavailable",
+            other.to_string(),
+        ),
+    })
 }
 
 /// Calls `service/method` of plugin `name` with a JSON body; returns the method's full name
 /// and the JSON reply. Shared by the call endpoint and the plugins' own HTTP routes.
-pub(super) async fn invoke(
-    state: &ApiState,
+pub(crate) async fn invoke(
+    state: &Caller,
     name: &str,
     method_path: &str,
     body: &str,
@@ -143,14 +187,7 @@ pub(super) async fn invoke(
     let body = if body.trim().is_empty() { "{}" } else { body };
     let request = transcode::request_from_json(&method, body).map_err(transcode_error)?;
     let handle = state.registry.grpc(name).map_err(host_error)?;
-    let lease = handle.get().await.map_err(|err| match err {
-        HostError::UnknownPlugin { .. } | HostError::NotAvailable { .. } => host_error(err),
-        other => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "plugin_unavailable",
-            other.to_string(),
-        ),
-    })?;
+    let lease = lease(&handle).await?;
     let channel: tonic::transport::Channel = (*lease).clone();
     let began = std::time::Instant::now();
     let reply = transcode::call_unary(channel, &method, request).await;
@@ -162,6 +199,14 @@ pub(super) async fn invoke(
         began.elapsed().as_secs_f64(),
     );
     let reply = reply.map_err(|status| {
+        if status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired" {
+            tracing::warn!(plugin = name, method = full_name, "call cancelled at the plugin's execution limit");
+            return ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "plugin_timeout",
+                format!("{full_name} of plugin {name:?} ran past its execution limit (resources.execution_ms) and was cancelled"),
+            );
+        }
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "plugin_error",
@@ -176,14 +221,19 @@ pub(super) async fn invoke(
     params(("name" = String, Path, description = "The plugin's name"), ("service" = String, Path, description = "package.Service"), ("method" = String, Path, description = "Method")),
     request_body(description = "The request message in proto3 JSON", content_type = "application/json", content = Value),
     responses((status = 200, description = "The reply in proto3 JSON, under `response`", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value),
-              (status = 502, description = "The plugin answered with a gRPC error", body = Value)))]
+              (status = 502, description = "The plugin answered with a gRPC error", body = Value), (status = 504, description = "The call ran past the plugin's execution limit and was cancelled", body = Value)))]
 pub async fn call(
     State(state): State<ApiState>,
     Path((name, service, method)): Path<(String, String, String)>,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
-    let (full_name, response) =
-        invoke(&state, &name, &format!("{service}/{method}"), &body).await?;
+    let (full_name, response) = invoke(
+        &state.caller(),
+        &name,
+        &format!("{service}/{method}"),
+        &body,
+    )
+    .await?;
     Ok(Json(json!({
         "plugin": name,
         "method": full_name,

@@ -10,7 +10,7 @@ use clap::Args;
 use plugsconc_host::PluginClient;
 use plugsconc_protocol::env::{HandshakeConfig, Transport};
 
-use crate::transcode;
+use crate::{reflection, transcode};
 
 /// Arguments of `plugsconc call`.
 #[derive(Debug, Args)]
@@ -19,8 +19,9 @@ pub struct CallArgs {
     plugin: PathBuf,
     /// The method, as `package.Service/Method`.
     method: String,
-    /// `.proto` file(s) declaring the service (repeatable).
-    #[arg(long = "proto", required = true)]
+    /// `.proto` file(s) declaring the service (repeatable); without any, the descriptors are
+    /// read from the plugin's gRPC reflection.
+    #[arg(long = "proto")]
     protos: Vec<PathBuf>,
     /// Extra import paths for the protos (repeatable).
     #[arg(long = "import-path", short = 'I')]
@@ -45,15 +46,32 @@ pub struct CallArgs {
     start_timeout: u64,
 }
 
+/// Reads the descriptors from the running plugin, then calls.
+async fn reflected_call(
+    client: &PluginClient,
+    args: &CallArgs,
+) -> anyhow::Result<Result<prost_reflect::DynamicMessage, tonic::Status>> {
+    let pool = reflection::descriptors(client.channel()).await?;
+    let method = transcode::find_method(&pool, &args.method)?;
+    let request = transcode::request_from_json(&method, &args.data)?;
+    Ok(transcode::call_unary(client.channel(), &method, request).await)
+}
+
 /// Runs the call and prints the reply on stdout.
 pub async fn run(args: CallArgs) -> anyhow::Result<()> {
     let (key, value) = args
         .cookie
         .split_once('=')
         .context("--cookie must be KEY=VALUE")?;
-    let pool = transcode::load(&args.protos, &args.import_paths)?;
-    let method = transcode::find_method(&pool, &args.method)?;
-    let request = transcode::request_from_json(&method, &args.data)?;
+    // With protos the request is checked before the plugin starts.
+    let compiled = if args.protos.is_empty() {
+        None
+    } else {
+        let pool = transcode::load(&args.protos, &args.import_paths)?;
+        let method = transcode::find_method(&pool, &args.method)?;
+        let request = transcode::request_from_json(&method, &args.data)?;
+        Some((method, request))
+    };
     let name = args
         .plugin
         .file_name()
@@ -69,8 +87,14 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         .start_timeout(Duration::from_secs(args.start_timeout))
         .start()
         .await?;
-    let reply = transcode::call_unary(client.channel(), &method, request).await;
+    let reply = match compiled {
+        Some((method, request)) => {
+            Ok(transcode::call_unary(client.channel(), &method, request).await)
+        }
+        None => reflected_call(&client, &args).await,
+    };
     client.kill().await?;
+    let reply = reply?;
     let reply = reply.map_err(|status| {
         anyhow::anyhow!(
             "{} failed: {:?}: {}",

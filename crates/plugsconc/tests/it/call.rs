@@ -5,13 +5,14 @@ use std::process::{Command, Output};
 
 use crate::support;
 
-fn call(plugin: &Path, method: &str, proto: &str, data: &str, extra: &[&str]) -> Output {
-    Command::new(support::plugsconc_bin())
-        .arg("call")
-        .arg(plugin)
-        .arg(method)
-        .arg("--proto")
-        .arg(support::proto(proto))
+/// Runs `plugsconc call`; without a proto the descriptors come from the plugin's reflection.
+fn call(plugin: &Path, method: &str, proto: Option<&str>, data: &str, extra: &[&str]) -> Output {
+    let mut command = Command::new(support::plugsconc_bin());
+    command.arg("call").arg(plugin).arg(method);
+    if let Some(proto) = proto {
+        command.arg("--proto").arg(support::proto(proto));
+    }
+    command
         .args(["--data", data])
         .args(extra)
         .output()
@@ -34,7 +35,7 @@ fn calls_rust_kv_plugin() {
     let output = call(
         &kv,
         "kv.KV/Echo",
-        "kvpb/kv.proto",
+        Some("kvpb/kv.proto"),
         r#"{"data":"aGVsbG8="}"#,
         &["--cookie", "BASIC_PLUGIN=hello"],
     );
@@ -47,7 +48,7 @@ fn calls_rust_animal_plugin_over_automtls_and_tcp() {
     let output = call(
         &cat,
         "animal.Animal/Speak",
-        "animalpb/animal.proto",
+        Some("animalpb/animal.proto"),
         r#"{"isLoud":true}"#,
         &["--cookie", "ANIMAL_PLUGIN=animal", "--automtls", "--tcp"],
     );
@@ -63,7 +64,7 @@ fn calls_go_plugin() {
     let put = call(
         &go.plugin,
         "kv.KV/Get",
-        "kvpb/kv.proto",
+        Some("kvpb/kv.proto"),
         r#"{"key":"nothing"}"#,
         &["--cookie", "BASIC_PLUGIN=hello", "--automtls"],
     );
@@ -72,11 +73,68 @@ fn calls_go_plugin() {
     let echo = call(
         &go.plugin,
         "kv.KV/Echo",
-        "kvpb/kv.proto",
+        Some("kvpb/kv.proto"),
         r#"{"data":"AAEC"}"#,
         &["--cookie", "BASIC_PLUGIN=hello"],
     );
     assert_eq!(reply(&echo), serde_json::json!({"data": "AAEC"}));
+    // Without protos: grpc-go's reflection (v1alpha only in this grpc-go) serves them.
+    let reflected = call(
+        &go.plugin,
+        "kv.KV/Echo",
+        None,
+        r#"{"data":"AAEC"}"#,
+        &["--cookie", "BASIC_PLUGIN=hello"],
+    );
+    assert_eq!(reply(&reflected), serde_json::json!({"data": "AAEC"}));
+}
+
+#[test]
+fn calls_rust_plugins_through_reflection() {
+    let cat = support::example_bin("cat");
+    let speak = call(
+        &cat,
+        "animal.Animal/Speak",
+        None,
+        r#"{"isLoud":true}"#,
+        &["--cookie", "ANIMAL_PLUGIN=animal", "--automtls"],
+    );
+    assert_eq!(reply(&speak), serde_json::json!({"message": "MEOW!"}));
+    // Reflection advertises the services the plugin serves, not the whole descriptor set: the
+    // kv plugin's descriptors hold kv and counter, not animal.
+    let kv = support::example_bin("kv");
+    let output = call(
+        &kv,
+        "animal.Animal/Speak",
+        None,
+        "{}",
+        &["--cookie", "BASIC_PLUGIN=hello"],
+    );
+    let stderr = failure(&output);
+    let known = stderr
+        .split_once("known services: ")
+        .map(|(_, known)| known.lines().next().unwrap_or_default())
+        .unwrap_or_else(|| panic!("no service list in {stderr}"));
+    let mut known: Vec<&str> = known.split(", ").collect();
+    known.sort_unstable();
+    assert_eq!(known, ["counter.AddHelper", "counter.Counter", "kv.KV"]);
+}
+
+#[test]
+fn plugin_without_reflection_or_protos_is_explained() {
+    let misbehave = support::example_bin("misbehave");
+    let output = call(
+        &misbehave,
+        "kv.KV/Echo",
+        None,
+        "{}",
+        &["--cookie", "BASIC_PLUGIN=hello"],
+    );
+    let stderr = failure(&output);
+    assert!(
+        stderr.contains("does not serve grpc.reflection"),
+        "{stderr}"
+    );
 }
 
 fn failure(output: &Output) -> String {
@@ -90,7 +148,7 @@ fn unknown_method_lists_the_services() {
     let output = call(
         &kv,
         "kv.KV/Nope",
-        "kvpb/kv.proto",
+        Some("kvpb/kv.proto"),
         "{}",
         &["--cookie", "BASIC_PLUGIN=hello"],
     );
@@ -107,7 +165,7 @@ fn bad_json_names_the_message() {
     let output = call(
         &kv,
         "kv.KV/Put",
-        "kvpb/kv.proto",
+        Some("kvpb/kv.proto"),
         r#"{"key": 42}"#,
         &["--cookie", "BASIC_PLUGIN=hello"],
     );
@@ -121,7 +179,7 @@ fn wrong_cookie_reports_what_the_plugin_said() {
     let output = call(
         &kv,
         "kv.KV/Echo",
-        "kvpb/kv.proto",
+        Some("kvpb/kv.proto"),
         "{}",
         &["--cookie", "BASIC_PLUGIN=nope"],
     );

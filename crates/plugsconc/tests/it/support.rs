@@ -26,7 +26,18 @@ pub fn example_bin(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace())
-            .args(["build", "-q", "-p", "kv", "-p", "cat", "-p", "dog"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "kv",
+                "-p",
+                "cat",
+                "-p",
+                "dog",
+                "-p",
+                "misbehave",
+            ])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the example plugins failed");
