@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use plugsconc_host::registry::Status;
+use plugsconc_host::sandbox::SandboxOptions;
 use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
 use plugsconc_host::{Event, Query, Registry, RegistryOptions};
 
 use crate::api::{ApiState, router};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::{Heard, Store};
 
 /// The registry options the configuration asks for.
@@ -35,6 +37,11 @@ fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
             },
             publishers,
             unsigned_allowed: config.security.unsigned_allowed.iter().cloned().collect(),
+        },
+        sandbox: SandboxOptions {
+            enabled: !config.security.disable_sandbox,
+            require: config.security.require_sandbox,
+            data_root: Some(config.directories.data_dir.join("plugins")),
         },
         ..RegistryOptions::default()
     })
@@ -118,30 +125,77 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let count = registry.list(&plugsconc_host::Query::default()).len();
     tracing::info!(%address, plugins = count, dir = %plugins_dir.display(), store = store.kind(), %origin, "plugsconc serving");
+    let stop = shutdown_signal();
     // One line on stdout that scripts (and the tests) can wait for.
     println!(
         "plugsconc listening on http://{address} with {count} plugins from {}",
         plugins_dir.display()
     );
 
+    let metrics: Arc<Metrics> = Arc::default();
+    background.spawn(count_alerts(registry.clone(), metrics.clone()));
+    let descriptors: Arc<crate::api::call::DescriptorCache> = Arc::default();
+    let workers = match config.worker_pool.wp_max_workers {
+        0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let jobs = crate::jobs::Pool::new(
+        workers,
+        10_000,
+        vec![
+            Arc::new(crate::jobs::tasks::Noop),
+            Arc::new(crate::jobs::tasks::Sleep),
+            Arc::new(crate::jobs::tasks::Call {
+                caller: crate::api::call::Caller {
+                    registry: registry.clone(),
+                    descriptors: descriptors.clone(),
+                    metrics: metrics.clone(),
+                },
+            }),
+        ],
+    );
     let app = router(ApiState {
         registry: registry.clone(),
         started,
         token: token.into(),
-        descriptors: Arc::default(),
+        descriptors,
         store: store.clone(),
         origin: origin.clone(),
-        metrics: Arc::default(),
+        metrics,
+        jobs: jobs.clone(),
         plugins_dir: registry
             .root()
             .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned),
         base_trust: base_trust.clone(),
         require_checksum,
+        logs: (config.logging.log_enable_persistent_queue
+            && !config.logging.log_remove_on_complete)
+            .then(|| {
+                Arc::new(crate::api::logs::LogSource::new(
+                    config
+                        .directories
+                        .data_dir
+                        .join(&config.logging.log_db_file),
+                    config.logging.log_queue.clone(),
+                ))
+            }),
     });
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await
         .context("the API server failed")?;
+    tracing::info!("shutting down: finishing jobs");
+    // Running jobs get a bounded grace; what is left then is cancelled.
+    if tokio::time::timeout(
+        Duration::from_secs(10),
+        jobs.stop(crate::jobs::StopMode::Stop),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("jobs still running after 10 s; cancelling them");
+        jobs.stop(crate::jobs::StopMode::Terminate).await;
+    }
     tracing::info!("shutting down: stopping plugins");
     background.abort_all();
     while background.join_next().await.is_some() {}
@@ -150,18 +204,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Listens for SIGINT and SIGTERM from now on (before the daemon says it is up, so a signal sent
+/// right after that line still stops it gracefully); resolves on the first.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (term, interrupt) => {
+                let err = term
+                    .err()
+                    .or(interrupt.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::warn!(error = %err, "cannot listen for SIGTERM/SIGINT; only Ctrl-C stops the daemon");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
@@ -252,6 +318,20 @@ async fn record_versions(registry: Registry, store: Arc<dyn Store>, origin: Arc<
     loop {
         match events.recv().await {
             Ok(Event::Added { name } | Event::Reloaded { name, .. }) => record(name).await,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Counts the registry's resource alerts in the metrics.
+async fn count_alerts(registry: Registry, metrics: Arc<Metrics>) {
+    let mut events = registry.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(Event::ResourceAlert {
+                name, violation, ..
+            }) => metrics.resource_alert(&name, violation.resource),
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }

@@ -18,10 +18,25 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::Logging;
 
-/// Keeps the file writer's worker alive; dropping it flushes what is buffered.
+/// Keeps the file writer's worker (or the persistent queue's writer) alive; dropping it flushes
+/// what is buffered.
 #[derive(Debug)]
 pub struct LogGuard {
     _file: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _queue: Option<crate::logqueue::QueueGuard>,
+}
+
+/// The persistent queue's settings from the configuration.
+pub fn queue_config(config: &Logging, data_dir: &Path) -> crate::logqueue::QueueConfig {
+    crate::logqueue::QueueConfig {
+        db: data_dir.join(&config.log_db_file),
+        queue: config.log_queue.clone(),
+        remove_on_complete: config.log_remove_on_complete,
+        max_pending: config.log_queue_max,
+        block: config.log_queue_full == "block",
+        keep: config.log_queue_keep,
+        drain_interval: Duration::from_millis(config.log_drain_interval_ms),
+    }
 }
 
 /// Installs the subscriber the configuration describes. `RUST_LOG` overrides the level.
@@ -29,7 +44,7 @@ pub struct LogGuard {
 /// # Errors
 ///
 /// When the log folder or file cannot be created.
-pub fn init(config: &Logging, logs_dir: &Path) -> anyhow::Result<LogGuard> {
+pub fn init(config: &Logging, logs_dir: &Path, data_dir: &Path) -> anyhow::Result<LogGuard> {
     let filter = || {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| {
             EnvFilter::new(format!(
@@ -54,13 +69,13 @@ pub fn init(config: &Logging, logs_dir: &Path) -> anyhow::Result<LogGuard> {
             .with_line_number(location)
             .boxed()
     };
-    let (file, guard) = if config.log_filename.is_empty() {
-        (None, None)
+    let rotating = if config.log_filename.is_empty() {
+        None
     } else {
         std::fs::create_dir_all(logs_dir)
             .with_context(|| format!("cannot create the log folder {}", logs_dir.display()))?;
         let path = logs_dir.join(&config.log_filename);
-        let rotating = FileRotate::new(
+        Some(FileRotate::new(
             &path,
             AppendTimestamp::default(FileLimit::MaxFiles(
                 usize::try_from(config.log_max_backups).unwrap_or(usize::MAX),
@@ -76,7 +91,14 @@ pub fn init(config: &Logging, logs_dir: &Path) -> anyhow::Result<LogGuard> {
                 Compression::None
             },
             None,
-        );
+        ))
+    };
+    let (file, queue, guard, queue_guard) = if config.log_enable_persistent_queue {
+        // The queue's writer owns the file: events reach it only through the queue.
+        let sink = rotating.map(|r| Box::new(r) as crate::logqueue::Sink);
+        let (layer, guard) = crate::logqueue::start(queue_config(config, data_dir), sink)?;
+        (None, Some(layer.with_filter(filter())), None, Some(guard))
+    } else if let Some(rotating) = rotating {
         // Not lossy: a full buffer slows logging down rather than dropping lines.
         let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)
@@ -88,14 +110,20 @@ pub fn init(config: &Logging, logs_dir: &Path) -> anyhow::Result<LogGuard> {
             .with_file(location)
             .with_line_number(location)
             .with_filter(filter());
-        (Some(layer), Some(guard))
+        (Some(layer), None, Some(guard), None)
+    } else {
+        (None, None, None, None)
     };
     tracing_subscriber::registry()
         .with(console.with_filter(filter()))
         .with(file)
+        .with(queue)
         .try_init()
         .context("a logger is already installed")?;
-    Ok(LogGuard { _file: guard })
+    Ok(LogGuard {
+        _file: guard,
+        _queue: queue_guard,
+    })
 }
 
 /// Removes rotated files of `file_name` in `dir` older than `max_age`; returns how many.

@@ -4,8 +4,11 @@ mod api;
 mod cli;
 mod config;
 mod daemon;
+mod jobs;
 mod logging;
+mod logqueue;
 mod metrics;
+mod reflection;
 mod store;
 mod transcode;
 

@@ -37,6 +37,17 @@ struct PluginLabels {
     plugin: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    count: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    plugin: String,
+    resource: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to ~26 s.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -55,6 +66,8 @@ pub struct Metrics {
     reloads: Family<PluginLabels, Gauge>,
     cpu: Family<PluginLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     rss: Family<PluginLabels, Gauge>,
+    alerts: Family<AlertLabels, Counter>,
+    jobs: Family<JobLabels, Gauge>,
     calls_total: AtomicU64,
     errors_total: AtomicU64,
 }
@@ -71,6 +84,8 @@ impl Default for Metrics {
             reloads: Family::default(),
             cpu: Family::default(),
             rss: Family::default(),
+            alerts: Family::default(),
+            jobs: Family::default(),
             calls_total: AtomicU64::new(0),
             errors_total: AtomicU64::new(0),
         };
@@ -109,6 +124,16 @@ impl Default for Metrics {
             "Resident memory of the plugin process",
             metrics.rss.clone(),
         );
+        exposition.register(
+            "resource_alerts",
+            "Samples over a limit of the plugin's manifest resources",
+            metrics.alerts.clone(),
+        );
+        exposition.register(
+            "jobs",
+            "The job pool's counters: submitted, rejected, succeeded, failed, cancelled, retries; in_flight and queued now",
+            metrics.jobs.clone(),
+        );
         *metrics
             .exposition
             .lock()
@@ -118,6 +143,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records a resource alert.
+    pub fn resource_alert(&self, plugin: &str, resource: &str) {
+        self.alerts
+            .get_or_create(&AlertLabels {
+                plugin: plugin.to_owned(),
+                resource: resource.to_owned(),
+            })
+            .inc();
+    }
+
     /// Records one call.
     pub fn observe_call(&self, plugin: &str, method: &str, ok: bool, seconds: f64) {
         self.calls_total.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +183,23 @@ impl Metrics {
     }
 
     /// The exposition text, with the per-plugin values read now.
-    pub fn render(&self, catalog: &Registry) -> String {
+    pub fn render(&self, catalog: &Registry, jobs: &crate::jobs::pool::PoolStats) -> String {
+        for (name, value) in [
+            ("submitted", jobs.submitted),
+            ("rejected", jobs.rejected),
+            ("succeeded", jobs.succeeded),
+            ("failed", jobs.failed),
+            ("cancelled", jobs.cancelled),
+            ("retries", jobs.retries),
+            ("in_flight", jobs.in_flight),
+            ("queued", jobs.queued),
+        ] {
+            self.jobs
+                .get_or_create(&JobLabels {
+                    count: name.to_owned(),
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
         self.status.clear();
         self.cpu.clear();
         self.rss.clear();
@@ -189,24 +240,9 @@ impl Metrics {
 
 /// CPU seconds and resident bytes of a process, from `/proc`.
 fn process_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces), from field 3 on.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads configuration values.
-    let (ticks, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
-    let page = u64::try_from(page).ok()?;
-    Some(((utime + stime) as f64 / ticks as f64, resident * page))
+    plugsconc_host::monitor::Sampler::new(pid)
+        .sample()
+        .map(|usage| (usage.cpu_seconds, usage.rss_bytes))
 }
 
 #[cfg(test)]
@@ -222,7 +258,7 @@ mod tests {
         metrics.observe_call("cat", "animal.Animal/Speak", false, 0.5);
         assert_eq!(metrics.totals(), (2, 1));
         let catalog = Registry::new(plugsconc_host::RegistryOptions::default());
-        let text = metrics.render(&catalog);
+        let text = metrics.render(&catalog, &crate::jobs::pool::PoolStats::default());
         assert!(text.contains(r#"plugsconc_calls_total{plugin="cat",method="animal.Animal/Speak",outcome="error"} 1"#), "{text}");
         assert!(
             text.contains("plugsconc_call_duration_seconds_bucket"),

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{call, install, manage, publishers};
+use super::{call, install, jobs, logs, manage, publishers};
 
 /// The bearer token of every route that changes state.
 struct BearerAuth;
@@ -38,6 +38,12 @@ impl Modify for BearerAuth {
         manage::reload,
         manage::reload_all,
         manage::audit,
+        logs::logs,
+        jobs::submit,
+        jobs::list,
+        jobs::get,
+        jobs::cancel,
+        jobs::stats,
         install::install,
         install::uninstall,
         publishers::list,

@@ -5,9 +5,11 @@
 //! nothing internal.
 
 mod auth;
-mod call;
+pub(crate) mod call;
 mod docs;
 mod install;
+mod jobs;
+pub mod logs;
 mod manage;
 mod publishers;
 mod routes;
@@ -50,6 +52,10 @@ pub struct ApiState {
     pub base_trust: plugsconc_host::signature::Trust,
     /// Whether installs need a matching `.sha256` sidecar.
     pub require_checksum: bool,
+    /// The persistent log queue's records, when the daemon keeps them.
+    pub logs: Option<Arc<logs::LogSource>>,
+    /// The job pool.
+    pub jobs: crate::jobs::Pool,
 }
 
 /// Every route.
@@ -63,6 +69,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins/{name}/reload", post(manage::reload))
         .route("/reload", post(manage::reload_all))
         .route("/audit", get(manage::audit))
+        .route("/logs", get(logs::logs))
+        .route("/jobs", get(jobs::list).post(jobs::submit))
+        .route("/jobs/stats", get(jobs::stats))
+        .route("/jobs/{id}", get(jobs::get))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/publishers", get(publishers::list).post(publishers::add))
         .route("/publishers/{name}/remove", post(publishers::remove))
         .route(
@@ -102,6 +113,16 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The stable code.
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -145,6 +166,8 @@ pub(crate) fn plugin_json(info: &PluginInfo) -> Value {
         "restarts": info.restarts,
         "reloads": info.reloads,
         "manifest_sha256": info.manifest_sha256,
+        "sandbox": info.sandbox,
+        "usage": info.usage,
     })
 }
 
@@ -248,6 +271,6 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(&state.registry),
+        state.metrics.render(&state.registry, &state.jobs.stats()),
     )
 }

@@ -59,7 +59,7 @@ pub async fn serve(
     } else {
         query_json(&params)
     };
-    let (_, response) = invoke(&state, &name, &route.grpc, &input).await?;
+    let (_, response) = invoke(&state.caller(), &name, &route.grpc, &input).await?;
     Ok(Json(response))
 }
 

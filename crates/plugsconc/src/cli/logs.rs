@@ -1,6 +1,8 @@
-//! `plugsconc logs [plugin]`: the daemon's log file (JSON lines), optionally one plugin's lines,
-//! at or above a level, and `--follow` to keep printing new lines as they are written (across
-//! rotations: the file is reopened when it is replaced).
+//! `plugsconc logs [plugin]`: the daemon's log records, optionally one plugin's, at or above a
+//! level, since a time, and `--follow` to keep printing new ones. They are read from the
+//! persistent log queue when the daemon keeps one (`logging.log_enable_persistent_queue`, records
+//! kept after writing), else from the log file (JSON lines; followed across rotations: the file
+//! is reopened when it is replaced).
 
 use std::io::{BufRead as _, BufReader, Seek as _};
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::logqueue::rank;
 
 /// Arguments of `logs`.
 #[derive(Debug, Args)]
@@ -26,22 +29,15 @@ pub struct LogsArgs {
     /// Print the JSON lines as they are.
     #[arg(long)]
     json: bool,
+    /// Only records at or after this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
     /// The daemon's configuration file (for the log folder and file name).
     #[arg(long, env = "PLUGSCONC_CONFIG")]
     config: Option<PathBuf>,
     /// Override a configuration key: `section.key=value`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-}
-
-fn rank(level: &str) -> u8 {
-    match level.to_ascii_lowercase().as_str() {
-        "trace" => 0,
-        "debug" => 1,
-        "info" => 2,
-        "warn" => 3,
-        _ => 4,
-    }
 }
 
 /// Whether a log line passes the filters; returns the text to print.
@@ -81,6 +77,23 @@ fn render(line: &str, args: &LogsArgs) -> Option<String> {
 pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
     let logging = &loaded.config.logging;
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.timestamp_micros())
+                .with_context(|| format!("--since {t:?}: expected an RFC 3339 time"))
+        })
+        .transpose()?;
+    let db = loaded
+        .config
+        .directories
+        .data_dir
+        .join(&logging.log_db_file);
+    if logging.log_enable_persistent_queue && !logging.log_remove_on_complete && db.exists() {
+        return from_queue(&db, &logging.log_queue, since, &args).await;
+    }
     anyhow::ensure!(
         !logging.log_filename.is_empty(),
         "logging.log_filename is empty: the daemon writes no log file"
@@ -91,6 +104,38 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         .logs_dir
         .join(&logging.log_filename);
     tokio::task::spawn_blocking(move || follow(&path, &args)).await?
+}
+
+/// Reads (and follows) the records kept in the persistent queue.
+async fn from_queue(
+    db: &std::path::Path,
+    queue: &str,
+    since: Option<i64>,
+    args: &LogsArgs,
+) -> anyhow::Result<()> {
+    let pool = crate::logqueue::open(db, false).await?;
+    let mut filter = crate::logqueue::Filter {
+        plugin: args.plugin.clone(),
+        min_level: rank(&args.level),
+        since,
+        after: 0,
+        limit: 1000,
+    };
+    loop {
+        let records = crate::logqueue::read(&pool, queue, &filter).await?;
+        for (id, line) in &records {
+            filter.after = *id;
+            if let Some(text) = render(line, args) {
+                println!("{text}");
+            }
+        }
+        if records.len() < 1000 {
+            if !args.follow {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }
 
 fn follow(path: &std::path::Path, args: &LogsArgs) -> anyhow::Result<()> {
@@ -135,6 +180,7 @@ mod tests {
             level: level.into(),
             follow: false,
             json: false,
+            since: None,
             config: None,
             sets: Vec::new(),
         }

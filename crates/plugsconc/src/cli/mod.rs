@@ -3,6 +3,7 @@
 mod call;
 mod client;
 mod config;
+mod jobs;
 mod logs;
 mod plugins;
 mod serve;
@@ -36,6 +37,8 @@ enum Command {
     Install(plugins::InstallCommand),
     /// Print the daemon's log lines, or one plugin's, and follow them.
     Logs(logs::LogsArgs),
+    /// Submit, follow, list and cancel jobs on the running daemon.
+    Jobs(jobs::JobsArgs),
     /// Show the effective configuration and where each value comes from.
     Config(config::ConfigArgs),
     /// Create a publisher key pair for signing plugins.
@@ -57,6 +60,7 @@ impl Cli {
             Command::Plugins(args) => plugins::run(args).await,
             Command::Config(args) => config::run(&args),
             Command::Logs(args) => logs::run(args).await,
+            Command::Jobs(args) => jobs::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Install(args) => plugins::install_command(args).await,
             Command::Keygen(args) => sign::keygen(args).await,

@@ -21,6 +21,10 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
     let config = loaded.config;
-    let _logs = crate::logging::init(&config.logging, &config.directories.logs_dir)?;
+    let _logs = crate::logging::init(
+        &config.logging,
+        &config.directories.logs_dir,
+        &config.directories.data_dir,
+    )?;
     crate::daemon::run(config).await
 }

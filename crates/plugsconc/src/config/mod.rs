@@ -123,6 +123,25 @@ pub struct Logging {
     pub log_compress: bool,
     /// Source locations in log lines.
     pub log_include_location: bool,
+    /// Every event goes through a persistent queue (a SQLite outbox) before the log file, so
+    /// what was acknowledged survives a crash.
+    pub log_enable_persistent_queue: bool,
+    /// The queue's SQLite file, in `directories.data_dir`.
+    pub log_db_file: String,
+    /// The queue's name (several daemons may share one file).
+    pub log_queue: String,
+    /// Delete records once written to the log file, instead of keeping them (newest
+    /// `log_queue_keep`) for `plugsconc logs` and `GET /api/v1/logs`.
+    pub log_remove_on_complete: bool,
+    /// Records waiting for the log file, at most.
+    pub log_queue_max: u64,
+    /// When that many wait: `drop_oldest` (with a counted warning) or `block` (logging slows
+    /// down to the queue's pace).
+    pub log_queue_full: String,
+    /// Written records kept for reading (when not removed on completion).
+    pub log_queue_keep: u64,
+    /// Milliseconds between drains into the log file (0: as soon as records are committed).
+    pub log_drain_interval_ms: u64,
 }
 
 impl Default for Logging {
@@ -136,6 +155,14 @@ impl Default for Logging {
             log_max_age: 30,
             log_compress: true,
             log_include_location: false,
+            log_enable_persistent_queue: true,
+            log_db_file: "logs.db".into(),
+            log_queue: "app_logs".into(),
+            log_remove_on_complete: false,
+            log_queue_max: 100_000,
+            log_queue_full: "drop_oldest".into(),
+            log_queue_keep: 100_000,
+            log_drain_interval_ms: 0,
         }
     }
 }
@@ -223,8 +250,10 @@ pub struct Security {
     pub unsigned_allowed: Vec<String>,
     /// Run binaries without checking their `.sha256` sidecar. Insecure.
     pub insecure_skip_checksum: bool,
-    /// Refuse to start a plugin when a sandbox protection is not available.
+    /// Refuse to start a plugin when a sandbox protection is not available on this kernel.
     pub require_sandbox: bool,
+    /// Run process plugins without the OS sandbox (Landlock, seccomp, rlimits). Insecure.
+    pub disable_sandbox: bool,
 }
 
 /// The whole configuration.
@@ -340,6 +369,18 @@ impl Config {
             &self.logging.log_format,
             &["text", "json"],
         )?;
+        one_of(
+            "logging.log_queue_full",
+            &self.logging.log_queue_full,
+            &["drop_oldest", "block"],
+        )?;
+        if self.logging.log_enable_persistent_queue && self.logging.log_queue_max == 0 {
+            return Err(ConfigError::Invalid {
+                key: "logging.log_queue_max".into(),
+                origin: tree.source("logging.log_queue_max"),
+                problem: "must be at least 1 record".into(),
+            });
+        }
         one_of(
             "security.signatures",
             &self.security.signatures,

@@ -241,6 +241,19 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         "{body}"
     );
     assert_eq!(get(&address, "/api/v1/plugins/cat").1["status"], "ready");
+    // dog ships no protos: its descriptors come from its gRPC reflection.
+    let (status, body) = send(
+        &address,
+        "POST",
+        "/api/v1/plugins/dog/call/animal.Animal/Speak",
+        token,
+        "{}",
+    );
+    assert_eq!(
+        (status, &body["response"]),
+        (200, &serde_json::json!({"message": "Woof!"})),
+        "{body}"
+    );
     let (status, body) = send(
         &address,
         "POST",
@@ -751,4 +764,238 @@ fn daemons_sharing_a_postgres_catalog_follow_each_other() {
     let (_c, c, _) = serve(root_c.path(), &store);
     assert_eq!(get(&c, "/api/v1/plugins/dog").1["status"], "disabled");
     assert_eq!(get(&c, "/api/v1/plugins/cat").1["status"], "discovered");
+}
+
+/// The records of `plugsconc logs kv --json` (read from the persistent queue).
+fn kv_records(root: &Path) -> String {
+    let out = Command::new(support::plugsconc_bin())
+        .current_dir(root)
+        .args(["logs", "kv", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn acknowledged_log_records_survive_kill_9_and_reach_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    example_plugins(root.path());
+    // Records are acknowledged (committed to the queue) at once, but not written to the file
+    // for ten minutes: a kill -9 now leaves them all waiting.
+    let (mut daemon, address, _stdout) = serve(
+        root.path(),
+        &["--set", "logging.log_drain_interval_ms=600000"],
+    );
+    let token = std::fs::read_to_string(root.path().join("data/api-token")).unwrap();
+    let token = Some(token.trim());
+    let markers: Vec<String> = (0..20).map(|i| format!("crash-marker-{i}")).collect();
+    for marker in &markers {
+        let (status, body) = send(
+            &address,
+            "POST",
+            "/api/v1/plugins/kv/call/kv.KV/Put",
+            token,
+            &format!(r#"{{"key": "{marker}", "value": "aGk="}}"#),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    // The kv plugin logs each put; wait until the queue has acknowledged all of them (bounded).
+    let mut acknowledged = String::new();
+    for _ in 0..600 {
+        acknowledged = kv_records(root.path());
+        if markers.iter().all(|m| acknowledged.contains(m.as_str())) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        markers.iter().all(|m| acknowledged.contains(m.as_str())),
+        "{acknowledged}"
+    );
+    // Also through the API, filtered to the kv plugin.
+    let (status, body) = request(&address, "GET", "/api/v1/logs?plugin=kv&limit=1000", token);
+    assert_eq!(status, 200, "{body}");
+    let records = body["records"].as_array().unwrap();
+    assert!(
+        records
+            .iter()
+            .all(|r| r["record"]["fields"]["plugin"] == "kv")
+    );
+    assert!(records.len() >= markers.len());
+    let log = root.path().join("logs/plugsconc.log");
+    let before = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        markers.iter().all(|m| !before.contains(m.as_str())),
+        "nothing should have been drained yet"
+    );
+
+    daemon.0.kill().unwrap(); // SIGKILL
+    daemon.0.wait().unwrap();
+
+    // The next daemon writes what the dead one acknowledged, then serves.
+    let (mut daemon, _address, mut stdout) = serve(root.path(), &[]);
+    let pid = i32::try_from(daemon.0.id()).unwrap();
+    // SAFETY: sending SIGTERM to our own child process.
+    assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
+    assert!(daemon.0.wait().unwrap().success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let after = std::fs::read_to_string(&log).unwrap();
+    for marker in &markers {
+        assert!(after.contains(marker.as_str()), "{marker} lost: {after}");
+    }
+}
+
+/// Polls job `id` until it has ended (bounded).
+fn job_ended(address: &str, token: Option<&str>, id: u64) -> serde_json::Value {
+    for _ in 0..600 {
+        let (status, job) = request(address, "GET", &format!("/api/v1/jobs/{id}"), token);
+        assert_eq!(status, 200, "{job}");
+        if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap_or("")) {
+            return job;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("job {id} did not end");
+}
+
+#[test]
+fn jobs_call_plugins_retry_and_cancel_through_the_api() {
+    let root = tempfile::tempdir().unwrap();
+    example_plugins(root.path());
+    let (_daemon, address, _stdout) = serve(root.path(), &[]);
+    let token = std::fs::read_to_string(root.path().join("data/api-token")).unwrap();
+    let token = Some(token.trim());
+    let submit = |body: &str| {
+        let (status, reply) = send(&address, "POST", "/api/v1/jobs", token, body);
+        assert_eq!(status, 202, "{reply}");
+        reply["id"].as_u64().unwrap()
+    };
+    let (status, _) = send(
+        &address,
+        "POST",
+        "/api/v1/jobs",
+        None,
+        r#"{"task": "noop"}"#,
+    );
+    assert_eq!(status, 401);
+
+    // A plugin method as a job: JSON in, JSON out.
+    let put = submit(
+        r#"{"task": "call", "input": {"plugin": "kv", "method": "kv.KV/Put", "body": {"key": "job", "value": "aGk="}}}"#,
+    );
+    assert_eq!(job_ended(&address, token, put)["state"], "succeeded");
+    let get = submit(
+        r#"{"task": "call", "input": {"plugin": "kv", "method": "kv.KV/Get", "body": {"key": "job"}}}"#,
+    );
+    let job = job_ended(&address, token, get);
+    assert_eq!(job["result"]["value"], "aGk=", "{job}");
+    assert_eq!(job["attempts"], 1);
+
+    // A plugin that does not exist is not worth retrying: one attempt, the reason kept.
+    let missing = submit(
+        r#"{"task": "call", "input": {"plugin": "ghost", "method": "kv.KV/Get"}, "retry": {"max_attempts": 5, "initial_ms": 1}}"#,
+    );
+    let job = job_ended(&address, token, missing);
+    assert_eq!(
+        (job["state"].as_str(), job["attempts"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{job}"
+    );
+    assert_eq!(job["error"]["code"], "plugin_not_found");
+
+    // A long job cancelled with a cause.
+    let sleeper = submit(r#"{"task": "sleep", "input": {"ms": 600000}}"#);
+    let (status, reply) = send(
+        &address,
+        "POST",
+        &format!("/api/v1/jobs/{sleeper}/cancel"),
+        token,
+        r#"{"cause": "changed my mind"}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+    let job = job_ended(&address, token, sleeper);
+    assert_eq!(
+        (job["state"].as_str(), job["cancel_cause"].as_str()),
+        (Some("cancelled"), Some("changed my mind"))
+    );
+
+    let (status, reply) = send(
+        &address,
+        "POST",
+        "/api/v1/jobs",
+        token,
+        r#"{"task": "teleport"}"#,
+    );
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("unknown_task"))
+    );
+    let (_, stats) = request(&address, "GET", "/api/v1/jobs/stats", token);
+    assert_eq!(stats["pool"]["succeeded"], 2, "{stats}");
+    assert_eq!(stats["pool"]["failed"], 1, "{stats}");
+    assert_eq!(stats["pool"]["cancelled"], 1, "{stats}");
+    assert_eq!(stats["pool"]["rejected"], 1, "{stats}");
+    let (_, listed) = request(&address, "GET", "/api/v1/jobs?state=succeeded", token);
+    assert_eq!(listed["count"], 2);
+
+    // The same from the command line, which finds the daemon through the configuration.
+    let listen = format!("api.listen={address}");
+    let cli = |args: &[&str]| {
+        Command::new(support::plugsconc_bin())
+            .current_dir(root.path())
+            .args(["jobs", "--set", &listen])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["submit", "noop", "--count", "5", "--watch"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("5 jobs: 5 succeeded, 0 failed, 0 cancelled"),
+        "{text}"
+    );
+    let out = cli(&[
+        "submit",
+        "call",
+        "--plugin",
+        "kv",
+        "--method",
+        "kv.KV/Get",
+        "--body",
+        r#"{"key": "job"}"#,
+    ]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(out.status.success() && id.parse::<u64>().is_ok(), "{id}");
+    let out = cli(&["watch", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = cli(&["get", &id]);
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["result"]["value"], "aGk=");
+    let out = cli(&[
+        "submit",
+        "call",
+        "--plugin",
+        "ghost",
+        "--method",
+        "kv.KV/Get",
+        "--watch",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("failed: no plugin named \"ghost\""), "{text}");
 }

@@ -1,0 +1,147 @@
+//! `/api/v1/jobs`: submit, list, get and cancel jobs, and the pool's counters. Jobs run a plugin
+//! method (`task: "call"`) or a built-in task with retries, timeouts and a deadline.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState};
+use crate::jobs::pool::SubmitError;
+use crate::jobs::{JobSpec, JobState};
+
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body(description = "`{task, input, retry: {max_attempts, initial_ms, max_delay_ms, factor, jitter, retry_on}, timeout_ms, deadline_ms}`; tasks: `call` (`input: {plugin, method, body}`), `noop`, `sleep` (`input: {ms}`)", content_type = "application/json", content = Value),
+    responses((status = 202, description = "Queued: `{id}`", body = Value), (status = 400, description = "Not a job, or no such task", body = Value),
+              (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 429, description = "The queue is full", body = Value),
+              (status = 503, description = "The pool is stopping", body = Value)))]
+pub async fn submit(
+    State(state): State<ApiState>,
+    body: String,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let spec: JobSpec = serde_json::from_str(&body).map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("not a job: {err}"),
+        )
+    })?;
+    let id = state.jobs.submit(spec).map_err(|err| match err {
+        SubmitError::UnknownTask(..) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "unknown_task", err.to_string())
+        }
+        SubmitError::Full(_) => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", err.to_string())
+        }
+        SubmitError::Stopping => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", err.to_string())
+        }
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    state: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    params(("state" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled")),
+    responses((status = 200, description = "The jobs, newest first", body = Value), (status = 400, description = "Unknown state", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let wanted = match params.state.as_deref() {
+        None => None,
+        Some("queued") => Some(JobState::Queued),
+        Some("running") => Some(JobState::Running),
+        Some("succeeded") => Some(JobState::Succeeded),
+        Some("failed") => Some(JobState::Failed),
+        Some("cancelled") => Some(JobState::Cancelled),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "state={other:?}: expected queued, running, succeeded, failed or cancelled"
+                ),
+            ));
+        }
+    };
+    let jobs = state.jobs.list(wanted);
+    Ok(Json(json!({"count": jobs.len(), "jobs": jobs})))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The job's id")),
+    responses((status = 200, description = "The job: state, attempts, timings, result or error", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such job", body = Value)))]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let job = state.jobs.get(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+            format!("no job {id}"),
+        )
+    })?;
+    Ok(Json(json!(job)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CancelBody {
+    cause: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The job's id")),
+    request_body(description = "Optional `{cause}`", content_type = "application/json", content = Value),
+    responses((status = 200, description = "Cancelling", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value),
+              (status = 404, description = "No such job", body = Value), (status = 409, description = "The job has ended", body = Value)))]
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<u64>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let body: CancelBody = if body.trim().is_empty() {
+        CancelBody::default()
+    } else {
+        serde_json::from_str(&body).map_err(|err| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected {{\"cause\": ...}}: {err}"),
+            )
+        })?
+    };
+    let Some(job) = state.jobs.get(id) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+            format!("no job {id}"),
+        ));
+    };
+    let cause = body
+        .cause
+        .unwrap_or_else(|| "cancelled through the API".to_owned());
+    if !state.jobs.cancel(id, &cause) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_ended",
+            format!("job {id} has already ended ({:?})", job.state),
+        ));
+    }
+    Ok(Json(json!({"id": id, "cancelling": true, "cause": cause})))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/stats", tag = "jobs", security(("bearer" = [])),
+    responses((status = 200, description = "Workers, submitted, rejected, succeeded, failed, cancelled, retries, in flight, queued, mean duration", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
+pub async fn stats(State(state): State<ApiState>) -> Json<Value> {
+    let stats = state.jobs.stats();
+    let finished = stats.succeeded + stats.failed + stats.cancelled;
+    let mean = (finished > 0).then(|| stats.total_duration_ms as f64 / finished as f64);
+    Json(json!({"pool": stats, "mean_duration_ms": mean}))
+}

@@ -1,0 +1,141 @@
+//! Jobs: work the daemon runs for a client on a pool of workers — a plugin method called with
+//! JSON, or a built-in task — with a retry policy (exponential backoff with jitter, for the errors
+//! it names), a timeout per attempt and an overall deadline, cancellation with a cause, panic
+//! safety, and pool metrics. The pool has three stop modes: `stop` (take nothing new, let what
+//! was submitted finish, keep the results), `shutdown` (the same, then close) and `terminate`
+//! (cancel everything now).
+//!
+//! Jobs live in memory: a daemon restart forgets them (durable, shared queues are the next step).
+
+pub mod pool;
+pub mod tasks;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use pool::{Pool, StopMode};
+
+/// How a job retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all (1: no retry).
+    pub max_attempts: u32,
+    /// Wait before the second attempt, milliseconds; it grows by `factor` each time.
+    pub initial_ms: u64,
+    /// Longest wait between attempts, milliseconds.
+    pub max_delay_ms: u64,
+    /// Growth of the wait.
+    pub factor: f32,
+    /// Randomise each wait (up to its full length), so retries of many jobs spread out.
+    pub jitter: bool,
+    /// Error codes that are retried; empty: the transient ones (plugin unavailable, timed out).
+    /// `"*"` retries every error.
+    pub retry_on: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_ms: 100,
+            max_delay_ms: 10_000,
+            factor: 2.0,
+            jitter: true,
+            retry_on: Vec::new(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether `error` is retried under this policy.
+    pub fn retries(&self, error: &JobError) -> bool {
+        if self.retry_on.is_empty() {
+            error.transient
+        } else {
+            self.retry_on.iter().any(|c| c == "*" || *c == error.code)
+        }
+    }
+
+    /// The backoff schedule (the waits before attempts 2, 3, ...).
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        let mut builder = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.initial_ms))
+            .with_max_delay(Duration::from_millis(
+                self.max_delay_ms.max(self.initial_ms),
+            ))
+            .with_factor(self.factor.max(1.0))
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize);
+        if self.jitter {
+            builder = builder.with_jitter();
+        }
+        backon::BackoffBuilder::build(builder)
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The task: `call` (a plugin method with JSON) or a built-in task's name.
+    pub task: String,
+    /// The task's input.
+    #[serde(default)]
+    pub input: Value,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Bound on each attempt, milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Bound on the whole job (attempts and waits), milliseconds from submission.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobError {
+    /// A stable code (`timeout`, `panic`, `plugin_unavailable`, ...).
+    pub code: String,
+    /// What happened.
+    pub message: String,
+    /// Whether trying again may help (retried by default).
+    pub transient: bool,
+}
+
+impl JobError {
+    /// An error with its code.
+    pub fn new(code: impl Into<String>, message: impl Into<String>, transient: bool) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            transient,
+        }
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// On a worker (or waiting between attempts).
+    Running,
+    /// Done, with a result.
+    Succeeded,
+    /// Done, with the last attempt's error.
+    Failed,
+    /// Cancelled, with a cause.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job has ended.
+    pub fn finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
