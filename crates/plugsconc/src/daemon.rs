@@ -139,9 +139,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         n => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    let jobs = crate::jobs::Pool::new(
-        workers,
-        10_000,
+    let pool = &config.worker_pool;
+    let jobs = crate::jobs::Pool::start(
+        crate::jobs::pool::PoolOptions {
+            workers,
+            capacity: pool.wp_queue_max,
+            lease: Duration::from_millis(pool.wp_job_lease_ms),
+            poll: Duration::from_millis(pool.wp_poll_ms),
+            name: origin.to_string(),
+        },
         vec![
             Arc::new(crate::jobs::tasks::Noop),
             Arc::new(crate::jobs::tasks::Sleep),
@@ -153,7 +159,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 },
             }),
         ],
-    );
+        store.jobs(),
+    )
+    .await;
     let app = router(ApiState {
         registry: registry.clone(),
         started,
@@ -184,17 +192,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(stop)
         .await
         .context("the API server failed")?;
-    tracing::info!("shutting down: finishing jobs");
-    // Running jobs get a bounded grace; what is left then is cancelled.
-    if tokio::time::timeout(
-        Duration::from_secs(10),
-        jobs.stop(crate::jobs::StopMode::Stop),
-    )
-    .await
-    .is_err()
-    {
-        tracing::warn!("jobs still running after 10 s; cancelling them");
-        jobs.stop(crate::jobs::StopMode::Terminate).await;
+    tracing::info!(mode = %config.worker_pool.wp_stop_mode, "shutting down: stopping the job pool");
+    // Running jobs get a bounded grace; those still running then are given up, as after a
+    // crash: their crash policy runs them again at the next start or on another daemon.
+    let grace = Duration::from_secs(config.worker_pool.wp_shutdown_grace_secs);
+    let mode = match config.worker_pool.wp_stop_mode.as_str() {
+        "stop" => crate::jobs::StopMode::Stop,
+        "terminate" => crate::jobs::StopMode::Terminate,
+        _ => crate::jobs::StopMode::Shutdown,
+    };
+    if tokio::time::timeout(grace, jobs.stop(mode)).await.is_err() {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "jobs still running after the grace; giving them up"
+        );
+        jobs.abandon().await;
     }
     tracing::info!("shutting down: stopping plugins");
     background.abort_all();

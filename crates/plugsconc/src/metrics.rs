@@ -193,6 +193,7 @@ impl Metrics {
             ("retries", jobs.retries),
             ("in_flight", jobs.in_flight),
             ("queued", jobs.queued),
+            ("recovered", jobs.recovered),
         ] {
             self.jobs
                 .get_or_create(&JobLabels {

@@ -318,30 +318,30 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
                 let policy = instance.resources.policy;
                 let reason = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
                 tracing::warn!(plugin = %slot.name, ?policy, "resource limit exceeded: {reason}");
-                for violation in violations {
-                    inner.emit(Event::ResourceAlert { name: slot.name.clone(), violation, policy });
-                }
-                match policy {
-                    LimitPolicy::Warn => {}
-                    LimitPolicy::Restart => {
-                        // Held across the kill, so a call arriving meanwhile waits for the
-                        // restart instead of starting a plugin of its own.
-                        let _starting = slot.start.lock().await;
-                        if slot.take_if(instance.id).is_some() {
-                            let _ = instance.client.kill().await;
-                            restart_locked(&inner, &slot, &instance, format!("over its resource limits: {reason}")).await;
-                        }
-                        return;
+                let alert = |inner: &Inner| {
+                    for violation in &violations {
+                        inner.emit(Event::ResourceAlert { name: slot.name.clone(), violation: violation.clone(), policy });
                     }
-                    LimitPolicy::Stop => {
-                        let _starting = slot.start.lock().await;
-                        if slot.take_if(instance.id).is_some() {
-                            let _ = instance.client.kill().await;
-                            inner.set_status(&slot, Status::Failed, Some(format!("stopped by its resource policy: {reason}")));
-                        }
-                        return;
+                };
+                if policy == LimitPolicy::Warn {
+                    alert(&inner);
+                    continue;
+                }
+                // Held across the kill, so a call arriving meanwhile waits for the restart
+                // instead of starting a plugin of its own; the alert goes out once the old
+                // process no longer takes calls, so whoever reacts to it reaches the new one.
+                let _starting = slot.start.lock().await;
+                let taken = slot.take_if(instance.id).is_some();
+                alert(&inner);
+                if taken {
+                    let _ = instance.client.kill().await;
+                    if policy == LimitPolicy::Restart {
+                        restart_locked(&inner, &slot, &instance, format!("over its resource limits: {reason}")).await;
+                    } else {
+                        inner.set_status(&slot, Status::Failed, Some(format!("stopped by its resource policy: {reason}")));
                     }
                 }
+                return;
             }
             _ = idle.tick(), if options.idle_timeout.is_some() => {
                 let Some(limit) = options.idle_timeout else { continue };

@@ -8,8 +8,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
+use crate::jobs::JobSpec;
+use crate::jobs::JobState;
 use crate::jobs::pool::SubmitError;
-use crate::jobs::{JobSpec, JobState};
+use crate::jobs::queue::CancelOutcome;
+
+fn store_error(err: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %err, "job queue operation failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the job queue in the store cannot be used; try again",
+    )
+}
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
     request_body(description = "`{task, input, retry: {max_attempts, initial_ms, max_delay_ms, factor, jitter, retry_on}, timeout_ms, deadline_ms}`; tasks: `call` (`input: {plugin, method, body}`), `noop`, `sleep` (`input: {ms}`)", content_type = "application/json", content = Value),
@@ -27,7 +38,7 @@ pub async fn submit(
             format!("not a job: {err}"),
         )
     })?;
-    let id = state.jobs.submit(spec).map_err(|err| match err {
+    let id = state.jobs.submit(spec).await.map_err(|err| match err {
         SubmitError::UnknownTask(..) => {
             ApiError::new(StatusCode::BAD_REQUEST, "unknown_task", err.to_string())
         }
@@ -37,6 +48,7 @@ pub async fn submit(
         SubmitError::Stopping => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", err.to_string())
         }
+        SubmitError::Store(err) => store_error(err),
     })?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
 }
@@ -44,10 +56,12 @@ pub async fn submit(
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     state: Option<String>,
+    limit: Option<u64>,
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
-    params(("state" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled")),
+    params(("state" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"),
+           ("limit" = Option<u64>, Query, description = "The newest this many (default 1000)")),
     responses((status = 200, description = "The jobs, newest first", body = Value), (status = 400, description = "Unknown state", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -55,22 +69,19 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let wanted = match params.state.as_deref() {
         None => None,
-        Some("queued") => Some(JobState::Queued),
-        Some("running") => Some(JobState::Running),
-        Some("succeeded") => Some(JobState::Succeeded),
-        Some("failed") => Some(JobState::Failed),
-        Some("cancelled") => Some(JobState::Cancelled),
-        Some(other) => {
-            return Err(ApiError::new(
+        Some(name) => Some(JobState::parse(name).ok_or_else(|| {
+            ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!(
-                    "state={other:?}: expected queued, running, succeeded, failed or cancelled"
-                ),
-            ));
-        }
+                format!("state={name:?}: expected queued, running, succeeded, failed or cancelled"),
+            )
+        })?),
     };
-    let jobs = state.jobs.list(wanted);
+    let jobs = state
+        .jobs
+        .list(wanted, params.limit.unwrap_or(1_000))
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({"count": jobs.len(), "jobs": jobs})))
 }
 
@@ -81,13 +92,18 @@ pub async fn get(
     State(state): State<ApiState>,
     Path(id): Path<u64>,
 ) -> Result<Json<Value>, ApiError> {
-    let job = state.jobs.get(id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-            format!("no job {id}"),
-        )
-    })?;
+    let job = state
+        .jobs
+        .get(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "job_not_found",
+                format!("no job {id}"),
+            )
+        })?;
     Ok(Json(json!(job)))
 }
 
@@ -117,22 +133,25 @@ pub async fn cancel(
             )
         })?
     };
-    let Some(job) = state.jobs.get(id) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-            format!("no job {id}"),
-        ));
-    };
     let cause = body
         .cause
         .unwrap_or_else(|| "cancelled through the API".to_owned());
-    if !state.jobs.cancel(id, &cause) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "job_ended",
-            format!("job {id} has already ended ({:?})", job.state),
-        ));
+    match state.jobs.cancel(id, &cause).await.map_err(store_error)? {
+        CancelOutcome::Cancelled | CancelOutcome::Requested => {}
+        CancelOutcome::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "job_not_found",
+                format!("no job {id}"),
+            ));
+        }
+        CancelOutcome::Ended(ended) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "job_ended",
+                format!("job {id} has already ended ({})", ended.as_str()),
+            ));
+        }
     }
     Ok(Json(json!({"id": id, "cancelling": true, "cause": cause})))
 }
@@ -140,7 +159,7 @@ pub async fn cancel(
 #[utoipa::path(get, path = "/api/v1/jobs/stats", tag = "jobs", security(("bearer" = [])),
     responses((status = 200, description = "Workers, submitted, rejected, succeeded, failed, cancelled, retries, in flight, queued, mean duration", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
 pub async fn stats(State(state): State<ApiState>) -> Json<Value> {
-    let stats = state.jobs.stats();
+    let stats = state.jobs.stats().await;
     let finished = stats.succeeded + stats.failed + stats.cancelled;
     let mean = (finished > 0).then(|| stats.total_duration_ms as f64 / finished as f64);
     Json(json!({"pool": stats, "mean_duration_ms": mean}))

@@ -271,6 +271,8 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(&state.registry, &state.jobs.stats()),
+        state
+            .metrics
+            .render(&state.registry, &state.jobs.stats().await),
     )
 }

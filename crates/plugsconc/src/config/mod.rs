@@ -193,11 +193,38 @@ impl Default for FileWatcher {
 }
 
 /// `worker_pool`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerPool {
     /// Workers; 0 means one per CPU.
     pub wp_max_workers: u64,
+    /// Queued jobs at most (in the whole queue); submissions beyond are refused.
+    pub wp_queue_max: u64,
+    /// How long a running job stays this daemon's without renewal (renewed every third of it);
+    /// the jobs of a daemon that died are taken over after it, milliseconds.
+    pub wp_job_lease_ms: u64,
+    /// How often idle workers look for jobs submitted to other daemons, milliseconds.
+    pub wp_poll_ms: u64,
+    /// How long running jobs may take to finish at shutdown before they are given up (and
+    /// handled as after a crash), seconds.
+    pub wp_shutdown_grace_secs: u64,
+    /// How the pool stops with the daemon: `shutdown` (finish the running jobs, leave the
+    /// queued ones for the next start), `stop` (also run the queued jobs submitted here first)
+    /// or `terminate` (cancel them all now).
+    pub wp_stop_mode: String,
+}
+
+impl Default for WorkerPool {
+    fn default() -> Self {
+        Self {
+            wp_max_workers: 0,
+            wp_queue_max: 10_000,
+            wp_job_lease_ms: 30_000,
+            wp_poll_ms: 500,
+            wp_shutdown_grace_secs: 10,
+            wp_stop_mode: "shutdown".to_owned(),
+        }
+    }
 }
 
 /// `api`.
@@ -382,6 +409,11 @@ impl Config {
             });
         }
         one_of(
+            "worker_pool.wp_stop_mode",
+            &self.worker_pool.wp_stop_mode,
+            &["shutdown", "stop", "terminate"],
+        )?;
+        one_of(
             "security.signatures",
             &self.security.signatures,
             &["", "require", "allow-unsigned"],
@@ -423,13 +455,28 @@ impl Config {
                 ),
             });
         }
-        if self.logging.log_max_size == 0 {
-            return Err(ConfigError::Invalid {
-                key: "logging.log_max_size".into(),
-                origin: tree.source("logging.log_max_size"),
-                problem: "must be at least 1 (MB)".into(),
-            });
-        }
+        let at_least = |key: &str, value: u64, min: u64, unit: &str| {
+            if value >= min {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key: key.to_owned(),
+                    origin: tree.source(key),
+                    problem: format!("must be at least {min} {unit}"),
+                })
+            }
+        };
+        at_least("logging.log_max_size", self.logging.log_max_size, 1, "(MB)")?;
+        let pool = &self.worker_pool;
+        at_least("worker_pool.wp_queue_max", pool.wp_queue_max, 1, "job")?;
+        // A lease is renewed every third of it: shorter would make renewals the main load.
+        at_least(
+            "worker_pool.wp_job_lease_ms",
+            pool.wp_job_lease_ms,
+            300,
+            "ms",
+        )?;
+        at_least("worker_pool.wp_poll_ms", pool.wp_poll_ms, 10, "ms")?;
         Ok(())
     }
 

@@ -5,9 +5,13 @@
 //! was submitted finish, keep the results), `shutdown` (the same, then close) and `terminate`
 //! (cancel everything now).
 //!
-//! Jobs live in memory: a daemon restart forgets them (durable, shared queues are the next step).
+//! Jobs are durable: they live in a [`queue::JobQueue`] — the daemon's store (SQLite, or
+//! PostgreSQL shared by several daemons, which claim jobs with `FOR UPDATE SKIP LOCKED` so none
+//! runs twice) or memory. A worker holds a lease on each job it runs and renews it; a job whose
+//! daemon died (its lease ran out) is run again or failed as its [`CrashPolicy`] says.
 
 pub mod pool;
+pub mod queue;
 pub mod tasks;
 
 use std::time::Duration;
@@ -93,10 +97,35 @@ pub struct JobSpec {
     /// Bound on the whole job (attempts and waits), milliseconds from submission.
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// What happens to the job when the daemon running it dies mid-attempt.
+    #[serde(default)]
+    pub on_crash: CrashPolicy,
+}
+
+/// What becomes of a job whose daemon stopped (crash, `kill -9`, shutdown past its grace) while
+/// it ran: found when its lease runs out, or at once by the next daemon on a SQLite store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrashPolicy {
+    /// Queued again, if the retry policy has attempts left (the interrupted one counts).
+    #[default]
+    Retry,
+    /// Failed with the code `lost`.
+    Fail,
+}
+
+impl CrashPolicy {
+    /// The name kept in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Fail => "fail",
+        }
+    }
 }
 
 /// Why an attempt failed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobError {
     /// A stable code (`timeout`, `panic`, `plugin_unavailable`, ...).
     pub code: String,
@@ -118,7 +147,7 @@ impl JobError {
 }
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a worker.
@@ -134,8 +163,72 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in the order a job goes through them.
+    pub const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// Whether the job has ended.
+    #[cfg(test)]
     pub fn finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
+
+    /// The name used in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+}
+
+/// One job as a client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobInfo {
+    /// Its id.
+    pub id: u64,
+    /// The task.
+    pub task: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Attempts started (an attempt cut by a crash counts).
+    pub attempts: u32,
+    /// When it was submitted (Unix milliseconds).
+    pub submitted_ms: u64,
+    /// The daemon it was submitted to.
+    pub submitted_by: String,
+    /// The daemon running it now, or that ran it last.
+    pub worker: Option<String>,
+    /// First attempt's start.
+    pub started_ms: Option<u64>,
+    /// End.
+    pub finished_ms: Option<u64>,
+    /// From the first attempt's start to the end, milliseconds.
+    pub duration_ms: Option<u64>,
+    /// The result, once succeeded.
+    pub result: Option<Value>,
+    /// The last error, once failed (or of the last failed attempt while retrying).
+    pub error: Option<JobError>,
+    /// Why it was cancelled.
+    pub cancel_cause: Option<String>,
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

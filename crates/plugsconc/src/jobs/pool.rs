@@ -1,24 +1,28 @@
-//! The worker pool: a bounded queue drained by a fixed number of workers, each job run attempt
-//! by attempt under its retry policy, timeout and deadline, on its own task (a panic fails the
-//! job, not the worker), cancellable with a cause at any point.
+//! The worker pool: a fixed number of workers that claim jobs from a [`JobQueue`] and run each
+//! attempt by attempt under its retry policy, timeout and deadline, on its own task (a panic
+//! fails the job, not the worker), cancellable with a cause at any point — also from another
+//! daemon sharing the queue, through the lease renewal. A heartbeat renews the leases of the
+//! jobs running here and settles the jobs of workers that died.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::queue::{CancelOutcome, Claimed, JobQueue};
 use super::tasks::Task;
-use super::{JobError, JobSpec, JobState};
+use super::{JobError, JobInfo, JobSpec, JobState, now_ms};
+use crate::store::StoreError;
 
 /// Why a job could not be submitted.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// No task of that name.
     #[error("no task {0:?}; known tasks: {1}")]
@@ -28,90 +32,132 @@ pub enum SubmitError {
     Stopping,
     /// The queue is full.
     #[error("the job queue is full ({0} jobs wait); try again later")]
-    Full(usize),
+    Full(u64),
+    /// The queue cannot be written.
+    #[error("the job queue cannot be written: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// How the pool stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
-    /// Take no new jobs, let the submitted ones finish, keep their results.
+    /// Take no new jobs, run every queued job submitted here, keep the results.
     Stop,
-    /// The same, then forget every job.
+    /// Take no new jobs, finish the running ones; queued jobs stay queued for the next start
+    /// (or for another daemon sharing the queue).
     Shutdown,
-    /// Cancel every queued and running job now (cause `terminated`).
+    /// Cancel the running jobs and the queued ones submitted here now (cause `terminated`).
     Terminate,
 }
 
-/// One job as a client sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JobInfo {
-    /// Its id.
-    pub id: u64,
-    /// The task.
-    pub task: String,
-    /// Where it is.
-    pub state: JobState,
-    /// Attempts started.
-    pub attempts: u32,
-    /// When it was submitted, started (first attempt) and finished (Unix milliseconds).
-    pub submitted_ms: u64,
-    /// First attempt's start.
-    pub started_ms: Option<u64>,
-    /// End.
-    pub finished_ms: Option<u64>,
-    /// From the first attempt's start to the end, milliseconds.
-    pub duration_ms: Option<u64>,
-    /// The result, once succeeded.
-    pub result: Option<Value>,
-    /// The last error, once failed (or of the last failed attempt while retrying).
-    pub error: Option<JobError>,
-    /// Why it was cancelled.
-    pub cancel_cause: Option<String>,
+/// How the pool runs.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Workers (at least 1).
+    pub workers: usize,
+    /// Queued jobs at most; a submission beyond is refused.
+    pub capacity: u64,
+    /// How long a claimed job stays this daemon's without a renewal; a crashed daemon's jobs are
+    /// taken over after it. Renewed every third of it.
+    pub lease: Duration,
+    /// How often idle workers look for jobs submitted elsewhere (a submission here wakes them).
+    pub poll: Duration,
+    /// This daemon's name, recorded as the submitter and worker of its jobs.
+    pub name: String,
 }
 
-/// Counters of the pool.
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            capacity: 10_000,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            name: "local".to_owned(),
+        }
+    }
+}
+
+/// Counters of the pool (this daemon's workers; `queued` is the whole queue's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PoolStats {
     /// Workers.
     pub workers: usize,
     /// Jobs accepted.
     pub submitted: u64,
-    /// Submissions refused (unknown task, full, stopping).
+    /// Submissions refused (unknown task, full, stopping, store failing).
     pub rejected: u64,
-    /// Jobs that succeeded.
+    /// Jobs that succeeded here.
     pub succeeded: u64,
-    /// Jobs that failed.
+    /// Jobs that failed here.
     pub failed: u64,
-    /// Jobs cancelled.
+    /// Jobs cancelled here.
     pub cancelled: u64,
     /// Attempts retried.
     pub retries: u64,
-    /// Jobs on a worker now.
+    /// Jobs on a worker here now.
     pub in_flight: u64,
     /// Jobs waiting for a worker.
     pub queued: u64,
+    /// Jobs of dead workers settled by this daemon (queued again, failed or cancelled).
+    pub recovered: u64,
     /// Sum of finished jobs' durations (for the mean), milliseconds.
     pub total_duration_ms: u64,
 }
 
-struct Job {
-    info: JobInfo,
-    spec: JobSpec,
+/// A job running here: how to stop it, and why.
+struct Running {
     cancel: CancellationToken,
     cause: Arc<Mutex<Option<String>>>,
 }
 
 struct Inner {
     tasks: HashMap<String, Arc<dyn Task>>,
-    jobs: Mutex<HashMap<u64, Job>>,
-    next_id: AtomicU64,
-    queue: mpsc::Sender<u64>,
-    capacity: usize,
+    queue: Arc<dyn JobQueue>,
+    options: PoolOptions,
+    running: Mutex<HashMap<u64, Running>>,
+    /// Wakes idle workers: a job was submitted here.
+    wake: Notify,
     accepting: AtomicBool,
-    /// Tells idle workers to end once the queue is drained.
+    /// `Stop`: workers take only jobs submitted here, and end when there are none.
+    draining: AtomicBool,
+    /// Running jobs are given up (shutdown past its grace), not finished.
+    abandoned: AtomicBool,
+    /// Tells workers to take nothing more.
     closing: CancellationToken,
+    /// Ends the heartbeat, once no job runs here.
+    heartbeat_stop: CancellationToken,
     workers: TaskTracker,
+    heartbeat: TaskTracker,
     stats: Mutex<PoolStats>,
+}
+
+impl Inner {
+    fn stats(&self) -> std::sync::MutexGuard<'_, PoolStats> {
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lease_until(&self) -> u64 {
+        now_ms().saturating_add(u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Cancels the job running here with `cause` (the first cause given wins).
+    fn cancel_local(&self, id: u64, cause: &str) -> bool {
+        let running = self.running();
+        let Some(job) = running.get(&id) else {
+            return false;
+        };
+        job.cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| cause.to_owned());
+        job.cancel.cancel();
+        true
+    }
 }
 
 /// The pool; cheap to clone.
@@ -123,325 +169,427 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("stats", &self.stats())
+            .field("name", &self.inner.options.name)
+            .field("stats", &*self.inner.stats())
             .finish_non_exhaustive()
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Pool {
-    /// A pool of `workers` (at least 1) running `tasks`, with room for `capacity` queued jobs.
-    pub fn new(workers: usize, capacity: usize, tasks: Vec<Arc<dyn Task>>) -> Self {
-        let workers = workers.max(1);
-        let (queue, incoming) = mpsc::channel(capacity.max(1));
+    /// A pool running `tasks` from `queue`. On a queue no one else uses, jobs left running by
+    /// a previous daemon are settled at once; on a shared one, when their lease runs out.
+    pub async fn start(
+        options: PoolOptions,
+        tasks: Vec<Arc<dyn Task>>,
+        queue: Arc<dyn JobQueue>,
+    ) -> Self {
+        let workers = options.workers.max(1);
         let inner = Arc::new(Inner {
             tasks: tasks
                 .into_iter()
                 .map(|t| (t.name().to_owned(), t))
                 .collect(),
-            jobs: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
             queue,
-            capacity: capacity.max(1),
+            options: PoolOptions { workers, ..options },
+            running: Mutex::default(),
+            wake: Notify::new(),
             accepting: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             closing: CancellationToken::new(),
+            heartbeat_stop: CancellationToken::new(),
             workers: TaskTracker::new(),
+            heartbeat: TaskTracker::new(),
             stats: Mutex::new(PoolStats {
                 workers,
                 ..PoolStats::default()
             }),
         });
-        let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
-        for _ in 0..workers {
-            let (inner, incoming) = (inner.clone(), incoming.clone());
-            inner.workers.clone().spawn(async move {
-                loop {
-                    let next = tokio::select! {
-                        next = async { incoming.lock().await.recv().await } => next,
-                        () = inner.closing.cancelled() => None,
-                    };
-                    let Some(id) = next else { return };
-                    run(&inner, id).await;
-                }
-            });
+        if !inner.queue.shared() {
+            recover(&inner, u64::MAX).await;
         }
+        for _ in 0..workers {
+            let inner = inner.clone();
+            inner.workers.clone().spawn(work(inner));
+        }
+        inner.heartbeat.spawn(heartbeat(inner.clone()));
         Self { inner }
-    }
-
-    fn stats_mut(&self) -> std::sync::MutexGuard<'_, PoolStats> {
-        self.inner
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a job; returns its id.
     ///
     /// # Errors
     ///
-    /// [`SubmitError`] when the task is unknown, the queue full or the pool stopping.
-    pub fn submit(&self, spec: JobSpec) -> Result<u64, SubmitError> {
-        let refused = |err| {
-            self.stats_mut().rejected += 1;
-            Err(err)
-        };
+    /// [`SubmitError`] when the task is unknown, the queue full or unwritable, or the pool
+    /// stopping.
+    pub async fn submit(&self, spec: JobSpec) -> Result<u64, SubmitError> {
+        let result = self.try_submit(spec).await;
+        {
+            let mut stats = self.inner.stats();
+            match result {
+                Ok(_) => stats.submitted += 1,
+                Err(_) => stats.rejected += 1,
+            }
+        }
+        if result.is_ok() {
+            self.inner.wake.notify_one();
+        }
+        result
+    }
+
+    async fn try_submit(&self, spec: JobSpec) -> Result<u64, SubmitError> {
         if !self.inner.accepting.load(Ordering::Acquire) {
-            return refused(SubmitError::Stopping);
+            return Err(SubmitError::Stopping);
         }
         if !self.inner.tasks.contains_key(&spec.task) {
             let mut known: Vec<&str> = self.inner.tasks.keys().map(String::as_str).collect();
             known.sort_unstable();
-            return refused(SubmitError::UnknownTask(spec.task, known.join(", ")));
+            return Err(SubmitError::UnknownTask(spec.task, known.join(", ")));
         }
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let job = Job {
-            info: JobInfo {
-                id,
-                task: spec.task.clone(),
-                state: JobState::Queued,
-                attempts: 0,
-                submitted_ms: now_ms(),
-                started_ms: None,
-                finished_ms: None,
-                duration_ms: None,
-                result: None,
-                error: None,
-                cancel_cause: None,
-            },
-            spec,
-            cancel: CancellationToken::new(),
-            cause: Arc::default(),
-        };
-        self.inner
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, job);
-        // Counted before it is queued: a worker may take it (and uncount it) at once.
-        {
-            let mut stats = self.stats_mut();
-            stats.submitted += 1;
-            stats.queued += 1;
+        let queued = self.inner.queue.queued().await?;
+        if queued >= self.inner.options.capacity {
+            return Err(SubmitError::Full(queued));
         }
-        if self.inner.queue.try_send(id).is_err() {
-            self.inner
-                .jobs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
-            {
-                let mut stats = self.stats_mut();
-                stats.submitted -= 1;
-                stats.queued -= 1;
-            }
-            return refused(SubmitError::Full(self.inner.capacity));
-        }
-        Ok(id)
+        Ok(self
+            .inner
+            .queue
+            .insert(&spec, &self.inner.options.name, now_ms())
+            .await?)
     }
 
     /// The job `id`.
-    pub fn get(&self, id: u64) -> Option<JobInfo> {
-        self.inner
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .map(|job| job.info.clone())
+    ///
+    /// # Errors
+    ///
+    /// When the queue cannot be read.
+    pub async fn get(&self, id: u64) -> Result<Option<JobInfo>, StoreError> {
+        self.inner.queue.get(id).await
     }
 
-    /// Every job, newest first, optionally in one state.
-    pub fn list(&self, state: Option<JobState>) -> Vec<JobInfo> {
-        let jobs = self
-            .inner
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut found: Vec<JobInfo> = jobs
-            .values()
-            .filter(|job| state.is_none_or(|s| job.info.state == s))
-            .map(|job| job.info.clone())
-            .collect();
-        found.sort_by_key(|job| std::cmp::Reverse(job.id));
-        found
+    /// The newest `limit` jobs, newest first, optionally in one state.
+    ///
+    /// # Errors
+    ///
+    /// When the queue cannot be read.
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        limit: u64,
+    ) -> Result<Vec<JobInfo>, StoreError> {
+        self.inner.queue.list(state, limit).await
     }
 
-    /// Cancels job `id` with `cause`; `false` when there is no such job or it has ended.
-    pub fn cancel(&self, id: u64, cause: &str) -> bool {
-        let jobs = self
-            .inner
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(job) = jobs.get(&id).filter(|job| !job.info.state.finished()) else {
-            return false;
-        };
-        job.cause
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| cause.to_owned());
-        job.cancel.cancel();
-        true
+    /// Cancels job `id` with `cause`: a queued job at once, a running one through its worker
+    /// (here at once; on another daemon at its next lease renewal).
+    ///
+    /// # Errors
+    ///
+    /// When the queue cannot be written.
+    pub async fn cancel(&self, id: u64, cause: &str) -> Result<CancelOutcome, StoreError> {
+        let outcome = self.inner.queue.cancel(id, cause, now_ms()).await?;
+        match outcome {
+            CancelOutcome::Requested => {
+                self.inner.cancel_local(id, cause);
+            }
+            CancelOutcome::Cancelled => self.inner.stats().cancelled += 1,
+            CancelOutcome::Ended(_) | CancelOutcome::NotFound => {}
+        }
+        Ok(outcome)
     }
 
     /// The pool's counters.
-    pub fn stats(&self) -> PoolStats {
-        *self.stats_mut()
+    pub async fn stats(&self) -> PoolStats {
+        let queued = self.inner.queue.queued().await;
+        let mut stats = *self.inner.stats();
+        match queued {
+            Ok(queued) => stats.queued = queued,
+            Err(err) => tracing::warn!(error = %err, "cannot count the queued jobs"),
+        }
+        stats
     }
 
     /// Stops the pool as `mode` says; returns once no worker runs.
     pub async fn stop(&self, mode: StopMode) {
-        self.inner.accepting.store(false, Ordering::Release);
-        if mode == StopMode::Terminate {
-            let ids: Vec<u64> = self
-                .inner
-                .jobs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .keys()
-                .copied()
-                .collect();
-            for id in ids {
-                self.cancel(id, "terminated");
+        let inner = &self.inner;
+        inner.accepting.store(false, Ordering::Release);
+        match mode {
+            StopMode::Stop => inner.draining.store(true, Ordering::Release),
+            StopMode::Shutdown => inner.closing.cancel(),
+            StopMode::Terminate => {
+                inner.closing.cancel();
+                let name = &inner.options.name;
+                match inner
+                    .queue
+                    .cancel_queued(name, "terminated", now_ms())
+                    .await
+                {
+                    Ok(n) => inner.stats().cancelled += n,
+                    Err(err) => tracing::warn!(error = %err, "cannot cancel the queued jobs"),
+                }
+                let ids: Vec<u64> = inner.running().keys().copied().collect();
+                for id in ids {
+                    inner.cancel_local(id, "terminated");
+                }
             }
         }
-        // What was submitted runs (or, terminated, ends cancelled) before the workers go.
-        while self.stats().queued > 0 || self.stats().in_flight > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        inner.wake.notify_waiters();
+        self.wait().await;
+    }
+
+    /// Gives up the jobs running here without finishing them, as a crash would (for a
+    /// shutdown past its grace): their crash policy decides, now on a queue of this daemon's
+    /// own, or when another daemon sharing it sees them.
+    pub async fn abandon(&self) {
+        let inner = &self.inner;
+        inner.accepting.store(false, Ordering::Release);
+        inner.abandoned.store(true, Ordering::Release);
+        inner.closing.cancel();
+        let ids: Vec<u64> = inner.running().keys().copied().collect();
+        for id in ids {
+            inner.cancel_local(id, "abandoned");
         }
-        self.inner.closing.cancel();
-        self.inner.workers.close();
-        self.inner.workers.wait().await;
-        if mode == StopMode::Shutdown {
-            self.inner
-                .jobs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+        self.wait().await;
+    }
+
+    async fn wait(&self) {
+        let inner = &self.inner;
+        inner.workers.close();
+        inner.workers.wait().await;
+        inner.heartbeat_stop.cancel();
+        inner.heartbeat.close();
+        inner.heartbeat.wait().await;
+    }
+}
+
+/// A worker: claims jobs until the pool closes (or, draining, until none submitted here is left).
+async fn work(inner: Arc<Inner>) {
+    loop {
+        if inner.closing.is_cancelled() {
+            return;
+        }
+        let draining = inner.draining.load(Ordering::Acquire);
+        let name = inner.options.name.as_str();
+        let claimed = inner
+            .queue
+            .claim(
+                name,
+                draining.then_some(name),
+                now_ms(),
+                inner.lease_until(),
+            )
+            .await;
+        match claimed {
+            Ok(Some(job)) => run(&inner, job).await,
+            Ok(None) if draining => return,
+            Ok(None) => {
+                tokio::select! {
+                    () = inner.wake.notified() => {}
+                    () = tokio::time::sleep(inner.options.poll) => {}
+                    () = inner.closing.cancelled() => return,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot claim a job; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(inner.options.poll) => {}
+                    () = inner.closing.cancelled() => return,
+                }
+            }
         }
     }
 }
 
-/// Runs job `id` to its end.
-async fn run(inner: &Arc<Inner>, id: u64) {
-    // Off the queue, whatever follows.
-    {
-        let mut stats = inner.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        stats.queued = stats.queued.saturating_sub(1);
+/// Renews the leases of the jobs running here, passes on cancellations asked elsewhere, and
+/// settles the jobs of dead workers; until the last job here has ended.
+async fn heartbeat(inner: Arc<Inner>) {
+    let every = (inner.options.lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = inner.heartbeat_stop.cancelled() => return,
+        }
+        match inner
+            .queue
+            .renew(&inner.options.name, inner.lease_until())
+            .await
+        {
+            Ok(asked) => {
+                for (id, cause) in asked {
+                    inner.cancel_local(id, &cause);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot renew the leases of running jobs"),
+        }
+        if inner.queue.shared() {
+            recover(&inner, now_ms()).await;
+        }
     }
-    let (spec, cancel, cause, submitted) = {
-        let mut jobs = inner.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(job) = jobs.get_mut(&id) else {
-            return;
-        };
-        job.info.state = JobState::Running;
-        job.info.started_ms = Some(now_ms());
-        (
-            job.spec.clone(),
-            job.cancel.clone(),
-            job.cause.clone(),
-            job.info.submitted_ms,
-        )
-    };
-    // Checked at submission; a pool's tasks never change.
-    let Some(task) = inner.tasks.get(&spec.task).cloned() else {
+}
+
+/// Settles the running jobs whose lease ends before `before`.
+async fn recover(inner: &Inner, before: u64) {
+    match inner.queue.recover(before).await {
+        Ok(recovered) if recovered.total() > 0 => {
+            tracing::warn!(
+                requeued = recovered.requeued,
+                failed = recovered.failed,
+                cancelled = recovered.cancelled,
+                "settled jobs whose daemon stopped while running them"
+            );
+            inner.stats().recovered += recovered.total();
+            inner.wake.notify_waiters();
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot settle the jobs of stopped daemons"),
+    }
+}
+
+/// Writes `info`; says so when the job was taken over (this daemon's lease ran out).
+async fn save(inner: &Inner, info: &JobInfo) -> bool {
+    match inner.queue.save(&inner.options.name, info).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!(
+                job = info.id,
+                "job no longer held here (its lease ran out and it was settled elsewhere); this run's outcome is dropped"
+            );
+            false
+        }
+        Err(err) => {
+            tracing::warn!(job = info.id, error = %err, "cannot record the job's progress");
+            true
+        }
+    }
+}
+
+/// Runs a claimed job to its end (or until it is given up).
+async fn run(inner: &Arc<Inner>, job: Claimed) {
+    let Claimed { spec, mut info } = job;
+    let id = info.id;
+    let cancel = CancellationToken::new();
+    let cause: Arc<Mutex<Option<String>>> = Arc::default();
+    inner.running().insert(
+        id,
+        Running {
+            cancel: cancel.clone(),
+            cause: cause.clone(),
+        },
+    );
+    inner.stats().in_flight += 1;
+    let outcome = attempts(inner, &spec, &mut info, &cancel).await;
+    inner.running().remove(&id);
+    let elapsed = info
+        .started_ms
+        .map_or(0, |started| now_ms().saturating_sub(started));
+    {
+        let mut stats = inner.stats();
+        stats.in_flight = stats.in_flight.saturating_sub(1);
+    }
+    if inner.abandoned.load(Ordering::Acquire) && matches!(outcome, Err(Ending::Cancelled)) {
+        // Not the job's end: recovery decides, as after a crash.
+        if let Err(err) = inner.queue.release(&inner.options.name, id).await {
+            tracing::warn!(job = id, error = %err, "cannot give the job up");
+        }
+        if !inner.queue.shared() {
+            recover(inner, u64::MAX).await;
+        }
         return;
+    }
+    info.finished_ms = Some(now_ms());
+    info.duration_ms = Some(elapsed);
+    match outcome {
+        Ok(value) => {
+            info.state = JobState::Succeeded;
+            info.result = Some(value);
+            info.error = None;
+        }
+        Err(Ending::Failed(error)) => {
+            info.state = JobState::Failed;
+            info.error = Some(error);
+        }
+        Err(Ending::Cancelled) => {
+            info.state = JobState::Cancelled;
+            let cause = cause.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            info.cancel_cause = Some(cause.unwrap_or_else(|| "cancelled".to_owned()));
+        }
+    }
+    if !save(inner, &info).await {
+        return;
+    }
+    let mut stats = inner.stats();
+    stats.total_duration_ms = stats.total_duration_ms.saturating_add(elapsed);
+    match info.state {
+        JobState::Succeeded => stats.succeeded += 1,
+        JobState::Failed => stats.failed += 1,
+        _ => stats.cancelled += 1,
+    }
+}
+
+/// The attempts of one claim: the first is counted already, each retry is counted and saved
+/// before it starts (so an attempt cut by a crash counts).
+async fn attempts(
+    inner: &Inner,
+    spec: &JobSpec,
+    info: &mut JobInfo,
+    cancel: &CancellationToken,
+) -> Result<Value, Ending> {
+    let Some(task) = inner.tasks.get(&spec.task).cloned() else {
+        return Err(Ending::Failed(JobError::new(
+            "unknown_task",
+            format!("this daemon has no task {:?}", spec.task),
+            false,
+        )));
     };
-    inner
-        .stats
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .in_flight += 1;
     let began = Instant::now();
     let deadline = spec.deadline_ms.map(|ms| {
-        began + Duration::from_millis(ms.saturating_sub(now_ms().saturating_sub(submitted)))
+        let spent = now_ms().saturating_sub(info.submitted_ms);
+        began + Duration::from_millis(ms.saturating_sub(spent))
     });
-    let mut delays = spec.retry.delays();
-    let mut attempt = 0u32;
-    let outcome: Result<Value, Ending> = loop {
-        attempt += 1;
-        update(inner, id, |info| info.attempts = attempt);
+    // A job taken over after a crash resumes its schedule where the attempts left it.
+    let mut delays = spec
+        .retry
+        .delays()
+        .skip(info.attempts.saturating_sub(1) as usize);
+    loop {
         if cancel.is_cancelled() {
-            break Err(Ending::Cancelled);
+            return Err(Ending::Cancelled);
         }
-        let result = attempt_once(&task, &spec, &cancel, deadline).await;
-        match result {
-            Ok(value) => break Ok(value),
-            Err(Ending::Cancelled) => break Err(Ending::Cancelled),
-            Err(Ending::Failed(error)) => {
-                let retry = attempt < spec.retry.max_attempts.max(1) && spec.retry.retries(&error);
-                let wait = retry.then(|| delays.next()).flatten();
-                let Some(wait) = wait else {
-                    break Err(Ending::Failed(error));
-                };
-                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-                    break Err(Ending::Failed(JobError::new(
-                        "deadline",
-                        format!(
-                            "the deadline leaves no time for another attempt; last error: {}",
-                            error.message
-                        ),
-                        false,
-                    )));
-                }
-                tracing::info!(
-                    job = id,
-                    attempt,
-                    code = error.code,
-                    wait_ms = wait.as_millis() as u64,
-                    "job attempt failed; retrying"
-                );
-                update(inner, id, |info| info.error = Some(error.clone()));
-                inner
-                    .stats
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .retries += 1;
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = cancel.cancelled() => break Err(Ending::Cancelled),
-                }
-            }
+        let error = match attempt_once(&task, spec, cancel, deadline).await {
+            Ok(value) => return Ok(value),
+            Err(Ending::Cancelled) => return Err(Ending::Cancelled),
+            Err(Ending::Failed(error)) => error,
+        };
+        let retry = info.attempts < spec.retry.max_attempts.max(1) && spec.retry.retries(&error);
+        let Some(wait) = retry.then(|| delays.next()).flatten() else {
+            return Err(Ending::Failed(error));
+        };
+        if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            return Err(Ending::Failed(JobError::new(
+                "deadline",
+                format!(
+                    "the deadline leaves no time for another attempt; last error: {}",
+                    error.message
+                ),
+                false,
+            )));
         }
-    };
-    let elapsed = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let cause = cause.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    update(inner, id, |info| {
-        info.finished_ms = Some(now_ms());
-        info.duration_ms = Some(elapsed);
-        match outcome {
-            Ok(value) => {
-                info.state = JobState::Succeeded;
-                info.result = Some(value);
-                info.error = None;
-            }
-            Err(Ending::Failed(error)) => {
-                info.state = JobState::Failed;
-                info.error = Some(error);
-            }
-            Err(Ending::Cancelled) => {
-                info.state = JobState::Cancelled;
-                info.cancel_cause = Some(cause.unwrap_or_else(|| "cancelled".to_owned()));
-            }
+        tracing::info!(
+            job = info.id,
+            attempt = info.attempts,
+            code = error.code,
+            wait_ms = wait.as_millis() as u64,
+            "job attempt failed; retrying"
+        );
+        info.error = Some(error);
+        inner.stats().retries += 1;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => return Err(Ending::Cancelled),
         }
-    });
-    let state = inner
-        .jobs
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&id)
-        .map(|job| job.info.state);
-    let mut stats = inner.stats.lock().unwrap_or_else(PoisonError::into_inner);
-    stats.in_flight = stats.in_flight.saturating_sub(1);
-    stats.total_duration_ms = stats.total_duration_ms.saturating_add(elapsed);
-    match state {
-        Some(JobState::Succeeded) => stats.succeeded += 1,
-        Some(JobState::Failed) => stats.failed += 1,
-        _ => stats.cancelled += 1,
+        info.attempts += 1;
+        if !save(inner, info).await {
+            return Err(Ending::Cancelled);
+        }
     }
 }
 
@@ -507,17 +655,6 @@ async fn attempt_once(
                 true,
             )))
         }
-    }
-}
-
-fn update(inner: &Inner, id: u64, change: impl FnOnce(&mut JobInfo)) {
-    if let Some(job) = inner
-        .jobs
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_mut(&id)
-    {
-        change(&mut job.info);
     }
 }
 

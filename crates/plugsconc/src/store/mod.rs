@@ -3,8 +3,9 @@
 //! change (who, what, when). Two implementations behind [`Store`]: SQLite in the data folder
 //! (the default, one daemon) and PostgreSQL (`store.url`), where several daemons share one
 //! catalog and each change is published with `NOTIFY` so every daemon applies it
-//! ([`Store::listen`]).
+//! ([`Store::listen`]). The store also keeps the durable job queue ([`Store::jobs`]).
 
+mod jobs;
 mod postgres;
 mod shared;
 mod sqlite;
@@ -138,6 +139,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Changes made by other daemons (PostgreSQL); `None` for a store no one else shares.
     async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError>;
+
+    /// The durable job queue kept in this store.
+    fn jobs(&self) -> std::sync::Arc<dyn crate::jobs::queue::JobQueue>;
 }
 
 /// Opens the store `url` names (`sqlite://<file>`, `postgres://...`), or SQLite in `data_dir`
@@ -219,7 +223,8 @@ CREATE TABLE IF NOT EXISTS trusted_publisher (
 );
 ";
 
-fn migrator() -> sqlx::migrate::Migrator {
+/// The migrations of a backend, whose `job` table DDL differs only in its id column.
+fn migrator(job_table: &'static str) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;
     let migration = |version, description: &'static str, sql: &'static str| {
         sqlx::migrate::Migration::new(
@@ -233,6 +238,7 @@ fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate::Migrator::with_migrations(vec![
         migration(1, "catalog", MIGRATION_1),
         migration(2, "trusted publishers", MIGRATION_2),
+        migration(3, "jobs", job_table),
     ])
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor as _};
 
+use super::jobs::{job_queue, job_table};
 use super::shared::{AUDIT_INSERT, query_error, shared_store};
 use super::{Heard, Notice, StoreError, migrator, redact};
 
@@ -60,7 +61,7 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(open_error)?;
-        migrator()
+        migrator(JOB_TABLE)
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {
@@ -135,4 +136,14 @@ impl PgStore {
     }
 }
 
+/// The job table, ids from a sequence.
+const JOB_TABLE: &str = job_table!("id BIGSERIAL PRIMARY KEY");
+
 shared_store!(PgStore, "postgres", "at_ms DESC");
+// Daemons claim from one queue: a row being claimed elsewhere is skipped, not waited for.
+job_queue!(
+    PgStore,
+    sqlx::postgres::PgRow,
+    "FOR UPDATE SKIP LOCKED",
+    true
+);

@@ -226,6 +226,10 @@ macro_rules! shared_store {
             {
                 self.changes().await
             }
+
+            fn jobs(&self) -> std::sync::Arc<dyn $crate::jobs::queue::JobQueue> {
+                std::sync::Arc::new(self.clone())
+            }
         }
     };
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use super::jobs::{job_queue, job_table};
 use super::shared::{AUDIT_INSERT, query_error, shared_store};
 use super::{Heard, Notice, StoreError, migrator};
 
@@ -39,7 +40,7 @@ impl SqliteStore {
                 url: url.clone(),
                 source,
             })?;
-        migrator()
+        migrator(JOB_TABLE)
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url, source })?;
@@ -65,4 +66,9 @@ impl SqliteStore {
     }
 }
 
+/// The job table, with SQLite's ever-growing row ids.
+const JOB_TABLE: &str = job_table!("id INTEGER PRIMARY KEY AUTOINCREMENT");
+
 shared_store!(SqliteStore, "sqlite", "at_ms DESC, rowid DESC");
+// One daemon per file: a job left running at start is an orphan of the previous daemon.
+job_queue!(SqliteStore, sqlx::sqlite::SqliteRow, "", false);

@@ -2,6 +2,164 @@
 //! (CI makes it mandatory).
 
 use super::*;
+use crate::jobs::queue::{CancelOutcome, JobQueue};
+use crate::jobs::{CrashPolicy, JobSpec, JobState, RetryPolicy, now_ms};
+
+fn job(task: &str, on_crash: CrashPolicy) -> JobSpec {
+    JobSpec {
+        task: task.into(),
+        input: serde_json::json!({"n": 1}),
+        retry: RetryPolicy::default(),
+        timeout_ms: None,
+        deadline_ms: Some(5_000),
+        on_crash,
+    }
+}
+
+/// The job queue's contract, as the pool relies on it.
+async fn exercise_jobs(queue: std::sync::Arc<dyn JobQueue>) {
+    let spec = job("noop", CrashPolicy::Retry);
+    let first = queue.insert(&spec, "a", now_ms()).await.unwrap();
+    let second = queue
+        .insert(&job("sleep", CrashPolicy::Fail), "b", now_ms())
+        .await
+        .unwrap();
+    assert!(second > first);
+    assert_eq!(queue.queued().await.unwrap(), 2);
+    // Only b's jobs, when asked so.
+    let claimed = queue
+        .claim("w1", Some("b"), now_ms(), 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.info.id, claimed.info.attempts), (second, 1));
+    let claimed = queue
+        .claim("w2", None, now_ms(), now_ms() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.spec, spec, "the spec survives the store");
+    assert_eq!(claimed.info.worker.as_deref(), Some("w2"));
+    assert!(
+        queue
+            .claim("w3", None, now_ms(), 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // w1's lease (0) ran out: its job fails (on_crash: fail); w2's lives on.
+    let recovered = queue.recover(now_ms()).await.unwrap();
+    assert_eq!((recovered.failed, recovered.requeued), (1, 0));
+    let lost = queue.get(second).await.unwrap().unwrap();
+    assert_eq!(lost.state, JobState::Failed);
+    assert_eq!(lost.error.unwrap().code, "lost");
+    let mut info = claimed.info.clone();
+    assert!(!queue.save("w1", &info).await.unwrap(), "not w1's job");
+    info.state = JobState::Succeeded;
+    info.result = Some(serde_json::json!({"ok": true}));
+    info.finished_ms = Some(now_ms());
+    assert!(queue.save("w2", &info).await.unwrap());
+    let done = queue.get(first).await.unwrap().unwrap();
+    assert_eq!(done.result, info.result);
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(
+        queue.cancel(first, "late", now_ms()).await.unwrap(),
+        CancelOutcome::Ended(JobState::Succeeded)
+    );
+    // Cancelling: queued at once, running through the worker's renewal.
+    let third = queue.insert(&spec, "a", now_ms()).await.unwrap();
+    let fourth = queue.insert(&spec, "a", now_ms()).await.unwrap();
+    assert_eq!(
+        queue.cancel(third, "not needed", now_ms()).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let running = queue
+        .claim("w2", None, now_ms(), now_ms() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(running.info.id, fourth);
+    assert_eq!(
+        queue.cancel(fourth, "operator", now_ms()).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        queue.renew("w2", now_ms() + 60_000).await.unwrap(),
+        [(fourth, "operator".to_owned())]
+    );
+    // Given up (shutdown past its grace): settled at once, the asked cancellation wins.
+    queue.release("w2", fourth).await.unwrap();
+    assert!(
+        queue
+            .renew("w2", now_ms() + 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(queue.recover(now_ms()).await.unwrap().cancelled, 1);
+    assert_eq!(
+        queue
+            .get(fourth)
+            .await
+            .unwrap()
+            .unwrap()
+            .cancel_cause
+            .as_deref(),
+        Some("operator")
+    );
+    let states: Vec<JobState> = queue
+        .list(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            JobState::Cancelled,
+            JobState::Cancelled,
+            JobState::Failed,
+            JobState::Succeeded
+        ],
+        "newest first"
+    );
+    assert_eq!(
+        queue.list(Some(JobState::Failed), 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(queue.cancel_queued("a", "x", now_ms()).await.unwrap(), 0);
+    assert_eq!(queue.get(999).await.unwrap(), None);
+}
+
+/// Claimers racing over one queue: every job is handed out exactly once.
+async fn race_claims(queue: std::sync::Arc<dyn JobQueue>, claimers: usize, jobs: usize) {
+    let spec = job("noop", CrashPolicy::Retry);
+    for _ in 0..jobs {
+        queue.insert(&spec, "a", now_ms()).await.unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..claimers {
+        let queue = queue.clone();
+        tasks.spawn(async move {
+            let worker = format!("w{n}");
+            let mut got = Vec::new();
+            while let Some(job) = queue
+                .claim(&worker, None, now_ms(), now_ms() + 60_000)
+                .await
+                .unwrap()
+            {
+                got.push(job.info.id);
+            }
+            got
+        });
+    }
+    let mut all: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+    let handed = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((handed, all.len()), (jobs, jobs), "each job claimed once");
+}
 
 async fn exercise(store: &dyn Store) {
     assert!(store.states().await.unwrap().is_empty());
@@ -64,6 +222,15 @@ async fn sqlite_keeps_states_versions_and_the_audit_log() {
     // Reopening (migrations already applied) keeps everything.
     let store = open("", "plugsconc", dir.path()).await.unwrap();
     assert_eq!(store.states().await.unwrap().len(), 2);
+    assert!(!store.jobs().shared());
+    exercise_jobs(store.jobs()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hands_each_job_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open("", "plugsconc", dir.path()).await.unwrap();
+    race_claims(store.jobs(), 4, 200).await;
 }
 
 pub(crate) const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -112,7 +279,32 @@ async fn postgres_shares_states_and_announces_changes() {
         }
     );
     assert_eq!(changes[2].origin, "b");
+    assert!(first.jobs().shared());
+    exercise_jobs(first.jobs()).await;
     drop((first, second));
+    use sqlx::Executor as _;
+    if let Ok(pool) = sqlx::PgPool::connect(PG_URL).await {
+        let _ = pool
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hands_each_job_out_once_to_daemons_claiming_together() {
+    let schema = fresh_schema("claims");
+    let first = match open(PG_URL, &schema, std::path::Path::new(".")).await {
+        Ok(store) => store,
+        Err(err) if std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_none() => {
+            eprintln!("SKIPPED: PostgreSQL at {PG_URL} is not reachable: {err}");
+            return;
+        }
+        Err(err) => panic!("PostgreSQL is required here: {err}"),
+    };
+    race_claims(first.jobs(), 8, 400).await;
+    drop(first);
     use sqlx::Executor as _;
     if let Ok(pool) = sqlx::PgPool::connect(PG_URL).await {
         let _ = pool

@@ -6,8 +6,9 @@ use std::sync::atomic::AtomicU32;
 use serde_json::json;
 
 use super::*;
-use crate::jobs::RetryPolicy;
+use crate::jobs::queue::MemoryQueue;
 use crate::jobs::tasks::{Noop, Sleep};
+use crate::jobs::{CrashPolicy, RetryPolicy};
 
 /// Fails with a transient error until its `n`th attempt; records when each attempt started.
 struct Flaky {
@@ -71,12 +72,33 @@ fn spec(task: &str, input: Value) -> JobSpec {
         },
         timeout_ms: None,
         deadline_ms: None,
+        on_crash: CrashPolicy::Retry,
     }
+}
+
+fn options(workers: usize, capacity: u64) -> PoolOptions {
+    PoolOptions {
+        workers,
+        capacity,
+        lease: Duration::from_secs(3),
+        poll: Duration::from_millis(100),
+        name: "here".into(),
+    }
+}
+
+/// A pool named `here` on a queue of its own.
+async fn pool(workers: usize, capacity: u64, tasks: Vec<Arc<dyn Task>>) -> Pool {
+    Pool::start(
+        options(workers, capacity),
+        tasks,
+        Arc::new(MemoryQueue::default()),
+    )
+    .await
 }
 
 async fn finished(pool: &Pool, id: u64) -> JobInfo {
     loop {
-        let info = pool.get(id).unwrap();
+        let info = pool.get(id).await.unwrap().unwrap();
         if info.state.finished() {
             return info;
         }
@@ -91,11 +113,11 @@ async fn retries_back_off_exponentially_and_then_succeed() {
         attempts: AtomicU32::new(0),
         started: Mutex::default(),
     });
-    let pool = Pool::new(2, 16, vec![flaky.clone()]);
+    let pool = pool(2, 16, vec![flaky.clone()]).await;
     let mut job = spec("flaky", Value::Null);
     job.retry.initial_ms = 100;
     job.retry.factor = 2.0;
-    let id = pool.submit(job).unwrap();
+    let id = pool.submit(job).await.unwrap();
     let info = finished(&pool, id).await;
     assert_eq!(info.state, JobState::Succeeded, "{info:?}");
     assert_eq!(info.attempts, 3);
@@ -104,7 +126,7 @@ async fn retries_back_off_exponentially_and_then_succeed() {
     // The clock's timer wheel ticks in milliseconds: a wait may end up to one tick late.
     within(started[1] - started[0], 100);
     within(started[2] - started[1], 200);
-    let stats = pool.stats();
+    let stats = pool.stats().await;
     assert_eq!((stats.succeeded, stats.retries), (1, 2));
 }
 
@@ -115,27 +137,27 @@ async fn a_job_fails_after_its_last_attempt_or_on_an_error_it_does_not_retry() {
         attempts: AtomicU32::new(0),
         started: Mutex::default(),
     });
-    let pool = Pool::new(1, 16, vec![flaky.clone()]);
-    let id = pool.submit(spec("flaky", Value::Null)).unwrap();
+    let pool = pool(1, 16, vec![flaky.clone()]).await;
+    let id = pool.submit(spec("flaky", Value::Null)).await.unwrap();
     let info = finished(&pool, id).await;
     assert_eq!((info.state, info.attempts), (JobState::Failed, 3));
     assert_eq!(info.error.unwrap().message, "attempt 3 failed");
     // Only the listed codes retry: this one is not listed.
     let mut job = spec("flaky", Value::Null);
     job.retry.retry_on = vec!["timeout".into()];
-    let id = pool.submit(job).unwrap();
+    let id = pool.submit(job).await.unwrap();
     assert_eq!(finished(&pool, id).await.attempts, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_attempt_past_its_timeout_is_cancelled_and_counts_as_a_transient_failure() {
-    let pool = Pool::new(1, 16, vec![Arc::new(Sleep)]);
+    let pool = pool(1, 16, vec![Arc::new(Sleep)]).await;
     let mut job = spec("sleep", json!({"ms": 60_000}));
     job.timeout_ms = Some(1_000);
     job.retry.max_attempts = 2;
     job.retry.initial_ms = 500;
     let began = Instant::now();
-    let id = pool.submit(job).unwrap();
+    let id = pool.submit(job).await.unwrap();
     let info = finished(&pool, id).await;
     assert_eq!((info.state, info.attempts), (JobState::Failed, 2));
     assert_eq!(info.error.unwrap().code, "timeout");
@@ -150,13 +172,13 @@ async fn a_deadline_bounds_the_whole_job() {
         attempts: AtomicU32::new(0),
         started: Mutex::default(),
     });
-    let pool = Pool::new(1, 16, vec![flaky]);
+    let pool = pool(1, 16, vec![flaky]).await;
     let mut job = spec("flaky", Value::Null);
     job.retry.max_attempts = 50;
     job.retry.initial_ms = 1_000;
     job.retry.factor = 1.0;
     job.deadline_ms = Some(3_500);
-    let id = pool.submit(job).unwrap();
+    let id = pool.submit(job).await.unwrap();
     let info = finished(&pool, id).await;
     assert_eq!(info.state, JobState::Failed);
     assert_eq!(info.error.unwrap().code, "deadline");
@@ -168,99 +190,282 @@ async fn a_deadline_bounds_the_whole_job() {
 
 #[tokio::test(start_paused = true)]
 async fn cancellation_keeps_its_cause() {
-    let pool = Pool::new(1, 16, vec![Arc::new(Sleep)]);
-    let running = pool.submit(spec("sleep", json!({"ms": 60_000}))).unwrap();
-    let queued = pool.submit(spec("sleep", json!({"ms": 1}))).unwrap();
+    let pool = pool(1, 16, vec![Arc::new(Sleep)]).await;
+    let running = pool
+        .submit(spec("sleep", json!({"ms": 60_000})))
+        .await
+        .unwrap();
+    let queued = pool.submit(spec("sleep", json!({"ms": 1}))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(pool.get(running).unwrap().state, JobState::Running);
-    assert!(pool.cancel(queued, "not needed any more"));
-    assert!(pool.cancel(running, "operator asked"));
+    assert_eq!(
+        pool.get(running).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+    assert_eq!(
+        pool.cancel(queued, "not needed any more").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        pool.cancel(running, "operator asked").await.unwrap(),
+        CancelOutcome::Requested
+    );
     let info = finished(&pool, running).await;
     assert_eq!(info.state, JobState::Cancelled);
     assert_eq!(info.cancel_cause.as_deref(), Some("operator asked"));
     let info = finished(&pool, queued).await;
     assert_eq!(info.cancel_cause.as_deref(), Some("not needed any more"));
-    assert!(
-        !pool.cancel(running, "again"),
+    assert_eq!(
+        pool.cancel(running, "again").await.unwrap(),
+        CancelOutcome::Ended(JobState::Cancelled),
         "an ended job cannot be cancelled"
     );
-    assert_eq!(pool.stats().cancelled, 2);
+    assert_eq!(
+        pool.cancel(999, "who?").await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    assert_eq!(pool.stats().await.cancelled, 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_task_fails_its_job_with_the_message_and_the_worker_goes_on() {
-    let pool = Pool::new(1, 16, vec![Arc::new(Panics), Arc::new(Noop)]);
+    let pool = pool(1, 16, vec![Arc::new(Panics), Arc::new(Noop)]).await;
     let mut job = spec("panics", Value::Null);
     job.retry.retry_on = vec!["*".into()];
     job.retry.max_attempts = 1;
-    let id = pool.submit(job).unwrap();
+    let id = pool.submit(job).await.unwrap();
     let info = finished(&pool, id).await;
     assert_eq!(info.state, JobState::Failed);
     let error = info.error.unwrap();
     assert_eq!(error.code, "panic");
     assert_eq!(error.message, "the task broke: index 7 out of range");
-    let id = pool.submit(spec("noop", json!({"n": 1}))).unwrap();
+    let id = pool.submit(spec("noop", json!({"n": 1}))).await.unwrap();
     assert_eq!(finished(&pool, id).await.result, Some(json!({"n": 1})));
 }
 
 #[tokio::test(start_paused = true)]
 async fn submissions_are_refused_with_the_reason() {
-    let pool = Pool::new(1, 1, vec![Arc::new(Sleep)]);
-    assert_eq!(
-        pool.submit(spec("nope", Value::Null)),
-        Err(SubmitError::UnknownTask("nope".into(), "sleep".into()))
+    let pool = pool(1, 1, vec![Arc::new(Sleep)]).await;
+    let unknown = pool.submit(spec("nope", Value::Null)).await;
+    assert!(
+        matches!(&unknown, Err(SubmitError::UnknownTask(task, known)) if task == "nope" && known == "sleep"),
+        "{unknown:?}"
     );
-    pool.submit(spec("sleep", json!({"ms": 1_000}))).unwrap();
+    pool.submit(spec("sleep", json!({"ms": 1_000})))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1)).await;
-    pool.submit(spec("sleep", json!({"ms": 1_000}))).unwrap();
-    assert_eq!(
-        pool.submit(spec("sleep", json!({"ms": 1_000}))),
-        Err(SubmitError::Full(1))
-    );
-    assert_eq!(pool.stats().rejected, 2);
+    pool.submit(spec("sleep", json!({"ms": 1_000})))
+        .await
+        .unwrap();
+    let full = pool.submit(spec("sleep", json!({"ms": 1_000}))).await;
+    assert!(matches!(full, Err(SubmitError::Full(1))), "{full:?}");
+    assert_eq!(pool.stats().await.rejected, 2);
 }
 
 #[tokio::test(start_paused = true)]
-async fn stop_waits_for_every_submitted_job_and_keeps_the_results() {
-    let pool = Pool::new(2, 16, vec![Arc::new(Sleep)]);
-    let ids: Vec<u64> = (0..4)
-        .map(|_| pool.submit(spec("sleep", json!({"ms": 1_000}))).unwrap())
-        .collect();
+async fn stop_runs_every_job_submitted_here_and_keeps_the_results() {
+    let pool = pool(2, 16, vec![Arc::new(Sleep)]).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            pool.submit(spec("sleep", json!({"ms": 1_000})))
+                .await
+                .unwrap(),
+        );
+    }
     pool.stop(StopMode::Stop).await;
     for id in ids {
-        assert_eq!(pool.get(id).unwrap().state, JobState::Succeeded);
+        assert_eq!(
+            pool.get(id).await.unwrap().unwrap().state,
+            JobState::Succeeded
+        );
     }
-    assert_eq!(
-        pool.submit(spec("sleep", json!({"ms": 1}))),
-        Err(SubmitError::Stopping)
-    );
+    let refused = pool.submit(spec("sleep", json!({"ms": 1}))).await;
+    assert!(matches!(refused, Err(SubmitError::Stopping)), "{refused:?}");
 }
 
 #[tokio::test(start_paused = true)]
-async fn shutdown_waits_then_forgets() {
-    let pool = Pool::new(1, 16, vec![Arc::new(Sleep)]);
-    let id = pool.submit(spec("sleep", json!({"ms": 1_000}))).unwrap();
+async fn shutdown_finishes_the_running_jobs_and_leaves_the_queued_ones_queued() {
+    let pool = pool(1, 16, vec![Arc::new(Sleep)]).await;
+    let running = pool
+        .submit(spec("sleep", json!({"ms": 1_000})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let queued = pool
+        .submit(spec("sleep", json!({"ms": 1_000})))
+        .await
+        .unwrap();
     let began = Instant::now();
     pool.stop(StopMode::Shutdown).await;
-    assert!(began.elapsed() >= Duration::from_millis(1_000));
-    assert!(pool.get(id).is_none());
-    assert_eq!(pool.stats().succeeded, 1);
+    assert!(began.elapsed() < Duration::from_millis(1_000) + Duration::from_millis(10));
+    let state = |id| {
+        let pool = pool.clone();
+        async move { pool.get(id).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state(running).await, JobState::Succeeded);
+    assert_eq!(
+        state(queued).await,
+        JobState::Queued,
+        "kept for the next start"
+    );
+    assert_eq!(pool.stats().await.succeeded, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn terminate_cancels_running_and_queued_jobs_at_once() {
-    let pool = Pool::new(1, 16, vec![Arc::new(Sleep)]);
-    let running = pool.submit(spec("sleep", json!({"ms": 60_000}))).unwrap();
-    let queued = pool.submit(spec("sleep", json!({"ms": 60_000}))).unwrap();
+    let pool = pool(1, 16, vec![Arc::new(Sleep)]).await;
+    let running = pool
+        .submit(spec("sleep", json!({"ms": 60_000})))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1)).await;
+    let queued = pool
+        .submit(spec("sleep", json!({"ms": 60_000})))
+        .await
+        .unwrap();
     let began = Instant::now();
     pool.stop(StopMode::Terminate).await;
     assert!(began.elapsed() < Duration::from_secs(1));
     for id in [running, queued] {
-        let info = pool.get(id).unwrap();
+        let info = pool.get(id).await.unwrap().unwrap();
         assert_eq!(info.state, JobState::Cancelled);
         assert_eq!(info.cancel_cause.as_deref(), Some("terminated"));
     }
+    assert_eq!(pool.stats().await.cancelled, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_job_is_queued_again_with_its_attempt_counted() {
+    let queue = Arc::new(MemoryQueue::default());
+    let pool = Pool::start(options(1, 16), vec![Arc::new(Sleep)], queue.clone()).await;
+    let id = pool
+        .submit(spec("sleep", json!({"ms": 60_000})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    pool.abandon().await;
+    let info = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (info.state, info.attempts),
+        (JobState::Queued, 1),
+        "{info:?}"
+    );
+    assert_eq!(info.cancel_cause, None);
+}
+
+/// Jobs a daemon (`dead`) claimed before it died: one retried, one failed by its policy, one
+/// whose cancellation had been asked.
+async fn orphans(queue: &MemoryQueue, lease_until: u64) -> [u64; 3] {
+    let mut ids = [0; 3];
+    for (n, on_crash) in [CrashPolicy::Retry, CrashPolicy::Fail, CrashPolicy::Retry]
+        .into_iter()
+        .enumerate()
+    {
+        let mut job = spec("noop", json!({"n": n}));
+        job.on_crash = on_crash;
+        ids[n] = queue.insert(&job, "dead", now_ms()).await.unwrap();
+        let claimed = queue
+            .claim("dead", None, now_ms(), lease_until)
+            .await
+            .unwrap();
+        assert_eq!(claimed.map(|c| c.info.id), Some(ids[n]));
+    }
+    assert_eq!(
+        queue
+            .cancel(ids[2], "asked before the crash", now_ms())
+            .await
+            .unwrap(),
+        CancelOutcome::Requested
+    );
+    ids
+}
+
+async fn check_orphans(pool: &Pool, [retried, failed, cancelled]: [u64; 3]) {
+    let info = finished(pool, retried).await;
+    assert_eq!(
+        (info.state, info.attempts, info.worker.as_deref()),
+        (JobState::Succeeded, 2, Some("here")),
+        "{info:?}"
+    );
+    let info = finished(pool, failed).await;
+    assert_eq!((info.state, info.attempts), (JobState::Failed, 1));
+    assert_eq!(info.error.map(|e| e.code).as_deref(), Some("lost"));
+    let info = finished(pool, cancelled).await;
+    assert_eq!(info.state, JobState::Cancelled);
+    assert_eq!(info.cancel_cause.as_deref(), Some("asked before the crash"));
+    assert_eq!(pool.stats().await.recovered, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_a_queue_of_its_own_the_pool_settles_what_the_previous_daemon_left_running() {
+    let queue = Arc::new(MemoryQueue::default());
+    // A lease far in the future: a queue no one else uses does not wait for it.
+    let ids = orphans(&queue, u64::MAX / 2).await;
+    let pool = Pool::start(options(1, 16), vec![Arc::new(Noop)], queue).await;
+    check_orphans(&pool, ids).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_a_shared_queue_a_dead_daemons_jobs_are_settled_once_their_lease_ran_out() {
+    let queue = Arc::new(MemoryQueue::new_shared());
+    let live = orphans(&queue, u64::MAX / 2).await;
+    let expired = orphans(&queue, now_ms().saturating_sub(1)).await;
+    let pool = Pool::start(options(1, 16), vec![Arc::new(Noop)], queue.clone()).await;
+    check_orphans(&pool, expired).await;
+    // A daemon whose lease still runs is alive: its jobs stay its own.
+    for id in live {
+        let info = queue.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            (info.state, info.worker.as_deref()),
+            (JobState::Running, Some("dead"))
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_asked_on_another_daemon_reaches_the_worker_with_its_lease_renewal() {
+    let queue = Arc::new(MemoryQueue::new_shared());
+    let pool = Pool::start(options(1, 16), vec![Arc::new(Sleep)], queue.clone()).await;
+    let id = pool
+        .submit(spec("sleep", json!({"ms": 600_000})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // What the other daemon's API does: only the queue is told.
+    assert_eq!(
+        queue
+            .cancel(id, "cancelled elsewhere", now_ms())
+            .await
+            .unwrap(),
+        CancelOutcome::Requested
+    );
+    let info = finished(&pool, id).await;
+    assert_eq!(info.state, JobState::Cancelled);
+    assert_eq!(info.cancel_cause.as_deref(), Some("cancelled elsewhere"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_job_was_taken_over_does_not_overwrite_the_new_run() {
+    let queue = MemoryQueue::new_shared();
+    let job = spec("noop", Value::Null);
+    let id = queue.insert(&job, "a", now_ms()).await.unwrap();
+    let first = queue.claim("a", None, now_ms(), 0).await.unwrap().unwrap();
+    assert_eq!(queue.recover(now_ms()).await.unwrap().requeued, 1);
+    let second = queue
+        .claim("b", None, now_ms(), u64::MAX / 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.info.id, second.info.attempts), (id, 2));
+    let mut late = first.info;
+    late.state = JobState::Succeeded;
+    assert!(!queue.save("a", &late).await.unwrap(), "a's lease is gone");
+    assert!(queue.save("b", &second.info).await.unwrap());
+    assert!(
+        queue.claim("c", None, now_ms(), 0).await.unwrap().is_none(),
+        "claimed once"
+    );
 }
 
 #[test]

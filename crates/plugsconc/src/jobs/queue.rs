@@ -1,0 +1,361 @@
+//! Where jobs are kept: the [`JobQueue`] trait the pool works against, implemented by the store
+//! (`crate::store`, SQLite or PostgreSQL) and, for the pool's tests, in memory. Both keep the
+//! same contract:
+//!
+//! - `claim` hands each queued job to exactly one caller, and counts the attempt it starts;
+//! - a claimed job carries its worker's lease; `renew` extends the leases of a worker's jobs and
+//!   reports the cancellations asked for meanwhile (possibly on another daemon);
+//! - `save` writes a job only while the caller still holds it (a worker whose lease ran out and
+//!   whose job was taken over cannot overwrite the new run);
+//! - `recover` settles the running jobs whose lease ran out, as their crash policy says.
+
+#[cfg(test)]
+use std::collections::BTreeMap;
+#[cfg(test)]
+use std::sync::{Mutex, PoisonError};
+
+use super::{JobError, JobInfo, JobSpec, JobState};
+use crate::store::StoreError;
+
+/// A job a worker claimed: its spec and its record (`attempts` already counts this attempt).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// What to run.
+    pub spec: JobSpec,
+    /// Its record, now `running` on the claiming worker.
+    pub info: JobInfo,
+}
+
+/// What a cancellation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was queued and is now cancelled.
+    Cancelled,
+    /// The job is running; its worker stops it (at once here, within a lease renewal elsewhere).
+    Requested,
+    /// The job had already ended, in this state.
+    Ended(JobState),
+    /// No such job.
+    NotFound,
+}
+
+/// What [`JobQueue::recover`] settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Queued again (`on_crash: retry` with attempts left).
+    pub requeued: u64,
+    /// Failed with the code `lost`.
+    pub failed: u64,
+    /// Cancelled, as was asked before the worker died.
+    pub cancelled: u64,
+}
+
+impl Recovered {
+    /// Jobs settled in all.
+    pub fn total(&self) -> u64 {
+        self.requeued + self.failed + self.cancelled
+    }
+}
+
+/// The error of a job whose daemon died and whose policy does not run it again.
+pub fn lost_error() -> JobError {
+    JobError::new(
+        "lost",
+        "the daemon running the job stopped during an attempt, and the job's policy does not run it again (on_crash: fail, or no attempts left)",
+        false,
+    )
+}
+
+/// Storage of jobs, shared by the workers of one or several daemons. Times are Unix
+/// milliseconds.
+#[tonic::async_trait]
+pub trait JobQueue: Send + Sync + std::fmt::Debug {
+    /// Whether other daemons may use this queue too (then a running job without a live lease is
+    /// the only sign of a dead worker; otherwise every running job at start is an orphan).
+    fn shared(&self) -> bool;
+
+    /// Queues a job; returns its id.
+    async fn insert(&self, spec: &JobSpec, submitted_by: &str, now: u64)
+    -> Result<u64, StoreError>;
+
+    /// Takes the oldest queued job (only those `submitted_by` submitted, when given) for
+    /// `worker`, holding it until `lease_until`.
+    async fn claim(
+        &self,
+        worker: &str,
+        submitted_by: Option<&str>,
+        now: u64,
+        lease_until: u64,
+    ) -> Result<Option<Claimed>, StoreError>;
+
+    /// Writes `info` (attempts, state, timings, result, error) while `worker` holds the job;
+    /// a finished state releases it. `false` when the job is no longer `worker`'s.
+    async fn save(&self, worker: &str, info: &JobInfo) -> Result<bool, StoreError>;
+
+    /// Extends the leases of `worker`'s running jobs; returns the cancellations asked for them
+    /// (id, cause).
+    async fn renew(&self, worker: &str, lease_until: u64)
+    -> Result<Vec<(u64, String)>, StoreError>;
+
+    /// Gives job `id` up at once, as if `worker` had died: [`JobQueue::recover`] settles it.
+    async fn release(&self, worker: &str, id: u64) -> Result<(), StoreError>;
+
+    /// Settles the running jobs whose lease ends before `before`.
+    async fn recover(&self, before: u64) -> Result<Recovered, StoreError>;
+
+    /// Cancels job `id` with `cause`.
+    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, StoreError>;
+
+    /// Cancels every queued job `submitted_by` submitted; returns how many.
+    async fn cancel_queued(
+        &self,
+        submitted_by: &str,
+        cause: &str,
+        now: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Job `id`.
+    async fn get(&self, id: u64) -> Result<Option<JobInfo>, StoreError>;
+
+    /// The newest `limit` jobs, newest first, optionally in one state.
+    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, StoreError>;
+
+    /// Jobs waiting for a worker.
+    async fn queued(&self) -> Result<u64, StoreError>;
+}
+
+/// One job in memory, with what the SQL queue keeps in its columns.
+#[cfg(test)]
+#[derive(Debug, Clone)]
+struct Row {
+    spec: JobSpec,
+    info: JobInfo,
+    lease_until: Option<u64>,
+    cancel_requested: Option<String>,
+}
+
+/// Jobs in memory, the reference the pool's tests run against on a paused clock (the SQL queue
+/// cannot: its driver's own timeouts would fire as the clock jumps).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    rows: Mutex<(u64, BTreeMap<u64, Row>)>,
+    shared: bool,
+}
+
+#[cfg(test)]
+impl MemoryQueue {
+    /// A queue that behaves as if other daemons used it too.
+    pub fn new_shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::default()
+        }
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<u64, Row>)> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+#[tonic::async_trait]
+impl JobQueue for MemoryQueue {
+    fn shared(&self) -> bool {
+        self.shared
+    }
+
+    async fn insert(
+        &self,
+        spec: &JobSpec,
+        submitted_by: &str,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        let mut rows = self.rows();
+        rows.0 += 1;
+        let id = rows.0;
+        let info = JobInfo {
+            id,
+            task: spec.task.clone(),
+            state: JobState::Queued,
+            attempts: 0,
+            submitted_ms: now,
+            submitted_by: submitted_by.to_owned(),
+            worker: None,
+            started_ms: None,
+            finished_ms: None,
+            duration_ms: None,
+            result: None,
+            error: None,
+            cancel_cause: None,
+        };
+        rows.1.insert(
+            id,
+            Row {
+                spec: spec.clone(),
+                info,
+                lease_until: None,
+                cancel_requested: None,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        submitted_by: Option<&str>,
+        now: u64,
+        lease_until: u64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let mut rows = self.rows();
+        let Some(row) = rows.1.values_mut().find(|row| {
+            row.info.state == JobState::Queued
+                && submitted_by.is_none_or(|by| row.info.submitted_by == by)
+        }) else {
+            return Ok(None);
+        };
+        row.info.state = JobState::Running;
+        row.info.attempts += 1;
+        row.info.worker = Some(worker.to_owned());
+        row.info.started_ms.get_or_insert(now);
+        row.lease_until = Some(lease_until);
+        Ok(Some(Claimed {
+            spec: row.spec.clone(),
+            info: row.info.clone(),
+        }))
+    }
+
+    async fn save(&self, worker: &str, info: &JobInfo) -> Result<bool, StoreError> {
+        let mut rows = self.rows();
+        let Some(row) = rows.1.get_mut(&info.id).filter(|row| {
+            row.info.state == JobState::Running && row.info.worker.as_deref() == Some(worker)
+        }) else {
+            return Ok(false);
+        };
+        row.info = info.clone();
+        if info.state.finished() {
+            row.lease_until = None;
+        }
+        Ok(true)
+    }
+
+    async fn renew(
+        &self,
+        worker: &str,
+        lease_until: u64,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut rows = self.rows();
+        let mut asked = Vec::new();
+        // A released job (lease 0) waits for recovery; it is not renewed.
+        for row in rows.1.values_mut().filter(|row| {
+            row.info.state == JobState::Running
+                && row.info.worker.as_deref() == Some(worker)
+                && row.lease_until != Some(0)
+        }) {
+            row.lease_until = Some(lease_until);
+            if let Some(cause) = &row.cancel_requested {
+                asked.push((row.info.id, cause.clone()));
+            }
+        }
+        Ok(asked)
+    }
+
+    async fn release(&self, worker: &str, id: u64) -> Result<(), StoreError> {
+        if let Some(row) = self.rows().1.get_mut(&id).filter(|row| {
+            row.info.state == JobState::Running && row.info.worker.as_deref() == Some(worker)
+        }) {
+            row.lease_until = Some(0);
+        }
+        Ok(())
+    }
+
+    async fn recover(&self, before: u64) -> Result<Recovered, StoreError> {
+        let mut recovered = Recovered::default();
+        for row in self.rows().1.values_mut().filter(|row| {
+            row.info.state == JobState::Running && row.lease_until.is_some_and(|l| l < before)
+        }) {
+            row.lease_until = None;
+            if let Some(cause) = row.cancel_requested.clone() {
+                row.info.state = JobState::Cancelled;
+                row.info.cancel_cause = Some(cause);
+                row.info.finished_ms = Some(before.min(super::now_ms()));
+                recovered.cancelled += 1;
+            } else if row.spec.on_crash == super::CrashPolicy::Retry
+                && row.info.attempts < row.spec.retry.max_attempts.max(1)
+            {
+                row.info.state = JobState::Queued;
+                recovered.requeued += 1;
+            } else {
+                row.info.state = JobState::Failed;
+                row.info.error = Some(lost_error());
+                row.info.finished_ms = Some(before.min(super::now_ms()));
+                recovered.failed += 1;
+            }
+        }
+        Ok(recovered)
+    }
+
+    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, StoreError> {
+        let mut rows = self.rows();
+        let Some(row) = rows.1.get_mut(&id) else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        Ok(match row.info.state {
+            JobState::Queued => {
+                row.info.state = JobState::Cancelled;
+                row.info.cancel_cause = Some(cause.to_owned());
+                row.info.finished_ms = Some(now);
+                CancelOutcome::Cancelled
+            }
+            JobState::Running => {
+                row.cancel_requested.get_or_insert_with(|| cause.to_owned());
+                CancelOutcome::Requested
+            }
+            ended => CancelOutcome::Ended(ended),
+        })
+    }
+
+    async fn cancel_queued(
+        &self,
+        submitted_by: &str,
+        cause: &str,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        let mut cancelled = 0;
+        for row in self.rows().1.values_mut().filter(|row| {
+            row.info.state == JobState::Queued && row.info.submitted_by == submitted_by
+        }) {
+            row.info.state = JobState::Cancelled;
+            row.info.cancel_cause = Some(cause.to_owned());
+            row.info.finished_ms = Some(now);
+            cancelled += 1;
+        }
+        Ok(cancelled)
+    }
+
+    async fn get(&self, id: u64) -> Result<Option<JobInfo>, StoreError> {
+        Ok(self.rows().1.get(&id).map(|row| row.info.clone()))
+    }
+
+    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, StoreError> {
+        Ok(self
+            .rows()
+            .1
+            .values()
+            .rev()
+            .filter(|row| state.is_none_or(|s| row.info.state == s))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|row| row.info.clone())
+            .collect())
+    }
+
+    async fn queued(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .rows()
+            .1
+            .values()
+            .filter(|row| row.info.state == JobState::Queued)
+            .count() as u64)
+    }
+}
