@@ -157,10 +157,10 @@ pub async fn cancel(
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/stats", tag = "jobs", security(("bearer" = [])),
-    responses((status = 200, description = "Workers, submitted, rejected, succeeded, failed, cancelled, retries, in flight, queued, mean duration", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
+    responses((status = 200, description = "This daemon's name (the `worker` of the jobs it runs) and its pool: workers, submitted, rejected, succeeded, failed, cancelled, retries, in flight, queued (the whole queue), recovered, mean duration", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
 pub async fn stats(State(state): State<ApiState>) -> Json<Value> {
     let stats = state.jobs.stats().await;
     let finished = stats.succeeded + stats.failed + stats.cancelled;
     let mean = (finished > 0).then(|| stats.total_duration_ms as f64 / finished as f64);
-    Json(json!({"pool": stats, "mean_duration_ms": mean}))
+    Json(json!({"name": &*state.origin, "pool": stats, "mean_duration_ms": mean}))
 }

@@ -9,12 +9,12 @@ use std::process::{Child, Command, Stdio};
 use crate::support;
 
 /// A plain HTTP/1.1 GET; returns the status code and the JSON body.
-fn get(address: &str, path: &str) -> (u16, serde_json::Value) {
+pub(crate) fn get(address: &str, path: &str) -> (u16, serde_json::Value) {
     request(address, "GET", path, None)
 }
 
 /// A plain HTTP/1.1 request with an optional bearer token.
-fn request(
+pub(crate) fn request(
     address: &str,
     method: &str,
     path: &str,
@@ -24,7 +24,7 @@ fn request(
 }
 
 /// A plain HTTP/1.1 request with a body.
-fn send(
+pub(crate) fn send(
     address: &str,
     method: &str,
     path: &str,
@@ -70,7 +70,7 @@ fn send_bytes(
 }
 
 /// The README's way to assemble the example plugins folder.
-fn example_plugins(root: &Path) {
+pub(crate) fn example_plugins(root: &Path) {
     for name in ["cat", "dog", "kv"] {
         support::example_bin(name);
     }
@@ -85,7 +85,7 @@ fn example_plugins(root: &Path) {
 }
 
 /// The daemon, killed if a test fails before stopping it.
-struct Daemon(Child);
+pub(crate) struct Daemon(pub(crate) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -95,7 +95,10 @@ impl Drop for Daemon {
 }
 
 /// Starts the daemon and returns it with its address, read from its first stdout line.
-fn serve(root: &Path, extra: &[&str]) -> (Daemon, String, BufReader<std::process::ChildStdout>) {
+pub(crate) fn serve(
+    root: &Path,
+    extra: &[&str],
+) -> (Daemon, String, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(support::plugsconc_bin())
         .current_dir(root)
         .args(["serve", "--set", "api.listen=127.0.0.1:0"])
@@ -569,10 +572,10 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub(crate) const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Drops a test's schema when the test ends (best effort: the database is shared).
-struct DropSchema(String);
+pub(crate) struct DropSchema(pub(crate) String);
 
 impl Drop for DropSchema {
     fn drop(&mut self) {
@@ -585,7 +588,7 @@ impl Drop for DropSchema {
     }
 }
 
-fn postgres_available(test: &str) -> bool {
+pub(crate) fn postgres_available(test: &str) -> bool {
     if TcpStream::connect("127.0.0.1:5432").is_ok() {
         return true;
     }
@@ -608,7 +611,7 @@ fn wait_field(address: &str, path: &str, field: &str, want: &str) {
     panic!("{path} on {address}: {field} never became {want:?}");
 }
 
-fn token(root: &Path) -> String {
+pub(crate) fn token(root: &Path) -> String {
     std::fs::read_to_string(root.join("data/api-token"))
         .unwrap()
         .trim()
@@ -852,7 +855,7 @@ fn acknowledged_log_records_survive_kill_9_and_reach_the_file() {
 }
 
 /// Polls job `id` until it has ended (bounded).
-fn job_ended(address: &str, token: Option<&str>, id: u64) -> serde_json::Value {
+pub(crate) fn job_ended(address: &str, token: Option<&str>, id: u64) -> serde_json::Value {
     for _ in 0..600 {
         let (status, job) = request(address, "GET", &format!("/api/v1/jobs/{id}"), token);
         assert_eq!(status, 200, "{job}");
