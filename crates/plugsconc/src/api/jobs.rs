@@ -23,7 +23,7 @@ fn store_error(err: impl std::fmt::Display) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
-    request_body(description = "`{task, input, retry: {max_attempts, initial_ms, max_delay_ms, factor, jitter, retry_on}, timeout_ms, deadline_ms}`; tasks: `call` (`input: {plugin, method, body}`), `noop`, `sleep` (`input: {ms}`)", content_type = "application/json", content = Value),
+    request_body(description = "`{task, input, retry: {max_attempts, initial_ms, max_delay_ms, factor, jitter, retry_on}, timeout_ms, deadline_ms, on_crash: retry|fail}`; tasks: `call` (`input: {plugin, method, body}`), `noop`, `sleep` (`input: {ms}`)", content_type = "application/json", content = Value),
     responses((status = 202, description = "Queued: `{id}`", body = Value), (status = 400, description = "Not a job, or no such task", body = Value),
               (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 429, description = "The queue is full", body = Value),
               (status = 503, description = "The pool is stopping", body = Value)))]
