@@ -15,6 +15,8 @@
 //! | `hold:<MiB>` | allocates, touches and keeps that much memory (a leak the monitor should see) |
 //! | `sleep:<ms>` | takes that long to answer |
 //! | `escape:<path>` | starts `<path> 1000` in a new session (out of its process group) and answers its pid |
+//! | `raw:` | opens a raw ICMP socket (root's `CAP_NET_RAW`, around the TCP rules) |
+//! | `lift-memory:` | raises its address-space rlimit's ceiling (root's `CAP_SYS_RESOURCE`) |
 //!
 //! The same through the host services (`svc-read`, `svc-write`, `svc-dial:<port>`,
 //! `svc-exec:<path>`, `svc-signal-host:`), which answer `denied: <status>` when no grant covers
@@ -213,6 +215,24 @@ impl Attempts {
             }
             "fork" => outcome(fork_bomb(arg.parse().unwrap_or(1))),
             "escape" => outcome(escape(arg)),
+            "raw" => {
+                // SAFETY: socket with integer arguments; the fd is closed at once.
+                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+                if fd >= 0 {
+                    // SAFETY: closing the fd just opened.
+                    unsafe { libc::close(fd) };
+                }
+                outcome(errno_result(fd.into(), "raw socket open".to_owned()))
+            }
+            "lift-memory" => {
+                let unlimited = libc::rlimit {
+                    rlim_cur: libc::RLIM_INFINITY,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                // SAFETY: setrlimit reads the struct we own.
+                let code = unsafe { libc::setrlimit(libc::RLIMIT_AS, &raw const unlimited) };
+                outcome(errno_result(code.into(), "address space unlimited".to_owned()))
+            }
             "alloc" => outcome(allocate(arg.parse().unwrap_or(0)).map(|(block, done)| {
                 drop(block);
                 done

@@ -3,6 +3,7 @@
 //! async-signal-safe syscalls between fork and exec, so the plugin is confined before its first
 //! instruction. What the kernel cannot enforce is reported, never silently skipped.
 
+mod capabilities;
 mod cgroup;
 mod landlock;
 mod limits;
@@ -115,6 +116,8 @@ impl SandboxSpec {
 #[derive(Debug)]
 pub(crate) struct Plan {
     ruleset: Option<OwnedFd>,
+    /// The host holds capabilities: the child drops them all.
+    drop_capabilities: bool,
     /// `cgroup.procs` of the launch's cgroup, written by the child to join it.
     cgroup_entry: Option<OwnedFd>,
     /// The launch's cgroup, for whoever reaps the plugin to kill and remove.
@@ -203,6 +206,13 @@ impl Plan {
             );
         }
         protections.enforced.push("no_new_privs".to_owned());
+        let drop_capabilities = capabilities::host_has_any();
+        if drop_capabilities {
+            protections.enforced.push(
+                "capabilities: none (the host's, root's included, are dropped before exec)"
+                    .to_owned(),
+            );
+        }
         if spec.require && !protections.missing.is_empty() {
             return Err(fail(format!(
                 "the sandbox is required and this kernel lacks: {}",
@@ -211,6 +221,7 @@ impl Plan {
         }
         Ok(Self {
             ruleset,
+            drop_capabilities,
             cgroup_entry,
             cgroup,
             filters,
@@ -229,6 +240,10 @@ impl Plan {
         }
         for limit in &self.limits {
             limit.apply()?;
+        }
+        // After the rlimits and the cgroup (which may need them), before anything else.
+        if self.drop_capabilities {
+            capabilities::drop_all()?;
         }
         // SAFETY: prctl with constant arguments; no memory is passed.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {

@@ -128,6 +128,9 @@ async fn a_hostile_plugin_is_held_to_its_grants_and_the_grants_work() {
         "signal-host:".to_owned(),
         "fork:64".to_owned(),
         "alloc:1024".to_owned(),
+        // What a root host's capabilities would allow, had they been kept.
+        "raw:".to_owned(),
+        "lift-memory:".to_owned(),
     ];
     for attack in &denied {
         assert_denied(&attempt(&registry, attack).await, attack);
