@@ -43,5 +43,7 @@ pub use error::HostError;
 /// Link-time registration of built-in plugins: `plugsconc_host::inventory::submit!`.
 pub use inventory;
 pub use reattach::ReattachConfig;
-pub use registry::{Event, Handle, Lease, PluginInfo, Query, Registry, RegistryOptions, Status};
+pub use registry::{
+    DEFAULT_HOST_ENV, Event, Handle, Lease, PluginInfo, Query, Registry, RegistryOptions, Status,
+};
 pub use signature::{Publisher, SignaturePolicy, Trust, Verdict};

@@ -43,6 +43,11 @@ fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
             require: config.security.require_sandbox,
             data_root: Some(config.directories.data_dir.join("plugins")),
         },
+        host_env: plugsconc_host::DEFAULT_HOST_ENV
+            .iter()
+            .map(|&name| name.to_owned())
+            .chain(config.security.plugin_env.iter().cloned())
+            .collect(),
         ..RegistryOptions::default()
     })
 }

@@ -15,6 +15,7 @@
 //! | `hold:<MiB>` | allocates, touches and keeps that much memory (a leak the monitor should see) |
 //! | `sleep:<ms>` | takes that long to answer |
 //! | `escape:<path>` | starts `<path> 1000` in a new session (out of its process group) and answers its pid |
+//! | `env:<name>` | reads a variable of its environment (the host's should not be there) |
 //! | `raw:` | opens a raw ICMP socket (root's `CAP_NET_RAW`, around the TCP rules) |
 //! | `lift-memory:` | raises its address-space rlimit's ceiling (root's `CAP_SYS_RESOURCE`) |
 //!
@@ -215,6 +216,7 @@ impl Attempts {
             }
             "fork" => outcome(fork_bomb(arg.parse().unwrap_or(1))),
             "escape" => outcome(escape(arg)),
+            "env" => outcome(std::env::var(arg).map_err(std::io::Error::other)),
             "raw" => {
                 // SAFETY: socket with integer arguments; the fd is closed at once.
                 let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
@@ -231,7 +233,10 @@ impl Attempts {
                 };
                 // SAFETY: setrlimit reads the struct we own.
                 let code = unsafe { libc::setrlimit(libc::RLIMIT_AS, &raw const unlimited) };
-                outcome(errno_result(code.into(), "address space unlimited".to_owned()))
+                outcome(errno_result(
+                    code.into(),
+                    "address space unlimited".to_owned(),
+                ))
             }
             "alloc" => outcome(allocate(arg.parse().unwrap_or(0)).map(|(block, done)| {
                 drop(block);

@@ -20,7 +20,9 @@ use tokio_util::task::TaskTracker;
 pub use reload::Change;
 pub use slot::{Handle, Lease};
 use slot::{Slot, Source, State};
-pub use types::{Backoff, Event, PluginInfo, Query, RegistryOptions, Runtime, Status};
+pub use types::{
+    Backoff, DEFAULT_HOST_ENV, Event, PluginInfo, Query, RegistryOptions, Runtime, Status,
+};
 
 use crate::HostError;
 use crate::contract::{Builtin, Contract, builtins};

@@ -73,6 +73,13 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
     if let Some(spec) = &sandbox {
         builder = builder.sandbox(spec.clone());
     }
+    // Only the variables the options name: the host's secrets stay with it.
+    builder = builder.skip_host_env(true);
+    for name in &options.host_env {
+        if let Some(value) = std::env::var_os(name) {
+            builder = builder.env(name, value);
+        }
+    }
     builder = builder.env(
         plugsconc_protocol::env::HOST_SERVICES,
         services::BROKER_ID.to_string(),

@@ -300,7 +300,28 @@ pub struct RegistryOptions {
     pub monitor_interval: Option<Duration>,
     /// The OS sandbox of process plugins (on by default).
     pub sandbox: crate::sandbox::SandboxOptions,
+    /// The host's environment variables a process plugin gets (when set); the rest — API
+    /// tokens, database URLs, cloud credentials — stays with the host. Plugins also get the
+    /// go-plugin contract's variables, their configuration and their sandbox folders.
+    pub host_env: Vec<String>,
 }
+
+/// What a plugin gets of the host's environment by default: finding programs and libraries,
+/// the locale, the time zone, TLS roots, Rust's logging and backtrace switches.
+pub const DEFAULT_HOST_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
 
 impl Default for RegistryOptions {
     fn default() -> Self {
@@ -317,6 +338,10 @@ impl Default for RegistryOptions {
             drain_timeout: Duration::from_secs(30),
             monitor_interval: Some(Duration::from_secs(5)),
             sandbox: crate::sandbox::SandboxOptions::default(),
+            host_env: DEFAULT_HOST_ENV
+                .iter()
+                .map(|&name| name.to_owned())
+                .collect(),
         }
     }
 }

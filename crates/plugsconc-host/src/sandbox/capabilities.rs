@@ -35,13 +35,7 @@ pub(super) fn host_has_any() -> bool {
         inheritable: 0,
     }; 2];
     // SAFETY: capget writes two `Data` words into our array, as version 3 defines.
-    let read = unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &raw mut header,
-            data.as_mut_ptr(),
-        )
-    };
+    let read = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     root || read != 0 || data.iter().any(|d| d.permitted != 0)

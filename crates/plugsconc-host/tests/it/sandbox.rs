@@ -131,6 +131,8 @@ async fn a_hostile_plugin_is_held_to_its_grants_and_the_grants_work() {
         // What a root host's capabilities would allow, had they been kept.
         "raw:".to_owned(),
         "lift-memory:".to_owned(),
+        // The host's environment stays with the host (cargo sets this for the test).
+        "env:CARGO_MANIFEST_DIR".to_owned(),
     ];
     for attack in &denied {
         assert_denied(&attempt(&registry, attack).await, attack);
@@ -146,6 +148,7 @@ async fn a_hostile_plugin_is_held_to_its_grants_and_the_grants_work() {
         "write data",
     );
     assert_allowed(&attempt(&registry, "alloc:16").await, "alloc within limit");
+    assert_allowed(&attempt(&registry, "env:PATH").await, "PATH is passed on");
 
     // Still the same process: every denial was an error to it, not a crash, and the host is up.
     let info = registry.get("hostile").unwrap();

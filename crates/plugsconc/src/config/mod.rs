@@ -281,6 +281,9 @@ pub struct Security {
     pub require_sandbox: bool,
     /// Run process plugins without the OS sandbox (Landlock, seccomp, rlimits). Insecure.
     pub disable_sandbox: bool,
+    /// Environment variables of the daemon that plugins get besides the defaults (`PATH`,
+    /// `HOME`, the locale, `TZ`, TLS roots, `RUST_LOG`); the rest stays with the daemon.
+    pub plugin_env: Vec<String>,
 }
 
 /// The whole configuration.
