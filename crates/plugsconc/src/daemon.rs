@@ -193,10 +193,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 ))
             }),
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("the API server failed")?;
+    // Graceful, but bounded: a request still running 10 s after the signal (a plugin call
+    // without an execution limit, a stalled client) does not hold the daemon up.
+    let signalled = Arc::new(tokio::sync::Notify::new());
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown({
+            let signalled = signalled.clone();
+            async move {
+                stop.await;
+                signalled.notify_one();
+            }
+        })
+        .into_future();
+    tokio::select! {
+        served = server => served.context("the API server failed")?,
+        () = async {
+            signalled.notified().await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        } => tracing::warn!("HTTP requests still in flight 10 s after the signal; dropping them"),
+    }
     tracing::info!(mode = %config.worker_pool.wp_stop_mode, "shutting down: stopping the job pool");
     // Running jobs get a bounded grace; those still running then are given up, as after a
     // crash: their crash policy runs them again at the next start or on another daemon.

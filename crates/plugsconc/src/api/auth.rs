@@ -32,9 +32,10 @@ pub fn load_or_create(configured: &str, data_dir: &Path) -> std::io::Result<Stri
         Err(err) => return Err(err),
     }
     std::fs::create_dir_all(data_dir)?;
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", fastrand::u8(..)))
-        .collect();
+    // The kernel's CSPRNG: the token is the admin credential.
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let _ = std::fs::remove_file(&path);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -51,15 +52,22 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let given = request
-        .headers()
+    check(request.headers(), &state.token)?;
+    Ok(next.run(request).await)
+}
+
+/// Whether `headers` carry the bearer token `token`.
+///
+/// # Errors
+///
+/// [`ApiError`] 401 saying whether the token is missing or wrong.
+pub fn check(headers: &axum::http::HeaderMap, token: &str) -> Result<(), ApiError> {
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(token) if same(token.trim().as_bytes(), state.token.as_bytes()) => {
-            Ok(next.run(request).await)
-        }
+        Some(given) if same(given.trim().as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_token",

@@ -33,10 +33,15 @@ fn query_json(params: &std::collections::BTreeMap<String, String>) -> String {
 pub async fn serve(
     State(state): State<ApiState>,
     method: Method,
+    headers: axum::http::HeaderMap,
     Path((name, rest)): Path<(String, String)>,
     Query(params): Query<std::collections::BTreeMap<String, String>>,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
+    // A route that may change the plugin's state needs the token, as the API's own do.
+    if !matches!(method, Method::GET | Method::HEAD) {
+        super::auth::check(&headers, &state.token)?;
+    }
     let path = format!("/{rest}");
     let not_found = || {
         ApiError::new(

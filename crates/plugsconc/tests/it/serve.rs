@@ -315,13 +315,22 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         (200, &serde_json::json!({"message": "MEOW!"})),
         "{body}"
     );
-    let (status, body) = send(
-        &address,
-        "POST",
-        "/plugins/kv/value",
-        None,
-        r#"{"key": "b", "value": "eW8="}"#,
+    let put = |token| {
+        send(
+            &address,
+            "POST",
+            "/plugins/kv/value",
+            token,
+            r#"{"key": "b", "value": "eW8="}"#,
+        )
+    };
+    let (status, body) = put(None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("token_required")),
+        "a route that may change state needs the token"
     );
+    let (status, body) = put(token);
     assert_eq!(status, 200, "{body}");
     let (status, body) = get(&address, "/plugins/kv/value?key=b");
     assert_eq!(
