@@ -93,6 +93,9 @@ async fn plugin_log_levels_become_tracing_levels() {
     // Single-threaded test runtime: the stderr task runs under this thread's subscriber.
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    // Callsites cache whether anyone listens; a test on another thread (with another
+    // subscriber) may have cached "no one" for the host's per-level callsites first.
+    tracing::callsite::rebuild_interest_cache();
     let dir = tempfile::tempdir().unwrap();
     let client = builder("normal", &dir.path().join("pids"))
         .env("RUST_LOG", "trace,h2=info,hyper=info,tower=info,tonic=info")
