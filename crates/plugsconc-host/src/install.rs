@@ -94,7 +94,8 @@ pub fn install_tar_gz(
 ) -> Result<Installed, HostError> {
     let staging = Staging::new(root, source)?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
-    tar.set_preserve_permissions(true);
+    // Modes as given, without setuid/setgid/sticky bits: a bundle cannot plant a setuid file.
+    tar.set_preserve_permissions(false);
     let entries = tar
         .entries()
         .map_err(|err| fail(source, format!("not a .tar.gz bundle: {err}")))?;
@@ -159,6 +160,61 @@ pub fn install_tar_gz(
         require_checksum,
         replace,
     )
+}
+
+/// Packs the plugin folder `dir` as a `.tar.gz` bundle that [`install_tar_gz`] installs again
+/// (its files at the top level; plain files and folders only) — how a daemon hands an installed
+/// plugin to the daemons sharing its catalog (blocking).
+///
+/// # Errors
+///
+/// [`HostError::Install`] when a file cannot be read, or the folder holds a link or special
+/// file.
+pub fn bundle_dir(dir: &Path) -> Result<Vec<u8>, HostError> {
+    fn add(
+        tar: &mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>,
+        dir: &Path,
+        relative: &Path,
+        depth: usize,
+    ) -> Result<(), HostError> {
+        if depth > 16 {
+            return Err(fail(dir, "folders nested too deep"));
+        }
+        let here = dir.join(relative);
+        let mut entries: Vec<_> = std::fs::read_dir(&here)
+            .map_err(|err| fail(&here, format!("cannot read it: {err}")))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let kind = entry
+                .file_type()
+                .map_err(|err| fail(&here, err.to_string()))?;
+            let name = relative.join(entry.file_name());
+            if kind.is_dir() {
+                tar.append_dir(&name, entry.path())
+                    .map_err(|err| fail(&entry.path(), err.to_string()))?;
+                add(tar, dir, &name, depth + 1)?;
+            } else if kind.is_file() {
+                tar.append_path_with_name(entry.path(), &name)
+                    .map_err(|err| fail(&entry.path(), err.to_string()))?;
+            } else {
+                return Err(fail(
+                    &entry.path(),
+                    "a link or special file; bundles hold plain files and folders only",
+                ));
+            }
+        }
+        Ok(())
+    }
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    add(&mut tar, dir, Path::new(""), 0)?;
+    tar.into_inner()
+        .and_then(flate2::write::GzEncoder::finish)
+        .map_err(|err| fail(dir, format!("cannot pack it: {err}")))
 }
 
 /// The path with `.` removed, if it has no root, prefix or `..`.

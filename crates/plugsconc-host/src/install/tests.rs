@@ -191,3 +191,40 @@ fn bundles_that_escape_or_hold_links_are_refused() {
     assert!(err.to_string().contains("x.tar.gz"), "{err}");
     assert!(leftovers(root.path()).is_empty());
 }
+
+#[test]
+fn a_packed_folder_installs_elsewhere_the_same_without_setuid_bits() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let src = tempfile::tempdir().unwrap();
+    let dir = write_plugin(src.path(), "cat", "");
+    sidecar(&dir, "cat");
+    std::fs::create_dir(dir.join("proto")).unwrap();
+    std::fs::write(dir.join("proto/animal.proto"), "syntax = \"proto3\";").unwrap();
+    std::fs::set_permissions(dir.join("cat"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let bundle = bundle_dir(&dir).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let installed = install_tar_gz(
+        &bundle[..],
+        Path::new("bundle"),
+        root.path(),
+        &dev(),
+        true,
+        false,
+    )
+    .unwrap();
+    assert_eq!(installed.plugin.manifest.name, "cat");
+    let copy = root.path().join("cat");
+    assert_eq!(
+        std::fs::read(copy.join("proto/animal.proto")).unwrap(),
+        b"syntax = \"proto3\";"
+    );
+    let mode = std::fs::metadata(copy.join("cat"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "executable, not setuid: {mode:o}");
+
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
+    let err = bundle_dir(&dir).unwrap_err();
+    assert!(err.to_string().contains("link or special file"), "{err}");
+}
