@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::store::{Heard, Store};
 
 /// The registry options the configuration asks for.
-fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
+pub(crate) fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
     let publishers = config
         .security
         .trusted_publishers
@@ -109,11 +109,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         origin.clone(),
     ));
     if let Some(heard) = store.listen().await? {
+        let sharing = crate::sharing::Sharing {
+            registry: registry.clone(),
+            store: store.clone(),
+            plugins_dir: registry
+                .root()
+                .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned),
+            require_checksum,
+            applied: Arc::default(),
+        };
+        // What the catalog's other daemons installed (or uninstalled) before this one started.
+        sharing.resync().await;
         background.spawn(follow(
             registry.clone(),
             store.clone(),
             origin.clone(),
             base_trust.clone(),
+            sharing,
             heard,
         ));
     }
@@ -294,10 +306,17 @@ async fn follow(
     store: Arc<dyn Store>,
     origin: Arc<str>,
     base_trust: Trust,
+    sharing: crate::sharing::Sharing,
     mut heard: tokio::sync::mpsc::Receiver<Heard>,
 ) {
     while let Some(event) = heard.recv().await {
         match event {
+            Heard::Change(notice) if *notice.origin == *origin => {}
+            Heard::Change(crate::store::Notice {
+                plugin,
+                action: Some(action),
+                ..
+            }) => sharing.apply(&plugin, action).await,
             Heard::Change(notice) if notice.publishers => {
                 if *notice.origin != *origin
                     && let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await
@@ -318,6 +337,7 @@ async fn follow(
                 if let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await {
                     tracing::warn!(error = %err, "cannot reload the trusted publishers");
                 }
+                sharing.resync().await;
             }
         }
     }

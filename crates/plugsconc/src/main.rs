@@ -9,6 +9,7 @@ mod logging;
 mod logqueue;
 mod metrics;
 mod reflection;
+mod sharing;
 mod store;
 mod transcode;
 

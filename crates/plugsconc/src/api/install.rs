@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use plugsconc_host::HostError;
-use plugsconc_host::install::{Installed, install_dir, install_tar_gz, uninstall_dir};
+use plugsconc_host::install::{Installed, install_dir, install_tar_gz};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -119,6 +119,18 @@ pub async fn install(
         tracing::warn!(plugin = %name, error = %err, "cannot record the install in the audit log");
     }
     tracing::info!(plugin = %name, %detail, "plugin installed");
+    // The daemons sharing the catalog install it too, from its bundle in the store.
+    if let Err(err) = crate::sharing::offer(
+        state.store.as_ref(),
+        &name,
+        &installed.plugin.dir,
+        &format!("api@{}", state.origin),
+        &state.origin,
+    )
+    .await
+    {
+        tracing::warn!(plugin = %name, error = %format!("{err:#}"), "installed here, but not shared with the other daemons");
+    }
     let info = state.registry.get(&name).map(|i| plugin_json(&i));
     Ok(Json(json!({
         "plugin": info,
@@ -141,22 +153,24 @@ pub async fn uninstall(
             format!("no plugin named {name:?}"),
         )
     })?;
-    let Some(dir) = info.dir else {
+    if info.dir.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "builtin_plugin",
             format!("{name:?} is built into the daemon; disable it instead"),
         ));
-    };
-    let moved = dir.clone();
-    let aside = tokio::task::spawn_blocking(move || uninstall_dir(&moved).map_err(install_error))
+    }
+    crate::sharing::uninstall(&state.registry, &name)
         .await
-        .map_err(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "interrupted")
-        })??;
-    // Gone from the folder: the registry drains and stops it, then the files go.
-    state.registry.sync_dir(&dir).await.map_err(host_error)?;
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(aside)).await;
+        .map_err(install_error)?;
+    if state.store.shared()
+        && let Err(err) = state
+            .store
+            .share_uninstall(&name, &format!("api@{}", state.origin), &state.origin)
+            .await
+    {
+        tracing::warn!(plugin = %name, error = %err, "uninstalled here, but not on the other daemons");
+    }
     if let Err(err) = state
         .store
         .record_action(&name, "uninstall", "", &format!("api@{}", state.origin))

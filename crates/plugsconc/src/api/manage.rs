@@ -132,6 +132,11 @@ pub async fn reload(
         return Ok(Json(json!({"change": "unchanged", "plugin": info.0})));
     };
     let change = state.registry.sync_dir(&dir).await.map_err(host_error)?;
+    if state.store.shared()
+        && let Err(err) = state.store.share_reload(&name, &state.origin).await
+    {
+        tracing::warn!(plugin = %name, error = %err, "reloaded here, but the other daemons were not told");
+    }
     Ok(Json(change_json(&change)))
 }
 

@@ -73,6 +73,46 @@ pub struct Notice {
     /// The trusted publishers changed instead (`plugin` and `enabled` are then unused).
     #[serde(default)]
     pub publishers: bool,
+    /// The plugin was installed (its bundle is in the store), uninstalled or reloaded instead of
+    /// enabled or disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+}
+
+impl Notice {
+    /// `origin` did `action` to `plugin`.
+    pub fn action(origin: &str, plugin: &str, action: Action) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            plugin: plugin.to_owned(),
+            enabled: false,
+            publishers: false,
+            action: Some(action),
+        }
+    }
+}
+
+/// What a daemon did to a plugin, for the daemons sharing its catalog to do the same.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Installed or upgraded: [`Store::shared_bundle`] holds it.
+    Install,
+    /// Uninstalled.
+    Uninstall,
+    /// Reloaded from its folder.
+    Reload,
+}
+
+/// A plugin bundle kept in a shared store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBundle {
+    /// The plugin.
+    pub plugin: String,
+    /// SHA-256 of the bundle (hex).
+    pub sha256: String,
+    /// Uninstalled since: daemons that have it remove it.
+    pub removed: bool,
 }
 
 /// What the listener reports.
@@ -142,6 +182,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The durable job queue kept in this store.
     fn jobs(&self) -> std::sync::Arc<dyn crate::jobs::queue::JobQueue>;
+
+    /// Whether other daemons share this store (then installs, uninstalls and reloads are
+    /// shared through it).
+    fn shared(&self) -> bool {
+        self.kind() == "postgres"
+    }
+
+    /// Keeps the bundle of a plugin just installed (or upgraded) for the daemons sharing the
+    /// store, and announces it (as `origin`).
+    async fn share_install(
+        &self,
+        plugin: &str,
+        bundle: &[u8],
+        actor: &str,
+        origin: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a plugin's bundle uninstalled, and announces it.
+    async fn share_uninstall(
+        &self,
+        plugin: &str,
+        actor: &str,
+        origin: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Announces that a plugin was reloaded.
+    async fn share_reload(&self, plugin: &str, origin: &str) -> Result<(), StoreError>;
+
+    /// The bundles kept, without their bytes.
+    async fn shared_bundles(&self) -> Result<Vec<SharedBundle>, StoreError>;
+
+    /// The bytes of a plugin's bundle, unless it was uninstalled.
+    async fn shared_bundle(&self, plugin: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// Opens the store `url` names (`sqlite://<file>`, `postgres://...`), or SQLite in `data_dir`
@@ -223,8 +296,30 @@ CREATE TABLE IF NOT EXISTS trusted_publisher (
 );
 ";
 
-/// The migrations of a backend, whose `job` table DDL differs only in its id column.
-fn migrator(job_table: &'static str) -> sqlx::migrate::Migrator {
+/// Plugin bundles shared by the daemons of one catalog; `$bytes` is the backend's binary type.
+macro_rules! bundle_table {
+    ($bytes:literal) => {
+        concat!(
+            "CREATE TABLE IF NOT EXISTS plugin_bundle (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    bundle ",
+            $bytes,
+            " NOT NULL,
+    removed BOOLEAN NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+"
+        )
+    };
+}
+
+pub(crate) use bundle_table;
+
+/// The migrations of a backend, whose DDL differs in the `job` id column and the bundle's
+/// binary type.
+fn migrator(job_table: &'static str, bundle_table: &'static str) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;
     let migration = |version, description: &'static str, sql: &'static str| {
         sqlx::migrate::Migration::new(
@@ -239,6 +334,7 @@ fn migrator(job_table: &'static str) -> sqlx::migrate::Migrator {
         migration(1, "catalog", MIGRATION_1),
         migration(2, "trusted publishers", MIGRATION_2),
         migration(3, "jobs", job_table),
+        migration(4, "shared plugin bundles", bundle_table),
     ])
 }
 

@@ -61,7 +61,7 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(open_error)?;
-        migrator(JOB_TABLE)
+        migrator(JOB_TABLE, BUNDLE_TABLE)
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {
@@ -138,6 +138,9 @@ impl PgStore {
 
 /// The job table, ids from a sequence.
 const JOB_TABLE: &str = job_table!("id BIGSERIAL PRIMARY KEY");
+
+/// Shared plugin bundles.
+const BUNDLE_TABLE: &str = super::bundle_table!("BYTEA");
 
 shared_store!(PgStore, "postgres", "at_ms DESC");
 // Daemons claim from one queue: a row being claimed elsewhere is skipped, not waited for.

@@ -68,6 +68,7 @@ macro_rules! shared_store {
                     plugin: plugin.to_owned(),
                     enabled,
                     publishers: false,
+                    action: None,
                 };
                 self.announce(&mut tx, &notice).await?;
                 tx.commit().await.map_err(query_error("commit"))
@@ -186,6 +187,7 @@ macro_rules! shared_store {
                     plugin: String::new(),
                     enabled: false,
                     publishers: true,
+                    action: None,
                 };
                 self.announce(&mut tx, &notice).await?;
                 tx.commit().await.map_err(query_error("commit"))
@@ -229,6 +231,103 @@ macro_rules! shared_store {
 
             fn jobs(&self) -> std::sync::Arc<dyn $crate::jobs::queue::JobQueue> {
                 std::sync::Arc::new(self.clone())
+            }
+
+            async fn share_install(
+                &self,
+                plugin: &str,
+                bundle: &[u8],
+                actor: &str,
+                origin: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                use sha2::Digest as _;
+                let sha256: String = sha2::Sha256::digest(bundle)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+                sqlx::query(
+                    "INSERT INTO plugin_bundle (name, sha256, bundle, removed, updated_ms, updated_by)
+                     VALUES ($1, $2, $3, FALSE, $4, $5)
+                     ON CONFLICT (name) DO UPDATE SET sha256 = excluded.sha256, bundle = excluded.bundle,
+                         removed = FALSE, updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
+                )
+                .bind(plugin)
+                .bind(sha256)
+                .bind(bundle)
+                .bind($crate::store::now_ms())
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("keep the plugin's bundle"))?;
+                self.announce(&mut tx, &$crate::store::Notice::action(origin, plugin, $crate::store::Action::Install))
+                    .await?;
+                tx.commit().await.map_err(query_error("commit"))
+            }
+
+            async fn share_uninstall(
+                &self,
+                plugin: &str,
+                actor: &str,
+                origin: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+                // Kept as a tombstone, so a daemon that missed the notice removes it at resync.
+                sqlx::query(
+                    "INSERT INTO plugin_bundle (name, sha256, bundle, removed, updated_ms, updated_by)
+                     VALUES ($1, '', $2, TRUE, $3, $4)
+                     ON CONFLICT (name) DO UPDATE SET sha256 = '', bundle = excluded.bundle,
+                         removed = TRUE, updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
+                )
+                .bind(plugin)
+                .bind(Vec::<u8>::new())
+                .bind($crate::store::now_ms())
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("mark the plugin's bundle uninstalled"))?;
+                self.announce(&mut tx, &$crate::store::Notice::action(origin, plugin, $crate::store::Action::Uninstall))
+                    .await?;
+                tx.commit().await.map_err(query_error("commit"))
+            }
+
+            async fn share_reload(&self, plugin: &str, origin: &str) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+                self.announce(&mut tx, &$crate::store::Notice::action(origin, plugin, $crate::store::Action::Reload))
+                    .await?;
+                tx.commit().await.map_err(query_error("commit"))
+            }
+
+            async fn shared_bundles(&self) -> Result<Vec<$crate::store::SharedBundle>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let what = "read the shared bundles";
+                let rows = sqlx::query("SELECT name, sha256, removed FROM plugin_bundle ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_error(what))?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::store::SharedBundle {
+                            plugin: row.try_get("name")?,
+                            sha256: row.try_get("sha256")?,
+                            removed: row.try_get("removed")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(query_error(what))
+            }
+
+            async fn shared_bundle(&self, plugin: &str) -> Result<Option<Vec<u8>>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let what = "read a shared bundle";
+                let row = sqlx::query("SELECT bundle FROM plugin_bundle WHERE name = $1 AND removed = FALSE")
+                    .bind(plugin)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_error(what))?;
+                row.map(|row| row.try_get("bundle"))
+                    .transpose()
+                    .map_err(query_error(what))
             }
         }
     };

@@ -40,7 +40,7 @@ impl SqliteStore {
                 url: url.clone(),
                 source,
             })?;
-        migrator(JOB_TABLE)
+        migrator(JOB_TABLE, BUNDLE_TABLE)
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url, source })?;
@@ -68,6 +68,9 @@ impl SqliteStore {
 
 /// The job table, with SQLite's ever-growing row ids.
 const JOB_TABLE: &str = job_table!("id INTEGER PRIMARY KEY AUTOINCREMENT");
+
+/// Shared plugin bundles.
+const BUNDLE_TABLE: &str = super::bundle_table!("BLOB");
 
 shared_store!(SqliteStore, "sqlite", "at_ms DESC, rowid DESC");
 // One daemon per file: a job left running at start is an orphan of the previous daemon.

@@ -767,6 +767,22 @@ fn daemons_sharing_a_postgres_catalog_follow_each_other() {
             .contains("signed by acme"),
         "{body}"
     );
+    // Installed through B: A installs it too, from the bundle B kept in the store (and checks
+    // it against its own trust); uninstalled through A, it leaves B as well.
+    wait_field(&a, "/api/v1/plugins/pup", "name", "pup");
+    assert!(root_a.path().join("plugins/pup/manifest.yaml").exists());
+    let (status, body) = request(&a, "POST", "/api/v1/plugins/pup/uninstall", Some(&token_a));
+    assert_eq!(status, 200, "{body}");
+    let mut gone = false;
+    for _ in 0..600 {
+        if get(&b, "/api/v1/plugins/pup").0 == 404 {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(gone, "B still has the plugin A uninstalled");
+    assert!(!root_b.path().join("plugins/pup").exists());
     let (status, _) = request(&a, "POST", "/api/v1/publishers/acme/remove", Some(&token_a));
     assert_eq!(status, 200);
 
@@ -776,6 +792,11 @@ fn daemons_sharing_a_postgres_catalog_follow_each_other() {
     let (_c, c, _) = serve(root_c.path(), &store);
     assert_eq!(get(&c, "/api/v1/plugins/dog").1["status"], "disabled");
     assert_eq!(get(&c, "/api/v1/plugins/cat").1["status"], "discovered");
+    assert_eq!(
+        get(&c, "/api/v1/plugins/pup").0,
+        404,
+        "uninstalled before C came"
+    );
 }
 
 /// The records of `plugsconc logs kv --json` (read from the persistent queue).
