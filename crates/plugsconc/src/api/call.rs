@@ -108,7 +108,7 @@ async fn descriptors(
         Some(compiled) => compiled.map_err(transcode_error)?,
         None => {
             let handle = state.registry.grpc(name).map_err(host_error)?;
-            let channel: tonic::transport::Channel = (*lease(&handle).await?).clone();
+            let channel: tonic::transport::Channel = (*lease(&handle, name).await?).clone();
             reflection::descriptors(channel).await.map_err(|err| {
                 ApiError::new(
                     StatusCode::CONFLICT,
@@ -149,14 +149,24 @@ fn transcode_error(err: TranscodeError) -> ApiError {
 }
 
 /// A lease on the plugin's gRPC channel, starting the plugin if it is not running.
-async fn lease(handle: &Handle<AnyGrpc>) -> Result<Lease<'_, AnyGrpc>, ApiError> {
+async fn lease<'a>(
+    handle: &'a Handle<AnyGrpc>,
+    name: &str,
+) -> Result<Lease<'a, AnyGrpc>, ApiError> {
     handle.get().await.map_err(|err| match err {
         HostError::UnknownPlugin { .. } | HostError::NotAvailable { .. } => host_error(err),
-        other => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "plugin_unavailable",
-            other.to_string(),
-        ),
+        other => {
+            // The detail (paths, exit status, the plugin's last stderr lines) is the operator's:
+            // it goes to the log and the plugin's status, not to the caller.
+            tracing::warn!(plugin = name, error = %other, "plugin unavailable for a call");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "plugin_unavailable",
+                format!(
+                    "plugin {name:?} could not be started; its status says why (GET /api/v1/plugins/{name})"
+                ),
+            )
+        }
     })
 }
 
@@ -187,7 +197,7 @@ pub(crate) async fn invoke(
     let body = if body.trim().is_empty() { "{}" } else { body };
     let request = transcode::request_from_json(&method, body).map_err(transcode_error)?;
     let handle = state.registry.grpc(name).map_err(host_error)?;
-    let lease = lease(&handle).await?;
+    let lease = lease(&handle, name).await?;
     let channel: tonic::transport::Channel = (*lease).clone();
     let began = std::time::Instant::now();
     let reply = transcode::call_unary(channel, &method, request).await;

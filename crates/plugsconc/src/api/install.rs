@@ -9,13 +9,14 @@ use std::path::PathBuf;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use plugsconc_host::HostError;
 use plugsconc_host::install::{Installed, install_dir, install_tar_gz};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::Params;
 use super::manage::host_error;
 use super::{ApiError, ApiState, plugin_json};
 
@@ -49,7 +50,7 @@ fn install_error(err: HostError) -> ApiError {
               (status = 422, description = "Refused, with the reason; nothing changed", body = Value)))]
 pub async fn install(
     State(state): State<ApiState>,
-    Query(params): Query<InstallParams>,
+    Params(params): Params<InstallParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {

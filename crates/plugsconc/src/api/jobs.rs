@@ -2,16 +2,28 @@
 //! method (`task: "call"`) or a built-in task with retries, timeouts and a deadline.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::Params;
 use super::{ApiError, ApiState};
 use crate::jobs::JobSpec;
 use crate::jobs::JobState;
 use crate::jobs::pool::SubmitError;
 use crate::jobs::queue::CancelOutcome;
+
+/// A job id from the path, with a JSON error like every other (not axum's plain-text rejection).
+fn job_id(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{text:?} is not a job id (a whole number)"),
+        )
+    })
+}
 
 fn store_error(err: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %err, "job queue operation failed");
@@ -65,7 +77,7 @@ pub struct ListParams {
     responses((status = 200, description = "The jobs, newest first", body = Value), (status = 400, description = "Unknown state", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
 pub async fn list(
     State(state): State<ApiState>,
-    Query(params): Query<ListParams>,
+    Params(params): Params<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let wanted = match params.state.as_deref() {
         None => None,
@@ -90,8 +102,9 @@ pub async fn list(
     responses((status = 200, description = "The job: state, attempts, timings, result or error", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such job", body = Value)))]
 pub async fn get(
     State(state): State<ApiState>,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
     let job = state
         .jobs
         .get(id)
@@ -119,9 +132,10 @@ pub struct CancelBody {
               (status = 404, description = "No such job", body = Value), (status = 409, description = "The job has ended", body = Value)))]
 pub async fn cancel(
     State(state): State<ApiState>,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
     let body: CancelBody = if body.trim().is_empty() {
         CancelBody::default()
     } else {

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::SqlitePool;
 use tokio::sync::OnceCell;
 
+use super::extract::Params;
 use super::{ApiError, ApiState};
 use crate::logqueue::{self, Filter};
 
@@ -63,7 +64,7 @@ fn unavailable(why: impl std::fmt::Display) -> ApiError {
               (status = 409, description = "The daemon keeps no persistent log queue", body = Value)))]
 pub async fn logs(
     State(state): State<ApiState>,
-    Query(params): Query<LogParams>,
+    Params(params): Params<LogParams>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(source) = &state.logs else {
         return Err(ApiError::new(

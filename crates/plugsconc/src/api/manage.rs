@@ -4,13 +4,14 @@
 //! `plugsconc plugins enable|disable` reads without a daemon).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use plugsconc_host::registry::Change;
 use plugsconc_host::{DISABLED_MARKER, HostError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::Params;
 use super::{ApiError, ApiState, plugin_json};
 
 pub(super) fn host_error(err: HostError) -> ApiError {
@@ -175,7 +176,7 @@ pub struct AuditParams {
     responses((status = 200, description = "Who changed what, when", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
 pub async fn audit(
     State(state): State<ApiState>,
-    Query(params): Query<AuditParams>,
+    Params(params): Params<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
     let entries = state.store.audit(limit).await.map_err(|err| {

@@ -7,6 +7,7 @@
 mod auth;
 pub(crate) mod call;
 mod docs;
+mod extract;
 mod install;
 mod jobs;
 pub mod logs;

@@ -9,6 +9,7 @@ use plugsconc_host::signature::Publisher;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::extract::JsonBody;
 use super::{ApiError, ApiState};
 
 fn store_error(err: impl std::fmt::Display) -> ApiError {
@@ -68,7 +69,7 @@ pub struct AddPublisher {
               (status = 401, description = "Missing or wrong bearer token", body = Value)))]
 pub async fn add(
     State(state): State<ApiState>,
-    Json(request): Json<AddPublisher>,
+    JsonBody(request): JsonBody<AddPublisher>,
 ) -> Result<Json<Value>, ApiError> {
     let plain = !request.name.is_empty()
         && request

@@ -6,12 +6,13 @@
 //! the reply's JSON is the response.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use plugsconc_host::registry::Status;
 use serde_json::{Map, Value};
 
 use super::call::invoke;
+use super::extract::Params;
 use super::{ApiError, ApiState};
 
 /// Query parameters as a JSON object: values that parse as JSON (numbers, booleans) keep their
@@ -35,7 +36,7 @@ pub async fn serve(
     method: Method,
     headers: axum::http::HeaderMap,
     Path((name, rest)): Path<(String, String)>,
-    Query(params): Query<std::collections::BTreeMap<String, String>>,
+    Params(params): Params<std::collections::BTreeMap<String, String>>,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
     // A route that may change the plugin's state needs the token, as the API's own do.

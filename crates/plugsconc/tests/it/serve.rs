@@ -969,6 +969,15 @@ fn jobs_call_plugins_retry_and_cancel_through_the_api() {
         (status, reply["error"]["code"].as_str()),
         (400, Some("unknown_task"))
     );
+    // Malformed ids and query strings are JSON errors too.
+    for path in ["/api/v1/jobs/seven", "/api/v1/audit?limit=many"] {
+        let (status, reply) = request(&address, "GET", path, token);
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{path}: {reply}"
+        );
+    }
     let (_, stats) = request(&address, "GET", "/api/v1/jobs/stats", token);
     assert_eq!(stats["pool"]["succeeded"], 2, "{stats}");
     assert_eq!(stats["pool"]["failed"], 1, "{stats}");
