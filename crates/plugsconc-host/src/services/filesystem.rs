@@ -141,6 +141,86 @@ fn open_within(
     }
 }
 
+/// The folder holding `real` (checked before), opened and pinned, and the name in it — once
+/// the folder actually opened is known to be one where a grant gives `permission` on that name.
+/// What is then created, written or removed through the folder's descriptor (`*at` calls, the
+/// name never followed if it is a link) lands there even if a plugin swaps a folder on the way
+/// for a symlink between the check and the act.
+fn parent_within(
+    real: &Path,
+    grants: &Grants,
+    permission: FsPermission,
+) -> std::io::Result<(std::os::fd::OwnedFd, std::ffi::CString)> {
+    use std::os::fd::FromRawFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name");
+    let (Some(parent), Some(name)) = (real.parent(), real.file_name()) else {
+        return Err(invalid());
+    };
+    let folder = std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| invalid())?;
+    let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| invalid())?;
+    // SAFETY: open with a NUL-terminated path we own; the descriptor is owned right after.
+    let fd = unsafe {
+        libc::open(
+            folder.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let dir = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let opened = std::fs::read_link(format!("/proc/self/fd/{fd}"))?
+        .join(real.file_name().unwrap_or_default());
+    let inside = grants
+        .capabilities
+        .filesystem
+        .iter()
+        .any(|grant| grant.permissions.contains(&permission) && covers(grant, &opened));
+    if inside {
+        Ok((dir, name))
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} changed while it was opened (now {}); refused",
+                real.display(),
+                opened.display()
+            ),
+        ))
+    }
+}
+
+/// `Ok` for a non-negative result of a libc call, else the OS error.
+fn os(result: libc::c_int) -> std::io::Result<libc::c_int> {
+    if result < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// Opens `name` in `dir` with `flags` (never following a link there).
+fn open_at(
+    dir: &std::os::fd::OwnedFd,
+    name: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: openat on a descriptor and a NUL-terminated name we own.
+    let fd = os(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644 as libc::c_uint,
+        )
+    })?;
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
 /// Runs blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
@@ -199,10 +279,10 @@ impl FilesystemService for Filesystem {
         let grants = self.grants.clone();
         blocking(
             move || {
-                // Truncated only once the opened file is known to be the granted one.
-                let mut file = open_within(&real, &grants, FsPermission::Write, |o| {
-                    o.write(true).create(true).append(append);
-                })?;
+                // Created (or opened) in the folder that was checked; truncated only once open.
+                let (dir, name) = parent_within(&real, &grants, FsPermission::Write)?;
+                let mode = if append { libc::O_APPEND } else { 0 };
+                let mut file = open_at(&dir, &name, libc::O_WRONLY | libc::O_CREAT | mode)?;
                 if !append {
                     file.set_len(0)?;
                 }
@@ -250,16 +330,20 @@ impl FilesystemService for Filesystem {
     ) -> Result<Response<CreateResponse>, Status> {
         let CreateRequest { path, dir } = request.into_inner();
         let real = self.check("create", &path, FsPermission::Create)?;
+        let grants = self.grants.clone();
         blocking(
             move || {
+                let (folder, name) = parent_within(&real, &grants, FsPermission::Create)?;
                 if dir {
-                    std::fs::create_dir(&real)
+                    // SAFETY: mkdirat on a descriptor and a NUL-terminated name we own.
+                    os(unsafe { libc::mkdirat(folder.as_raw_fd(), name.as_ptr(), 0o755) }).map(drop)
                 } else {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&real)
-                        .map(drop)
+                    open_at(
+                        &folder,
+                        &name,
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    )
+                    .map(drop)
                 }
             },
             format!("create {path}"),
@@ -274,13 +358,28 @@ impl FilesystemService for Filesystem {
     ) -> Result<Response<DeleteResponse>, Status> {
         let path = request.into_inner().path;
         let real = self.check("delete", &path, FsPermission::Delete)?;
+        let grants = self.grants.clone();
         blocking(
             move || {
-                if real.symlink_metadata()?.is_dir() {
-                    std::fs::remove_dir(&real)
+                let (folder, name) = parent_within(&real, &grants, FsPermission::Delete)?;
+                // SAFETY: a zeroed stat is a valid buffer for fstatat to fill.
+                let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: fstatat on a descriptor, a name and a buffer we own; links not followed.
+                os(unsafe {
+                    libc::fstatat(
+                        folder.as_raw_fd(),
+                        name.as_ptr(),
+                        &raw mut stat,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                })?;
+                let flags = if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    libc::AT_REMOVEDIR
                 } else {
-                    std::fs::remove_file(&real)
-                }
+                    0
+                };
+                // SAFETY: unlinkat on a descriptor and a NUL-terminated name we own.
+                os(unsafe { libc::unlinkat(folder.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
             },
             format!("delete {path}"),
         )
@@ -353,6 +452,47 @@ mod tests {
         std::fs::create_dir(granted.join("sub")).unwrap();
         std::os::unix::fs::symlink(outside.join("f"), granted.join("sub/f")).unwrap();
         assert!(open_within(&checked, &grants, FsPermission::Read, read).is_err());
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_link_after_the_check_creates_nothing_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (granted, outside) = (root.join("granted"), root.join("outside"));
+        std::fs::create_dir_all(granted.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let grants = Grants {
+            plugin: "p".into(),
+            capabilities: crate::manifest::Capabilities {
+                filesystem: vec![FsGrant {
+                    path: granted.clone(),
+                    permissions: vec![FsPermission::Write, FsPermission::Create],
+                    recursive: true,
+                }],
+                ..Default::default()
+            },
+            sandbox: None,
+            pid: 0,
+        };
+        let checked = granted.join("sub/new");
+        let (folder, name) = parent_within(&checked, &grants, FsPermission::Create).unwrap();
+        open_at(&folder, &name, libc::O_WRONLY | libc::O_CREAT).unwrap();
+        assert!(checked.exists());
+        // The folder becomes a link out of the grant after the path was checked.
+        std::fs::rename(granted.join("sub"), root.join("old-sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, granted.join("sub")).unwrap();
+        let err =
+            parent_within(&granted.join("sub/other"), &grants, FsPermission::Create).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+        assert!(!outside.join("other").exists(), "nothing created outside");
+        // A link as the last component is not written through.
+        std::fs::remove_file(granted.join("sub")).unwrap();
+        std::fs::create_dir(granted.join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.join("target"), granted.join("sub/f")).unwrap();
+        let (folder, name) =
+            parent_within(&granted.join("sub/f"), &grants, FsPermission::Write).unwrap();
+        assert!(open_at(&folder, &name, libc::O_WRONLY | libc::O_CREAT).is_err());
+        assert!(!outside.join("target").exists());
     }
 
     #[test]
