@@ -179,6 +179,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.jobs(),
     )
     .await;
+    {
+        let metrics = metrics.clone();
+        jobs.observe(Box::new(move |job| metrics.job_finished(job)));
+    }
     let app = router(ApiState {
         registry: registry.clone(),
         started,

@@ -43,6 +43,12 @@ struct JobLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobOutcomeLabels {
+    task: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabels {
     plugin: String,
     resource: String,
@@ -68,6 +74,7 @@ pub struct Metrics {
     rss: Family<PluginLabels, Gauge>,
     alerts: Family<AlertLabels, Counter>,
     jobs: Family<JobLabels, Gauge>,
+    job_durations: Family<JobOutcomeLabels, Histogram, fn() -> Histogram>,
     calls_total: AtomicU64,
     errors_total: AtomicU64,
 }
@@ -86,6 +93,7 @@ impl Default for Metrics {
             rss: Family::default(),
             alerts: Family::default(),
             jobs: Family::default(),
+            job_durations: Family::new_with_constructor(latency_histogram),
             calls_total: AtomicU64::new(0),
             errors_total: AtomicU64::new(0),
         };
@@ -134,6 +142,11 @@ impl Default for Metrics {
             "The job pool's counters: submitted, rejected, succeeded, failed, cancelled, retries; in_flight and queued now",
             metrics.jobs.clone(),
         );
+        exposition.register(
+            "job_duration_seconds",
+            "Duration of the jobs this daemon ran, from the first attempt's start to the end, by task and final state",
+            metrics.job_durations.clone(),
+        );
         *metrics
             .exposition
             .lock()
@@ -180,6 +193,17 @@ impl Metrics {
             self.calls_total.load(Ordering::Relaxed),
             self.errors_total.load(Ordering::Relaxed),
         )
+    }
+
+    /// Counts a job this daemon finished.
+    pub fn job_finished(&self, job: &crate::jobs::JobInfo) {
+        let seconds = job.duration_ms.unwrap_or_default() as f64 / 1_000.0;
+        self.job_durations
+            .get_or_create(&JobOutcomeLabels {
+                task: job.task.clone(),
+                state: job.state.as_str().to_owned(),
+            })
+            .observe(seconds);
     }
 
     /// The exposition text, with the per-plugin values read now.

@@ -130,7 +130,12 @@ struct Inner {
     workers: TaskTracker,
     heartbeat: TaskTracker,
     stats: Mutex<PoolStats>,
+    /// Told of every job that ends here (metrics).
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// What [`Pool::observe`] calls with each job that ends here.
+pub type Observer = Box<dyn Fn(&JobInfo) + Send + Sync>;
 
 impl Inner {
     fn stats(&self) -> std::sync::MutexGuard<'_, PoolStats> {
@@ -204,6 +209,7 @@ impl Pool {
                 workers,
                 ..PoolStats::default()
             }),
+            observer: std::sync::OnceLock::new(),
         });
         if !inner.queue.shared() {
             recover(&inner, u64::MAX).await;
@@ -214,6 +220,12 @@ impl Pool {
         }
         inner.heartbeat.spawn(heartbeat(inner.clone()));
         Self { inner }
+    }
+
+    /// Has `observer` told of every job that ends here from now on (once; later calls are
+    /// ignored).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// Queues a job; returns its id.
@@ -515,6 +527,9 @@ async fn run(inner: &Arc<Inner>, job: Claimed) {
     }
     if !save(inner, &info).await {
         return;
+    }
+    if let Some(observer) = inner.observer.get() {
+        observer(&info);
     }
     let mut stats = inner.stats();
     stats.total_duration_ms = stats.total_duration_ms.saturating_add(elapsed);

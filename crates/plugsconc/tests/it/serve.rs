@@ -985,6 +985,21 @@ fn jobs_call_plugins_retry_and_cancel_through_the_api() {
     assert_eq!(stats["pool"]["rejected"], 1, "{stats}");
     let (_, listed) = request(&address, "GET", "/api/v1/jobs?state=succeeded", token);
     assert_eq!(listed["count"], 2);
+    let mut stream = TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    for expected in [
+        r#"plugsconc_job_duration_seconds_count{task="call",state="succeeded"} 2"#,
+        r#"plugsconc_job_duration_seconds_count{task="sleep",state="cancelled"} 1"#,
+        r#"plugsconc_jobs{count="succeeded"} 2"#,
+    ] {
+        assert!(text.contains(expected), "no {expected} in {text}");
+    }
 
     // The same from the command line, which finds the daemon through the configuration.
     let listen = format!("api.listen={address}");
