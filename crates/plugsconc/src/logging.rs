@@ -39,37 +39,28 @@ pub fn queue_config(config: &Logging, data_dir: &Path) -> crate::logqueue::Queue
     }
 }
 
-/// Installs the subscriber the configuration describes. `RUST_LOG` overrides the level.
+/// The level filter of the daemon's sinks: `log_level`, or `RUST_LOG` when set.
+pub fn filter(config: &Logging) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},h2=info,hyper=info,tower=info",
+            config.log_level
+        ))
+    })
+}
+
+/// The log file sink the configuration describes (`None` without a file name): JSON lines in
+/// `logs_dir`, rotated by size with whole lines, gzip of rotated files, a bounded number of
+/// backups.
 ///
 /// # Errors
 ///
-/// When the log folder or file cannot be created.
-pub fn init(config: &Logging, logs_dir: &Path, data_dir: &Path) -> anyhow::Result<LogGuard> {
-    let filter = || {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new(format!(
-                "{},h2=info,hyper=info,tower=info",
-                config.log_level
-            ))
-        })
-    };
-    let location = config.log_include_location;
-    let console = if config.log_format == "json" {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_file(location)
-            .with_line_number(location)
-            .boxed()
-    } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_file(location)
-            .with_line_number(location)
-            .boxed()
-    };
-    let rotating = if config.log_filename.is_empty() {
+/// When the log folder cannot be created.
+pub fn rotating_file(
+    config: &Logging,
+    logs_dir: &Path,
+) -> anyhow::Result<Option<FileRotate<AppendTimestamp>>> {
+    Ok(if config.log_filename.is_empty() {
         None
     } else {
         std::fs::create_dir_all(logs_dir)
@@ -92,7 +83,33 @@ pub fn init(config: &Logging, logs_dir: &Path, data_dir: &Path) -> anyhow::Resul
             },
             None,
         ))
+    })
+}
+
+/// Installs the subscriber the configuration describes. `RUST_LOG` overrides the level.
+///
+/// # Errors
+///
+/// When the log folder or file cannot be created.
+pub fn init(config: &Logging, logs_dir: &Path, data_dir: &Path) -> anyhow::Result<LogGuard> {
+    let filter = || filter(config);
+    let location = config.log_include_location;
+    let console = if config.log_format == "json" {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_file(location)
+            .with_line_number(location)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_file(location)
+            .with_line_number(location)
+            .boxed()
     };
+    let rotating = rotating_file(config, logs_dir)?;
     let (file, queue, guard, queue_guard) = if config.log_enable_persistent_queue {
         // The queue's writer owns the file: events reach it only through the queue.
         let sink = rotating.map(|r| Box::new(r) as crate::logqueue::Sink);

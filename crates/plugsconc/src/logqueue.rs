@@ -15,6 +15,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -83,6 +85,15 @@ pub struct QueueLayer {
 pub struct QueueGuard {
     handoff: SyncSender<Message>,
     thread: Option<std::thread::JoinHandle<()>>,
+    acknowledged: Arc<AtomicU64>,
+}
+
+impl QueueGuard {
+    /// Records acknowledged (committed to the SQLite file) since start, the queue's own
+    /// warnings included.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for QueueGuard {
@@ -115,6 +126,8 @@ pub fn start(config: QueueConfig, sink: Option<Sink>) -> anyhow::Result<(QueueLa
     }
     let (handoff, incoming) = mpsc::sync_channel(HANDOFF);
     let (opened, result) = mpsc::channel();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&acknowledged);
     // The writer runs its own runtime on its own thread: it must outlive the daemon's runtime
     // (to write the last events) and cannot be started from inside it.
     let thread = std::thread::Builder::new()
@@ -146,6 +159,7 @@ pub fn start(config: QueueConfig, sink: Option<Sink>) -> anyhow::Result<(QueueLa
                 sink,
                 sink_failed: false,
                 dropped_total: 0,
+                acknowledged: counter,
             };
             runtime.block_on(writer.run(&incoming));
         })?;
@@ -160,6 +174,7 @@ pub fn start(config: QueueConfig, sink: Option<Sink>) -> anyhow::Result<(QueueLa
         QueueGuard {
             handoff,
             thread: Some(thread),
+            acknowledged,
         },
     ))
 }
@@ -212,6 +227,8 @@ struct Writer {
     /// Records dropped since start (a warning may itself be dropped later: each one carries
     /// the running total).
     dropped_total: u64,
+    /// Records committed since start (read through the guard).
+    acknowledged: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -264,7 +281,12 @@ impl Writer {
         for record in batch {
             insert(&mut tx, &self.config.queue, record).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.acknowledged.fetch_add(
+            u64::try_from(batch.len()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
+        Ok(())
     }
 
     async fn pending(&self) -> u64 {

@@ -68,9 +68,11 @@ pub async fn offer(
         return Ok(());
     }
     let dir = dir.to_owned();
-    let bundle = tokio::task::spawn_blocking(move || plugsconc_host::install::bundle_dir(&dir))
-        .await
-        .context("packing the bundle was interrupted")??;
+    let bundle = tokio::task::spawn_blocking(move || {
+        plugsconc_host::install::bundle_dir(&dir).map_err(anyhow::Error::from)
+    })
+    .await
+    .context("packing the bundle was interrupted")??;
     store
         .share_install(plugin, &bundle, actor, origin)
         .await
@@ -87,12 +89,16 @@ pub async fn uninstall(registry: &Registry, name: &str) -> Result<bool, plugscon
         return Ok(false);
     };
     let moved = dir.clone();
-    let aside = tokio::task::spawn_blocking(move || plugsconc_host::install::uninstall_dir(&moved))
-        .await
-        .map_err(|_| plugsconc_host::HostError::Install {
-            source_path: dir.clone(),
-            reason: "interrupted".into(),
-        })??;
+    // Boxed across the thread: the error is large.
+    let aside = tokio::task::spawn_blocking(move || {
+        plugsconc_host::install::uninstall_dir(&moved).map_err(Box::new)
+    })
+    .await
+    .map_err(|_| plugsconc_host::HostError::Install {
+        source_path: dir.clone(),
+        reason: "interrupted".into(),
+    })?
+    .map_err(|err| *err)?;
     // Gone from the folder: the registry drains and stops it, then the files go.
     registry.sync_dir(&dir).await?;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(aside)).await;
@@ -164,6 +170,7 @@ impl Sharing {
                 checksum,
                 true,
             )
+            .map_err(anyhow::Error::from)
         })
         .await
         .context("the install was interrupted")??;

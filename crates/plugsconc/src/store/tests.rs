@@ -276,6 +276,7 @@ async fn postgres_shares_states_and_announces_changes() {
             plugin: "cat".into(),
             enabled: false,
             publishers: false,
+            action: None,
         }
     );
     assert_eq!(changes[2].origin, "b");
