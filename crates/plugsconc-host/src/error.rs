@@ -217,6 +217,17 @@ pub enum HostError {
         /// What failed or is missing.
         reason: String,
     },
+    /// The plugin's configuration file (in the registry's `config_dir`) cannot be read or is
+    /// not a YAML mapping; the plugin was not started.
+    #[error("plugin {plugin:?}: configuration file {}: {reason}", path.display())]
+    PluginConfig {
+        /// The plugin.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A key file cannot be read, parsed or written.
     #[error("key file {path}: {reason}")]
     KeyFile {

@@ -48,6 +48,7 @@ pub(crate) fn registry_options(config: &Config) -> anyhow::Result<RegistryOption
             .map(|&name| name.to_owned())
             .chain(config.security.plugin_env.iter().cloned())
             .collect(),
+        config_dir: Some(config.directories.plugin_configs_dir.clone()),
         ..RegistryOptions::default()
     })
 }

@@ -43,6 +43,41 @@ impl Registry {
     }
 }
 
+/// The configuration plugin `name` gets: its manifest's, with the keys of
+/// `<config_dir>/<name>.yaml` (when there is one) put over them.
+async fn plugin_config(
+    name: &str,
+    manifest: &std::collections::BTreeMap<String, serde_json::Value>,
+    config_dir: Option<&std::path::Path>,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, HostError> {
+    let mut config = manifest.clone();
+    let Some(dir) = config_dir else {
+        return Ok(config);
+    };
+    let path = dir.join(format!("{name}.yaml"));
+    let fail = |reason: String| HostError::PluginConfig {
+        plugin: name.to_owned(),
+        path: path.clone(),
+        reason,
+    };
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+            .await
+            .map_err(|err| fail(err.to_string()))?
+    };
+    let text = match read {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(config),
+        Err(err) => return Err(fail(err.to_string())),
+    };
+    let overrides: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_saphyr::from_str(&text)
+            .map_err(|err| fail(format!("expected a mapping of configuration keys: {err}")))?;
+    config.extend(overrides);
+    Ok(config)
+}
+
 /// Verifies, starts and health-checks one instance of `plugin`; nothing is installed.
 pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instance, HostError> {
     let options = &inner.options;
@@ -84,8 +119,10 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         plugsconc_protocol::env::HOST_SERVICES,
         services::BROKER_ID.to_string(),
     );
-    if !plugin.manifest.config.is_empty() {
-        let config = serde_json::to_string(&plugin.manifest.config).unwrap_or_default();
+    let config =
+        plugin_config(name, &plugin.manifest.config, options.config_dir.as_deref()).await?;
+    if !config.is_empty() {
+        let config = serde_json::to_string(&config).unwrap_or_default();
         builder = builder.env(plugsconc_protocol::env::PLUGIN_CONFIG, config);
     }
     let binary_sha256 = if options.insecure_skip_checksum {
@@ -448,4 +485,40 @@ async fn restart_locked(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance
 
 fn plugin_dir_signature(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join(crate::signature::SIGNATURE_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_configuration_file_overrides_the_manifests_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = std::collections::BTreeMap::from([
+            ("greeting".to_owned(), serde_json::json!("hello")),
+            ("kept".to_owned(), serde_json::json!(1)),
+        ]);
+        assert_eq!(
+            plugin_config("p", &manifest, Some(dir.path()))
+                .await
+                .unwrap(),
+            manifest,
+            "no file: the manifest's"
+        );
+        std::fs::write(dir.path().join("p.yaml"), "greeting: hi\nextra: [1, 2]\n").unwrap();
+        let config = plugin_config("p", &manifest, Some(dir.path()))
+            .await
+            .unwrap();
+        assert_eq!(config["greeting"], "hi");
+        assert_eq!(config["kept"], 1);
+        assert_eq!(config["extra"], serde_json::json!([1, 2]));
+        std::fs::write(dir.path().join("p.yaml"), "- not\n- a mapping\n").unwrap();
+        let err = plugin_config("p", &manifest, Some(dir.path()))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("p.yaml") && err.to_string().contains("mapping"),
+            "{err}"
+        );
+    }
 }

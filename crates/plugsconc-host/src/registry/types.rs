@@ -304,6 +304,10 @@ pub struct RegistryOptions {
     /// tokens, database URLs, cloud credentials — stays with the host. Plugins also get the
     /// go-plugin contract's variables, their configuration and their sandbox folders.
     pub host_env: Vec<String>,
+    /// A folder of per-plugin configuration files: the keys of `<name>.yaml` there (a mapping)
+    /// override those of the manifest's `config` the plugin is given at start, so an operator
+    /// configures a plugin without editing its (signed) manifest.
+    pub config_dir: Option<PathBuf>,
 }
 
 /// What a plugin gets of the host's environment by default: finding programs and libraries,
@@ -342,6 +346,7 @@ impl Default for RegistryOptions {
                 .iter()
                 .map(|&name| name.to_owned())
                 .collect(),
+            config_dir: None,
         }
     }
 }
