@@ -40,11 +40,7 @@ impl Filesystem {
         let resolved = resolve(path).map_err(|reason| {
             Status::invalid_argument(format!("{operation} {path:?}: {reason}"))
         })?;
-        let grants = &self.grants.capabilities.filesystem;
-        if grants
-            .iter()
-            .any(|grant| grant.permissions.contains(&permission) && covers(grant, &resolved))
-        {
+        if allows(&self.grants, permission, &resolved) {
             return Ok(resolved);
         }
         let shown = if resolved == Path::new(path) {
@@ -122,23 +118,32 @@ fn open_within(
     options(&mut open);
     let file = open.open(real)?;
     let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-    let inside = grants
+    if allows(grants, permission, &opened) {
+        Ok(file)
+    } else {
+        Err(changed(real, &opened))
+    }
+}
+
+/// Whether a grant gives `permission` on `target` (resolved).
+fn allows(grants: &Grants, permission: FsPermission, target: &Path) -> bool {
+    grants
         .capabilities
         .filesystem
         .iter()
-        .any(|grant| grant.permissions.contains(&permission) && covers(grant, &opened));
-    if inside {
-        Ok(file)
-    } else {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "{} changed while it was opened (now {}); refused",
-                real.display(),
-                opened.display()
-            ),
-        ))
-    }
+        .any(|grant| grant.permissions.contains(&permission) && covers(grant, target))
+}
+
+/// The refusal of a path that led elsewhere when it was opened than when it was checked.
+fn changed(real: &Path, opened: &Path) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{} changed while it was opened (now {}); refused",
+            real.display(),
+            opened.display()
+        ),
+    )
 }
 
 /// The folder holding `real` (checked before), opened and pinned, and the name in it — once
@@ -173,22 +178,10 @@ fn parent_within(
     let dir = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     let opened = std::fs::read_link(format!("/proc/self/fd/{fd}"))?
         .join(real.file_name().unwrap_or_default());
-    let inside = grants
-        .capabilities
-        .filesystem
-        .iter()
-        .any(|grant| grant.permissions.contains(&permission) && covers(grant, &opened));
-    if inside {
+    if allows(grants, permission, &opened) {
         Ok((dir, name))
     } else {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "{} changed while it was opened (now {}); refused",
-                real.display(),
-                opened.display()
-            ),
-        ))
+        Err(changed(real, &opened))
     }
 }
 
