@@ -162,6 +162,51 @@ pub fn install_tar_gz(
     )
 }
 
+/// The name the manifest of a `.tar.gz` bundle declares (at its top level, or in its one
+/// top-level folder), read without installing anything (blocking).
+///
+/// # Errors
+///
+/// [`HostError::Install`] when the bundle cannot be read or holds no readable manifest.
+pub fn bundle_name(bundle: &[u8]) -> Result<String, HostError> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        plugin: Name,
+    }
+    #[derive(serde::Deserialize)]
+    struct Name {
+        name: String,
+    }
+    let source = Path::new("bundle");
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bundle));
+    let entries = tar
+        .entries()
+        .map_err(|err| fail(source, format!("not a .tar.gz bundle: {err}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|err| fail(source, format!("corrupt bundle: {err}")))?;
+        let path = entry
+            .path()
+            .map_err(|err| fail(source, format!("corrupt bundle: {err}")))?
+            .into_owned();
+        let Some(relative) = contained(&path) else {
+            continue;
+        };
+        let depth = relative.components().count();
+        if relative.file_name() != Some(std::ffi::OsStr::new(crate::manifest::MANIFEST_FILE))
+            || depth > 2
+        {
+            continue;
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text)
+            .map_err(|err| fail(source, format!("cannot read its manifest: {err}")))?;
+        let named: Named = serde_saphyr::from_str(&text)
+            .map_err(|err| fail(source, format!("its manifest names no plugin: {err}")))?;
+        return Ok(named.plugin.name);
+    }
+    Err(fail(source, "no manifest.yaml in it"))
+}
+
 /// Packs the plugin folder `dir` as a `.tar.gz` bundle that [`install_tar_gz`] installs again
 /// (its files at the top level; plain files and folders only) — how a daemon hands an installed
 /// plugin to the daemons sharing its catalog (blocking).

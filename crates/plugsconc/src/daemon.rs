@@ -109,6 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         origin.clone(),
     ));
+    let applied = crate::sharing::Applied::new(config.directories.data_dir.join("shared-bundles"));
     if let Some(heard) = store.listen().await? {
         let sharing = crate::sharing::Sharing {
             registry: registry.clone(),
@@ -117,10 +118,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .root()
                 .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned),
             require_checksum,
-            applied: Arc::default(),
+            applied: applied.clone(),
         };
         // What the catalog's other daemons installed (or uninstalled) before this one started.
-        sharing.resync().await;
+        if let Err(err) = sharing.resync().await {
+            tracing::warn!(error = %err, "cannot read the shared bundles; trying again when the listener reconnects");
+        }
         background.spawn(follow(
             registry.clone(),
             store.clone(),
@@ -198,6 +201,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned),
         base_trust: base_trust.clone(),
         require_checksum,
+        applied,
         logs: (config.logging.log_enable_persistent_queue
             && !config.logging.log_remove_on_complete)
             .then(|| {
@@ -342,7 +346,13 @@ async fn follow(
                 if let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await {
                     tracing::warn!(error = %err, "cannot reload the trusted publishers");
                 }
-                sharing.resync().await;
+                // Until it succeeds: after a long outage the first tries fail too.
+                let mut wait = Duration::from_secs(1);
+                while let Err(err) = sharing.resync().await {
+                    tracing::warn!(error = %err, retry_in_secs = wait.as_secs(), "cannot read the shared bundles");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
             }
         }
     }

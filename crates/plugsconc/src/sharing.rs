@@ -6,34 +6,60 @@
 //! daemon that starts, or whose listener reconnects, installs the bundles it lacks and removes
 //! what it had installed from the store and was uninstalled since.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use plugsconc_host::Registry;
 
 use crate::store::{Action, Store};
 
-/// What one daemon installed from the store, by plugin: the bundle's SHA-256.
-#[derive(Debug, Default)]
-pub struct Applied(Mutex<BTreeMap<String, String>>);
+/// Which shared bundle each plugin here came from (its SHA-256), one file per plugin in a folder
+/// of the data folder, so a daemon that restarts still knows what it installed from the store
+/// (and removes it when it was uninstalled meanwhile, or upgrades it).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    dir: PathBuf,
+}
 
 impl Applied {
-    fn get(&self, plugin: &str) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(plugin)
-            .cloned()
+    /// The records kept in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
     }
 
-    fn set(&self, plugin: &str, sha256: Option<String>) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match sha256 {
-            Some(sha) => map.insert(plugin.to_owned(), sha),
-            None => map.remove(plugin),
+    /// The record's file; `None` for a name that is not a plain file name.
+    fn file(&self, plugin: &str) -> Option<PathBuf> {
+        let plain = !plugin.is_empty()
+            && !plugin.starts_with('.')
+            && plugin
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        plain.then(|| self.dir.join(plugin))
+    }
+
+    fn get(&self, plugin: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.file(plugin)?).ok()?;
+        Some(text.trim().to_owned())
+    }
+
+    /// Records that `plugin` now comes from the bundle `sha256` (`None`: from no bundle).
+    pub fn set(&self, plugin: &str, sha256: Option<&str>) {
+        let Some(file) = self.file(plugin) else {
+            return;
         };
+        let written = match sha256 {
+            Some(sha) => {
+                std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&file, sha))
+            }
+            None => match std::fs::remove_file(&file) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+                _ => Ok(()),
+            },
+        };
+        if let Err(err) = written {
+            tracing::warn!(plugin, file = %file.display(), error = %err, "cannot record which shared bundle a plugin came from");
+        }
     }
 }
 
@@ -49,16 +75,18 @@ pub struct Sharing {
     /// Whether installs need the `.sha256` sidecar.
     pub require_checksum: bool,
     /// What it installed from the store.
-    pub applied: Arc<Applied>,
+    pub applied: Applied,
 }
 
-/// Packs the installed plugin at `dir` and shares it (a no-op on a store no one shares).
+/// Packs the installed plugin at `dir` and shares it (a no-op on a store no one shares); records
+/// in `applied` that this daemon's copy is that bundle.
 ///
 /// # Errors
 ///
 /// When the folder cannot be packed or the store written.
 pub async fn offer(
     store: &dyn Store,
+    applied: &Applied,
     plugin: &str,
     dir: &Path,
     actor: &str,
@@ -76,7 +104,9 @@ pub async fn offer(
     store
         .share_install(plugin, &bundle, actor, origin)
         .await
-        .with_context(|| format!("cannot share the bundle of {plugin:?}"))
+        .with_context(|| format!("cannot share the bundle of {plugin:?}"))?;
+    applied.set(plugin, Some(&crate::store::bundle_sha256(&bundle)));
+    Ok(())
 }
 
 /// Removes plugin `name` from the plugins folder and the catalog (drained, then stopped).
@@ -121,16 +151,15 @@ impl Sharing {
         }
     }
 
-    /// Installs what is shared and missing here, removes what this daemon installed from the
-    /// store and was uninstalled since (at start, and after a lost connection).
-    pub async fn resync(&self) {
-        let bundles = match self.store.shared_bundles().await {
-            Ok(bundles) => bundles,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read the shared bundles");
-                return;
-            }
-        };
+    /// Installs what is shared and missing (or upgraded) here, removes what this daemon
+    /// installed from the store and was uninstalled since (at start, and after a lost
+    /// connection).
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be read (the caller tries again).
+    pub async fn resync(&self) -> Result<(), crate::store::StoreError> {
+        let bundles = self.store.shared_bundles().await?;
         for bundle in bundles {
             let applied = self.applied.get(&bundle.plugin);
             let present = self.registry.get(&bundle.plugin).is_some();
@@ -142,45 +171,42 @@ impl Sharing {
                 self.apply(&bundle.plugin, Action::Install).await;
             }
         }
+        Ok(())
     }
 
     async fn install(&self, plugin: &str) -> anyhow::Result<()> {
         let Some(bundle) = self.store.shared_bundle(plugin).await? else {
             return Ok(());
         };
-        let sha256 = {
-            use sha2::Digest as _;
-            sha2::Sha256::digest(&bundle)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
+        let sha256 = crate::store::bundle_sha256(&bundle);
         let (root, trust, checksum) = (
             self.plugins_dir.clone(),
             self.registry.trust(),
             self.require_checksum,
         );
+        let expected = plugin.to_owned();
         let source = PathBuf::from(format!("the shared bundle of {plugin}"));
         let installed = tokio::task::spawn_blocking(move || {
-            plugsconc_host::install::install_tar_gz(
+            // Checked before anything is installed: a bundle that holds another plugin must
+            // not replace that one.
+            let named = plugsconc_host::install::bundle_name(&bundle)?;
+            anyhow::ensure!(
+                named == expected,
+                "the shared bundle of {expected:?} holds a plugin named {named:?}; not installed"
+            );
+            Ok(plugsconc_host::install::install_tar_gz(
                 &bundle[..],
                 &source,
                 &root,
                 &trust,
                 checksum,
                 true,
-            )
-            .map_err(anyhow::Error::from)
+            )?)
         })
         .await
         .context("the install was interrupted")??;
-        anyhow::ensure!(
-            installed.plugin.manifest.name == plugin,
-            "the shared bundle of {plugin:?} holds {:?}",
-            installed.plugin.manifest.name
-        );
         self.registry.sync_dir(&installed.plugin.dir).await?;
-        self.applied.set(plugin, Some(sha256));
+        self.applied.set(plugin, Some(&sha256));
         Ok(())
     }
 

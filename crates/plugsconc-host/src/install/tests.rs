@@ -202,6 +202,8 @@ fn a_packed_folder_installs_elsewhere_the_same_without_setuid_bits() {
     std::fs::write(dir.join("proto/animal.proto"), "syntax = \"proto3\";").unwrap();
     std::fs::set_permissions(dir.join("cat"), std::fs::Permissions::from_mode(0o4755)).unwrap();
     let bundle = bundle_dir(&dir).unwrap();
+    assert_eq!(bundle_name(&bundle).unwrap(), "cat");
+    assert!(bundle_name(b"not a bundle").is_err());
     let root = tempfile::tempdir().unwrap();
     let installed = install_tar_gz(
         &bundle[..],

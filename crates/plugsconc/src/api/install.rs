@@ -123,6 +123,7 @@ pub async fn install(
     // The daemons sharing the catalog install it too, from its bundle in the store.
     if let Err(err) = crate::sharing::offer(
         state.store.as_ref(),
+        &state.applied,
         &name,
         &installed.plugin.dir,
         &format!("api@{}", state.origin),
@@ -164,6 +165,7 @@ pub async fn uninstall(
     crate::sharing::uninstall(&state.registry, &name)
         .await
         .map_err(install_error)?;
+    state.applied.set(&name, None);
     if state.store.shared()
         && let Err(err) = state
             .store

@@ -53,6 +53,8 @@ pub struct ApiState {
     pub base_trust: plugsconc_host::signature::Trust,
     /// Whether installs need a matching `.sha256` sidecar.
     pub require_checksum: bool,
+    /// Which shared bundle each plugin here came from (daemons sharing a catalog).
+    pub applied: crate::sharing::Applied,
     /// The persistent log queue's records, when the daemon keeps them.
     pub logs: Option<Arc<logs::LogSource>>,
     /// The job pool.

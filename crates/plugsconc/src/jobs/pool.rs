@@ -105,8 +105,9 @@ pub struct PoolStats {
     pub total_duration_ms: u64,
 }
 
-/// A job running here: how to stop it, and why.
+/// A job running here: its claim, how to stop it, and why.
 struct Running {
+    token: i64,
     cancel: CancellationToken,
     cause: Arc<Mutex<Option<String>>>,
 }
@@ -123,6 +124,8 @@ struct Inner {
     draining: AtomicBool,
     /// Running jobs are given up (shutdown past its grace), not finished.
     abandoned: AtomicBool,
+    /// Running jobs are cancelled (`Terminate`), a job claimed meanwhile included.
+    terminated: AtomicBool,
     /// Tells workers to take nothing more.
     closing: CancellationToken,
     /// Ends the heartbeat, once no job runs here.
@@ -201,6 +204,7 @@ impl Pool {
             accepting: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            terminated: AtomicBool::new(false),
             closing: CancellationToken::new(),
             heartbeat_stop: CancellationToken::new(),
             workers: TaskTracker::new(),
@@ -328,6 +332,7 @@ impl Pool {
             StopMode::Stop => inner.draining.store(true, Ordering::Release),
             StopMode::Shutdown => inner.closing.cancel(),
             StopMode::Terminate => {
+                inner.terminated.store(true, Ordering::Release);
                 inner.closing.cancel();
                 let name = &inner.options.name;
                 match inner
@@ -381,17 +386,19 @@ async fn work(inner: Arc<Inner>) {
         }
         let draining = inner.draining.load(Ordering::Acquire);
         let name = inner.options.name.as_str();
+        let token = fastrand::i64(1..);
         let claimed = inner
             .queue
             .claim(
                 name,
+                token,
                 draining.then_some(name),
                 now_ms(),
                 inner.lease_until(),
             )
             .await;
         match claimed {
-            Ok(Some(job)) => run(&inner, job).await,
+            Ok(Some(job)) => run(&inner, job, token).await,
             Ok(None) if draining => return,
             Ok(None) => {
                 tokio::select! {
@@ -420,14 +427,23 @@ async fn heartbeat(inner: Arc<Inner>) {
             () = tokio::time::sleep(every) => {}
             () = inner.heartbeat_stop.cancelled() => return,
         }
-        match inner
-            .queue
-            .renew(&inner.options.name, inner.lease_until())
-            .await
-        {
-            Ok(asked) => {
-                for (id, cause) in asked {
+        let held: Vec<(u64, i64)> = inner
+            .running()
+            .iter()
+            .map(|(&id, job)| (id, job.token))
+            .collect();
+        match inner.queue.renew(&held, inner.lease_until()).await {
+            Ok(renewal) => {
+                for (id, cause) in renewal.cancels {
                     inner.cancel_local(id, &cause);
+                }
+                // Settled or taken over elsewhere: stop this run (its outcome is not written).
+                for id in renewal.lost {
+                    tracing::warn!(
+                        job = id,
+                        "lease lost (the job was settled or taken over); stopping this run"
+                    );
+                    inner.cancel_local(id, "lease lost");
                 }
             }
             Err(err) => tracing::warn!(error = %err, "cannot renew the leases of running jobs"),
@@ -456,26 +472,33 @@ async fn recover(inner: &Inner, before: u64) {
     }
 }
 
-/// Writes `info`; says so when the job was taken over (this daemon's lease ran out).
-async fn save(inner: &Inner, info: &JobInfo) -> bool {
-    match inner.queue.save(&inner.options.name, info).await {
-        Ok(true) => true,
-        Ok(false) => {
-            tracing::warn!(
-                job = info.id,
-                "job no longer held here (its lease ran out and it was settled elsewhere); this run's outcome is dropped"
-            );
-            false
-        }
-        Err(err) => {
-            tracing::warn!(job = info.id, error = %err, "cannot record the job's progress");
-            true
+/// Writes `info` under claim `token`; `false` when the job was taken over (this claim's lease
+/// ran out) or the store could not be written even after a few tries — then the job, left
+/// `running` without renewals, is settled by recovery once its lease runs out.
+async fn save(inner: &Inner, token: i64, info: &JobInfo) -> bool {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=5 {
+        match inner.queue.save(token, info).await {
+            Ok(true) => return true,
+            Ok(false) => {
+                tracing::warn!(
+                    job = info.id,
+                    "job no longer held by this claim (its lease ran out and it was settled elsewhere); this run's outcome is dropped"
+                );
+                return false;
+            }
+            Err(err) => {
+                tracing::warn!(job = info.id, attempt, error = %err, "cannot record the job's progress");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
         }
     }
+    false
 }
 
 /// Runs a claimed job to its end (or until it is given up).
-async fn run(inner: &Arc<Inner>, job: Claimed) {
+async fn run(inner: &Arc<Inner>, job: Claimed, token: i64) {
     let Claimed { spec, mut info } = job;
     let id = info.id;
     let cancel = CancellationToken::new();
@@ -483,12 +506,19 @@ async fn run(inner: &Arc<Inner>, job: Claimed) {
     inner.running().insert(
         id,
         Running {
+            token,
             cancel: cancel.clone(),
             cause: cause.clone(),
         },
     );
+    // Claimed while the pool was being given up or terminated: that applies to it too.
+    if inner.abandoned.load(Ordering::Acquire) {
+        inner.cancel_local(id, "abandoned");
+    } else if inner.terminated.load(Ordering::Acquire) {
+        inner.cancel_local(id, "terminated");
+    }
     inner.stats().in_flight += 1;
-    let outcome = attempts(inner, &spec, &mut info, &cancel).await;
+    let outcome = attempts(inner, token, &spec, &mut info, &cancel).await;
     inner.running().remove(&id);
     let elapsed = info
         .started_ms
@@ -499,11 +529,12 @@ async fn run(inner: &Arc<Inner>, job: Claimed) {
     }
     if inner.abandoned.load(Ordering::Acquire) && matches!(outcome, Err(Ending::Cancelled)) {
         // Not the job's end: recovery decides, as after a crash.
-        if let Err(err) = inner.queue.release(&inner.options.name, id).await {
+        if let Err(err) = inner.queue.release(id, token).await {
             tracing::warn!(job = id, error = %err, "cannot give the job up");
         }
         if !inner.queue.shared() {
-            recover(inner, u64::MAX).await;
+            // Only what was given up (lease 0): other workers may still be finishing theirs.
+            recover(inner, 1).await;
         }
         return;
     }
@@ -525,7 +556,7 @@ async fn run(inner: &Arc<Inner>, job: Claimed) {
             info.cancel_cause = Some(cause.unwrap_or_else(|| "cancelled".to_owned()));
         }
     }
-    if !save(inner, &info).await {
+    if !save(inner, token, &info).await {
         return;
     }
     if let Some(observer) = inner.observer.get() {
@@ -544,6 +575,7 @@ async fn run(inner: &Arc<Inner>, job: Claimed) {
 /// before it starts (so an attempt cut by a crash counts).
 async fn attempts(
     inner: &Inner,
+    token: i64,
     spec: &JobSpec,
     info: &mut JobInfo,
     cancel: &CancellationToken,
@@ -602,7 +634,7 @@ async fn attempts(
             () = cancel.cancelled() => return Err(Ending::Cancelled),
         }
         info.attempts += 1;
-        if !save(inner, info).await {
+        if !save(inner, token, info).await {
             return Err(Ending::Cancelled);
         }
     }

@@ -3,10 +3,12 @@
 //! same contract:
 //!
 //! - `claim` hands each queued job to exactly one caller, and counts the attempt it starts;
-//! - a claimed job carries its worker's lease; `renew` extends the leases of a worker's jobs and
-//!   reports the cancellations asked for meanwhile (possibly on another daemon);
-//! - `save` writes a job only while the caller still holds it (a worker whose lease ran out and
-//!   whose job was taken over cannot overwrite the new run);
+//! - a claim carries a token and a lease; `renew` extends the leases of the claims a worker still
+//!   holds, says which it lost, and reports the cancellations asked for meanwhile (possibly on
+//!   another daemon);
+//! - `save` writes a job only while the caller's claim holds it (a worker whose lease ran out and
+//!   whose job was taken over — even by another worker of the same daemon — cannot overwrite the
+//!   new run);
 //! - `recover` settles the running jobs whose lease ran out, as their crash policy says.
 
 #[cfg(test)]
@@ -24,6 +26,15 @@ pub struct Claimed {
     pub spec: JobSpec,
     /// Its record, now `running` on the claiming worker.
     pub info: JobInfo,
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Claims no longer held (their lease ran out and the job was settled or taken over).
+    pub lost: Vec<u64>,
+    /// Cancellations asked for the jobs still held: (id, cause).
+    pub cancels: Vec<(u64, String)>,
 }
 
 /// What a cancellation did.
@@ -79,26 +90,25 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
     -> Result<u64, StoreError>;
 
     /// Takes the oldest queued job (only those `submitted_by` submitted, when given) for
-    /// `worker`, holding it until `lease_until`.
+    /// `worker` under the claim `token`, holding it until `lease_until`.
     async fn claim(
         &self,
         worker: &str,
+        token: i64,
         submitted_by: Option<&str>,
         now: u64,
         lease_until: u64,
     ) -> Result<Option<Claimed>, StoreError>;
 
-    /// Writes `info` (attempts, state, timings, result, error) while `worker` holds the job;
-    /// a finished state releases it. `false` when the job is no longer `worker`'s.
-    async fn save(&self, worker: &str, info: &JobInfo) -> Result<bool, StoreError>;
+    /// Writes `info` (attempts, state, timings, result, error) while the claim `token` holds the
+    /// job. `false` when it no longer does.
+    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, StoreError>;
 
-    /// Extends the leases of `worker`'s running jobs; returns the cancellations asked for them
-    /// (id, cause).
-    async fn renew(&self, worker: &str, lease_until: u64)
-    -> Result<Vec<(u64, String)>, StoreError>;
+    /// Extends the leases of the claims `held` (job id, token) until `lease_until`.
+    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, StoreError>;
 
-    /// Gives job `id` up at once, as if `worker` had died: [`JobQueue::recover`] settles it.
-    async fn release(&self, worker: &str, id: u64) -> Result<(), StoreError>;
+    /// Gives job `id` up at once, as if its worker had died: [`JobQueue::recover`] settles it.
+    async fn release(&self, id: u64, token: i64) -> Result<(), StoreError>;
 
     /// Settles the running jobs whose lease ends before `before`.
     async fn recover(&self, before: u64) -> Result<Recovered, StoreError>;
@@ -130,6 +140,7 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
 struct Row {
     spec: JobSpec,
     info: JobInfo,
+    token: Option<i64>,
     lease_until: Option<u64>,
     cancel_requested: Option<String>,
 }
@@ -194,6 +205,7 @@ impl JobQueue for MemoryQueue {
             Row {
                 spec: spec.clone(),
                 info,
+                token: None,
                 lease_until: None,
                 cancel_requested: None,
             },
@@ -204,6 +216,7 @@ impl JobQueue for MemoryQueue {
     async fn claim(
         &self,
         worker: &str,
+        token: i64,
         submitted_by: Option<&str>,
         now: u64,
         lease_until: u64,
@@ -219,6 +232,7 @@ impl JobQueue for MemoryQueue {
         row.info.attempts += 1;
         row.info.worker = Some(worker.to_owned());
         row.info.started_ms.get_or_insert(now);
+        row.token = Some(token);
         row.lease_until = Some(lease_until);
         Ok(Some(Claimed {
             spec: row.spec.clone(),
@@ -226,11 +240,13 @@ impl JobQueue for MemoryQueue {
         }))
     }
 
-    async fn save(&self, worker: &str, info: &JobInfo) -> Result<bool, StoreError> {
+    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, StoreError> {
         let mut rows = self.rows();
-        let Some(row) = rows.1.get_mut(&info.id).filter(|row| {
-            row.info.state == JobState::Running && row.info.worker.as_deref() == Some(worker)
-        }) else {
+        let Some(row) = rows
+            .1
+            .get_mut(&info.id)
+            .filter(|row| row.info.state == JobState::Running && row.token == Some(token))
+        else {
             return Ok(false);
         };
         row.info = info.clone();
@@ -240,31 +256,35 @@ impl JobQueue for MemoryQueue {
         Ok(true)
     }
 
-    async fn renew(
-        &self,
-        worker: &str,
-        lease_until: u64,
-    ) -> Result<Vec<(u64, String)>, StoreError> {
+    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, StoreError> {
         let mut rows = self.rows();
-        let mut asked = Vec::new();
-        // A released job (lease 0) waits for recovery; it is not renewed.
-        for row in rows.1.values_mut().filter(|row| {
-            row.info.state == JobState::Running
-                && row.info.worker.as_deref() == Some(worker)
-                && row.lease_until != Some(0)
-        }) {
-            row.lease_until = Some(lease_until);
-            if let Some(cause) = &row.cancel_requested {
-                asked.push((row.info.id, cause.clone()));
+        let mut renewal = Renewal::default();
+        for &(id, token) in held {
+            // A released job (lease 0) waits for recovery; it is not renewed.
+            match rows.1.get_mut(&id).filter(|row| {
+                row.info.state == JobState::Running
+                    && row.token == Some(token)
+                    && row.lease_until != Some(0)
+            }) {
+                Some(row) => {
+                    row.lease_until = Some(lease_until);
+                    if let Some(cause) = &row.cancel_requested {
+                        renewal.cancels.push((id, cause.clone()));
+                    }
+                }
+                None => renewal.lost.push(id),
             }
         }
-        Ok(asked)
+        Ok(renewal)
     }
 
-    async fn release(&self, worker: &str, id: u64) -> Result<(), StoreError> {
-        if let Some(row) = self.rows().1.get_mut(&id).filter(|row| {
-            row.info.state == JobState::Running && row.info.worker.as_deref() == Some(worker)
-        }) {
+    async fn release(&self, id: u64, token: i64) -> Result<(), StoreError> {
+        if let Some(row) = self
+            .rows()
+            .1
+            .get_mut(&id)
+            .filter(|row| row.info.state == JobState::Running && row.token == Some(token))
+        {
             row.lease_until = Some(0);
         }
         Ok(())

@@ -20,6 +20,7 @@ macro_rules! job_table {
     submitted_ms BIGINT NOT NULL,
     submitted_by TEXT NOT NULL,
     worker TEXT,
+    claim_token BIGINT,
     started_ms BIGINT,
     finished_ms BIGINT,
     duration_ms BIGINT,
@@ -137,6 +138,7 @@ macro_rules! job_queue {
             async fn claim(
                 &self,
                 worker: &str,
+                token: i64,
                 submitted_by: Option<&str>,
                 now: u64,
                 lease_until: u64,
@@ -146,14 +148,15 @@ macro_rules! job_queue {
                 let by = submitted_by.unwrap_or_default();
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE job SET state = 'running', attempts = attempts + 1, worker = $1,
-                         lease_until_ms = $2, started_ms = COALESCE(started_ms, $3)
-                     WHERE id = (SELECT id FROM job WHERE state = 'queued' AND ($4 = '' OR submitted_by = $5)
+                         claim_token = $2, lease_until_ms = $3, started_ms = COALESCE(started_ms, $4)
+                     WHERE id = (SELECT id FROM job WHERE state = 'queued' AND ($5 = '' OR submitted_by = $6)
                                  ORDER BY id LIMIT 1 {})
                      RETURNING spec, {}",
                     $lock,
                     $crate::store::jobs::COLUMNS
                 )))
                 .bind(worker)
+                .bind(token)
                 .bind($crate::store::jobs::ms(lease_until))
                 .bind($crate::store::jobs::ms(now))
                 .bind(by)
@@ -172,17 +175,17 @@ macro_rules! job_queue {
 
             async fn save(
                 &self,
-                worker: &str,
+                token: i64,
                 info: &$crate::jobs::JobInfo,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::jobs::ms;
                 let saved = sqlx::query(
                     "UPDATE job SET state = $3, attempts = $4, started_ms = $5, finished_ms = $6,
                          duration_ms = $7, result = $8, error = $9, cancel_cause = $10
-                     WHERE id = $1 AND worker = $2 AND state = 'running'",
+                     WHERE id = $1 AND claim_token = $2 AND state = 'running'",
                 )
                 .bind(ms(info.id))
-                .bind(worker)
+                .bind(token)
                 .bind(info.state.as_str())
                 .bind(i64::from(info.attempts))
                 .bind(info.started_ms.map(ms))
@@ -204,47 +207,46 @@ macro_rules! job_queue {
 
             async fn renew(
                 &self,
-                worker: &str,
+                held: &[(u64, i64)],
                 lease_until: u64,
-            ) -> Result<Vec<(u64, String)>, $crate::store::StoreError> {
+            ) -> Result<$crate::jobs::queue::Renewal, $crate::store::StoreError> {
                 use sqlx::Row as _;
                 let what = "renew job leases";
-                // A released job (lease 0) waits for recovery; it is not renewed.
-                sqlx::query(
-                    "UPDATE job SET lease_until_ms = $2
-                     WHERE worker = $1 AND state = 'running' AND lease_until_ms > 0",
-                )
-                .bind(worker)
-                .bind($crate::store::jobs::ms(lease_until))
-                .execute(&self.pool)
-                .await
-                .map_err(query_error(what))?;
-                let rows = sqlx::query(
-                    "SELECT id, cancel_requested FROM job
-                     WHERE worker = $1 AND state = 'running' AND lease_until_ms > 0
-                         AND cancel_requested IS NOT NULL",
-                )
-                .bind(worker)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query_error(what))?;
-                rows.iter()
-                    .map(|row| {
-                        Ok((
-                            $crate::store::jobs::unsigned(row.try_get("id")?),
-                            row.try_get("cancel_requested")?,
-                        ))
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(query_error(what))
+                let mut renewal = $crate::jobs::queue::Renewal::default();
+                // One claim at a time: a worker runs a handful of jobs, not thousands.
+                for &(id, token) in held {
+                    // A released job (lease 0) waits for recovery; it is not renewed.
+                    let row = sqlx::query(
+                        "UPDATE job SET lease_until_ms = $3
+                         WHERE id = $1 AND claim_token = $2 AND state = 'running' AND lease_until_ms > 0
+                         RETURNING cancel_requested",
+                    )
+                    .bind($crate::store::jobs::ms(id))
+                    .bind(token)
+                    .bind($crate::store::jobs::ms(lease_until))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_error(what))?;
+                    match row {
+                        None => renewal.lost.push(id),
+                        Some(row) => {
+                            let asked: Option<String> =
+                                row.try_get("cancel_requested").map_err(query_error(what))?;
+                            if let Some(cause) = asked {
+                                renewal.cancels.push((id, cause));
+                            }
+                        }
+                    }
+                }
+                Ok(renewal)
             }
 
-            async fn release(&self, worker: &str, id: u64) -> Result<(), $crate::store::StoreError> {
+            async fn release(&self, id: u64, token: i64) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
-                    "UPDATE job SET lease_until_ms = 0 WHERE id = $1 AND worker = $2 AND state = 'running'",
+                    "UPDATE job SET lease_until_ms = 0 WHERE id = $1 AND claim_token = $2 AND state = 'running'",
                 )
                 .bind($crate::store::jobs::ms(id))
-                .bind(worker)
+                .bind(token)
                 .execute(&self.pool)
                 .await
                 .map_err(query_error("give a job up"))?;
@@ -262,6 +264,9 @@ macro_rules! job_queue {
                 );
                 let lost = serde_json::to_string(&$crate::jobs::queue::lost_error())
                     .unwrap_or_default();
+                // A cancellation that commits between these statements (PostgreSQL reads each
+                // with a fresh snapshot) leaves its job to the next recovery's first statement,
+                // never queued again.
                 let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
                 let cancelled = sqlx::query(
                     "UPDATE job SET state = 'cancelled', cancel_cause = cancel_requested,
@@ -276,7 +281,7 @@ macro_rules! job_queue {
                 .rows_affected();
                 let requeued = sqlx::query(
                     "UPDATE job SET state = 'queued', lease_until_ms = NULL
-                     WHERE state = 'running' AND lease_until_ms < $1
+                     WHERE state = 'running' AND lease_until_ms < $1 AND cancel_requested IS NULL
                          AND on_crash = 'retry' AND attempts < max_attempts",
                 )
                 .bind(before)
@@ -286,7 +291,7 @@ macro_rules! job_queue {
                 .rows_affected();
                 let failed = sqlx::query(
                     "UPDATE job SET state = 'failed', error = $3, finished_ms = $2, lease_until_ms = NULL
-                     WHERE state = 'running' AND lease_until_ms < $1",
+                     WHERE state = 'running' AND lease_until_ms < $1 AND cancel_requested IS NULL",
                 )
                 .bind(before)
                 .bind(now)

@@ -242,6 +242,15 @@ pub async fn open(
     }
 }
 
+/// SHA-256 of a plugin bundle, in hex, as [`SharedBundle::sha256`] holds it.
+pub fn bundle_sha256(bundle: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bundle)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Now, in Unix milliseconds.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

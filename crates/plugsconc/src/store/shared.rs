@@ -240,11 +240,7 @@ macro_rules! shared_store {
                 actor: &str,
                 origin: &str,
             ) -> Result<(), $crate::store::StoreError> {
-                use sha2::Digest as _;
-                let sha256: String = sha2::Sha256::digest(bundle)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let sha256 = $crate::store::bundle_sha256(bundle);
                 let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
                 sqlx::query(
                     "INSERT INTO plugin_bundle (name, sha256, bundle, removed, updated_ms, updated_by)

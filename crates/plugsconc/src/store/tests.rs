@@ -28,13 +28,13 @@ async fn exercise_jobs(queue: std::sync::Arc<dyn JobQueue>) {
     assert_eq!(queue.queued().await.unwrap(), 2);
     // Only b's jobs, when asked so.
     let claimed = queue
-        .claim("w1", Some("b"), now_ms(), 0)
+        .claim("w1", 11, Some("b"), now_ms(), 0)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((claimed.info.id, claimed.info.attempts), (second, 1));
     let claimed = queue
-        .claim("w2", None, now_ms(), now_ms() + 60_000)
+        .claim("w2", 22, None, now_ms(), now_ms() + 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -42,7 +42,7 @@ async fn exercise_jobs(queue: std::sync::Arc<dyn JobQueue>) {
     assert_eq!(claimed.info.worker.as_deref(), Some("w2"));
     assert!(
         queue
-            .claim("w3", None, now_ms(), 0)
+            .claim("w3", 33, None, now_ms(), 0)
             .await
             .unwrap()
             .is_none()
@@ -54,11 +54,11 @@ async fn exercise_jobs(queue: std::sync::Arc<dyn JobQueue>) {
     assert_eq!(lost.state, JobState::Failed);
     assert_eq!(lost.error.unwrap().code, "lost");
     let mut info = claimed.info.clone();
-    assert!(!queue.save("w1", &info).await.unwrap(), "not w1's job");
+    assert!(!queue.save(11, &info).await.unwrap(), "not w1's claim");
     info.state = JobState::Succeeded;
     info.result = Some(serde_json::json!({"ok": true}));
     info.finished_ms = Some(now_ms());
-    assert!(queue.save("w2", &info).await.unwrap());
+    assert!(queue.save(22, &info).await.unwrap());
     let done = queue.get(first).await.unwrap().unwrap();
     assert_eq!(done.result, info.result);
     assert_eq!(done.state, JobState::Succeeded);
@@ -74,7 +74,7 @@ async fn exercise_jobs(queue: std::sync::Arc<dyn JobQueue>) {
         CancelOutcome::Cancelled
     );
     let running = queue
-        .claim("w2", None, now_ms(), now_ms() + 60_000)
+        .claim("w2", 44, None, now_ms(), now_ms() + 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -83,18 +83,22 @@ async fn exercise_jobs(queue: std::sync::Arc<dyn JobQueue>) {
         queue.cancel(fourth, "operator", now_ms()).await.unwrap(),
         CancelOutcome::Requested
     );
-    assert_eq!(
-        queue.renew("w2", now_ms() + 60_000).await.unwrap(),
-        [(fourth, "operator".to_owned())]
-    );
+    let renewal = queue
+        .renew(&[(fourth, 44), (first, 22)], now_ms() + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(renewal.cancels, [(fourth, "operator".to_owned())]);
+    assert_eq!(renewal.lost, [first], "the finished job is no longer held");
     // Given up (shutdown past its grace): settled at once, the asked cancellation wins.
-    queue.release("w2", fourth).await.unwrap();
-    assert!(
+    queue.release(fourth, 44).await.unwrap();
+    assert_eq!(
         queue
-            .renew("w2", now_ms() + 60_000)
+            .renew(&[(fourth, 44)], now_ms() + 60_000)
             .await
             .unwrap()
-            .is_empty()
+            .lost,
+        [fourth],
+        "a released claim is not renewed"
     );
     assert_eq!(queue.recover(now_ms()).await.unwrap().cancelled, 1);
     assert_eq!(
@@ -145,7 +149,13 @@ async fn race_claims(queue: std::sync::Arc<dyn JobQueue>, claimers: usize, jobs:
             let worker = format!("w{n}");
             let mut got = Vec::new();
             while let Some(job) = queue
-                .claim(&worker, None, now_ms(), now_ms() + 60_000)
+                .claim(
+                    &worker,
+                    fastrand::i64(1..),
+                    None,
+                    now_ms(),
+                    now_ms() + 60_000,
+                )
                 .await
                 .unwrap()
             {

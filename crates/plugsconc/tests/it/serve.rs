@@ -783,6 +783,23 @@ fn daemons_sharing_a_postgres_catalog_follow_each_other() {
     }
     assert!(gone, "B still has the plugin A uninstalled");
     assert!(!root_b.path().join("plugins/pup").exists());
+    // Installed again through B while A is down, then uninstalled: A, restarted, removes the copy
+    // it had installed from the store (it remembers which bundle that was).
+    let (status, body) = send(
+        &b,
+        "POST",
+        "/api/v1/plugins/install",
+        Some(&token_b),
+        &install,
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_field(&a, "/api/v1/plugins/pup", "name", "pup");
+    drop(_a);
+    let (status, body) = request(&b, "POST", "/api/v1/plugins/pup/uninstall", Some(&token_b));
+    assert_eq!(status, 200, "{body}");
+    let (_a, a, _) = serve(root_a.path(), &store);
+    assert_eq!(get(&a, "/api/v1/plugins/pup").0, 404, "removed at start");
+    assert!(!root_a.path().join("plugins/pup").exists());
     let (status, _) = request(&a, "POST", "/api/v1/publishers/acme/remove", Some(&token_a));
     assert_eq!(status, 200);
 

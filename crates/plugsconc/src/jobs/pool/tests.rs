@@ -366,7 +366,7 @@ async fn orphans(queue: &MemoryQueue, lease_until: u64) -> [u64; 3] {
         job.on_crash = on_crash;
         ids[n] = queue.insert(&job, "dead", now_ms()).await.unwrap();
         let claimed = queue
-            .claim("dead", None, now_ms(), lease_until)
+            .claim("dead", 7, None, now_ms(), lease_until)
             .await
             .unwrap();
         assert_eq!(claimed.map(|c| c.info.id), Some(ids[n]));
@@ -450,20 +450,32 @@ async fn a_worker_whose_job_was_taken_over_does_not_overwrite_the_new_run() {
     let queue = MemoryQueue::new_shared();
     let job = spec("noop", Value::Null);
     let id = queue.insert(&job, "a", now_ms()).await.unwrap();
-    let first = queue.claim("a", None, now_ms(), 0).await.unwrap().unwrap();
+    let first = queue
+        .claim("a", 1, None, now_ms(), 0)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(queue.recover(now_ms()).await.unwrap().requeued, 1);
     let second = queue
-        .claim("b", None, now_ms(), u64::MAX / 2)
+        .claim("a", 2, None, now_ms(), u64::MAX / 2)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((second.info.id, second.info.attempts), (id, 2));
     let mut late = first.info;
     late.state = JobState::Succeeded;
-    assert!(!queue.save("a", &late).await.unwrap(), "a's lease is gone");
-    assert!(queue.save("b", &second.info).await.unwrap());
+    // Even on the same daemon: the first claim's lease is gone, the second claim holds it.
     assert!(
-        queue.claim("c", None, now_ms(), 0).await.unwrap().is_none(),
+        !queue.save(1, &late).await.unwrap(),
+        "the first claim's lease is gone"
+    );
+    assert!(queue.save(2, &second.info).await.unwrap());
+    assert!(
+        queue
+            .claim("c", 3, None, now_ms(), 0)
+            .await
+            .unwrap()
+            .is_none(),
         "claimed once"
     );
 }
@@ -486,4 +498,28 @@ fn jittered_delays_stay_within_the_schedule() {
             "{delay:?} for a base of {base} ms"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_lease_was_lost_is_stopped_and_its_outcome_dropped() {
+    let queue = Arc::new(MemoryQueue::new_shared());
+    let pool = Pool::start(options(1, 16), vec![Arc::new(Sleep)], queue.clone()).await;
+    let id = pool
+        .submit(spec("sleep", json!({"ms": 600_000})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // Another daemon's recovery, as if this one had stalled past its lease.
+    assert_eq!(queue.recover(u64::MAX).await.unwrap().requeued, 1);
+    // The next renewal finds the claim gone: the run stops and the job is claimed anew.
+    let info = loop {
+        let info = queue.get(id).await.unwrap().unwrap();
+        if info.attempts == 2 && info.state == JobState::Running {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(info.cancel_cause, None, "the stopped run wrote nothing");
+    let stats = pool.stats().await;
+    assert_eq!((stats.cancelled, stats.failed), (0, 0), "{stats:?}");
 }
