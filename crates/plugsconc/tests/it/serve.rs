@@ -497,6 +497,26 @@ fn serves_the_catalog_and_stops_on_sigterm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Install and uninstall through the daemon: the plugin appears in (and leaves) its catalog.
+    let source = tempfile::tempdir().unwrap();
+    let pup = pup_folder(source.path());
+    let out = cli(&["plugins", "install", pup.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(&address, "/api/v1/plugins/pup").1["name"], "pup");
+    assert!(root.path().join("plugins/pup/manifest.yaml").exists());
+    let out = cli(&["plugins", "uninstall", "pup"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(&address, "/api/v1/plugins/pup").0, 404);
+    assert!(!root.path().join("plugins/pup").exists());
     let out = cli(&["plugins", "--local", "list", "--json"]);
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
