@@ -109,14 +109,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         origin.clone(),
     ));
+    // Where installs go: the registry's resolved folder.
+    let install_dir = registry
+        .root()
+        .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned);
     let applied = crate::sharing::Applied::new(config.directories.data_dir.join("shared-bundles"));
     if let Some(heard) = store.listen().await? {
         let sharing = crate::sharing::Sharing {
             registry: registry.clone(),
             store: store.clone(),
-            plugins_dir: registry
-                .root()
-                .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned),
+            plugins_dir: install_dir.clone(),
             require_checksum,
             applied: applied.clone(),
         };
@@ -196,9 +198,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         origin: origin.clone(),
         metrics,
         jobs: jobs.clone(),
-        plugins_dir: registry
-            .root()
-            .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned),
+        plugins_dir: install_dir,
         base_trust: base_trust.clone(),
         require_checksum,
         applied,

@@ -109,11 +109,13 @@ pub async fn offer(
     Ok(())
 }
 
-/// Removes plugin `name` from the plugins folder and the catalog (drained, then stopped).
+/// Removes plugin `name` from the plugins folder and the catalog (drained, then stopped);
+/// `false` when there is no such plugin on disk (unknown, or built in).
 ///
 /// # Errors
 ///
-/// [`plugsconc_host::HostError`] when it is built in, or its folder cannot be moved.
+/// [`plugsconc_host::HostError`] when its folder cannot be moved aside or the catalog cannot
+/// drop it.
 pub async fn uninstall(registry: &Registry, name: &str) -> Result<bool, plugsconc_host::HostError> {
     let Some(dir) = registry.get(name).and_then(|info| info.dir) else {
         return Ok(false);

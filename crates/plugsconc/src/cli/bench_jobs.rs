@@ -113,25 +113,14 @@ pub async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
         queue,
     )
     .await;
-    let drained = loop {
-        let stats = pool.stats().await;
-        if stats.succeeded + stats.failed + stats.cancelled >= args.jobs {
-            break began.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    ended(&pool, args.jobs).await;
+    let drained = began.elapsed();
     let began = Instant::now();
     for _ in 0..args.jobs {
         pool.submit(spec.clone()).await?;
     }
     let submitted = began.elapsed();
-    let stats = loop {
-        let stats = pool.stats().await;
-        if stats.succeeded + stats.failed + stats.cancelled >= 2 * args.jobs {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let stats = ended(&pool, 2 * args.jobs).await;
     let elapsed = began.elapsed();
     pool.stop(StopMode::Shutdown).await;
     let per_second = |d: Duration| args.jobs as f64 / d.as_secs_f64();
@@ -153,18 +142,11 @@ pub async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
             "mean_job_ms": stats.total_duration_ms as f64 / stats.succeeded.max(1) as f64,
         })
     );
-    if store.kind() == "postgres" {
+    if store.kind() == "postgres"
+        && let Some(url) = &args.store
+    {
         drop(store);
-        if let Some(url) = &args.store {
-            use sqlx::Executor as _;
-            if let Ok(pg) = sqlx::PgPool::connect(url).await {
-                let _ = pg
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                    )))
-                    .await;
-            }
-        }
+        crate::store::drop_postgres_schema(url, &schema).await;
     }
     anyhow::ensure!(
         stats.succeeded == 2 * args.jobs,
@@ -173,4 +155,15 @@ pub async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
         2 * args.jobs
     );
     Ok(())
+}
+
+/// Waits until `jobs` jobs in all have ended on `pool`; returns its counters then.
+async fn ended(pool: &Pool, jobs: u64) -> crate::jobs::pool::PoolStats {
+    loop {
+        let stats = pool.stats().await;
+        if stats.succeeded + stats.failed + stats.cancelled >= jobs {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -153,6 +153,14 @@ impl Inner {
         now_ms().saturating_add(u64::try_from(self.options.lease.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// Cancels every job running here with `cause`.
+    fn cancel_all_local(&self, cause: &str) {
+        let ids: Vec<u64> = self.running().keys().copied().collect();
+        for id in ids {
+            self.cancel_local(id, cause);
+        }
+    }
+
     /// Cancels the job running here with `cause` (the first cause given wins).
     fn cancel_local(&self, id: u64, cause: &str) -> bool {
         let running = self.running();
@@ -343,10 +351,7 @@ impl Pool {
                     Ok(n) => inner.stats().cancelled += n,
                     Err(err) => tracing::warn!(error = %err, "cannot cancel the queued jobs"),
                 }
-                let ids: Vec<u64> = inner.running().keys().copied().collect();
-                for id in ids {
-                    inner.cancel_local(id, "terminated");
-                }
+                inner.cancel_all_local("terminated");
             }
         }
         inner.wake.notify_waiters();
@@ -361,10 +366,7 @@ impl Pool {
         inner.accepting.store(false, Ordering::Release);
         inner.abandoned.store(true, Ordering::Release);
         inner.closing.cancel();
-        let ids: Vec<u64> = inner.running().keys().copied().collect();
-        for id in ids {
-            inner.cancel_local(id, "abandoned");
-        }
+        inner.cancel_all_local("abandoned");
         self.wait().await;
     }
 

@@ -245,6 +245,19 @@ async fn sqlite_hands_each_job_out_once() {
 
 pub(crate) const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+/// A store on the local PostgreSQL in `schema`; `None` (said loudly) when it is not reachable
+/// and not required.
+async fn postgres(schema: &str) -> Option<Box<dyn Store>> {
+    match open(PG_URL, schema, std::path::Path::new(".")).await {
+        Ok(store) => Some(store),
+        Err(err) if std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_none() => {
+            eprintln!("SKIPPED: PostgreSQL at {PG_URL} is not reachable: {err}");
+            None
+        }
+        Err(err) => panic!("PostgreSQL is required here: {err}"),
+    }
+}
+
 /// A fresh schema name, so parallel runs do not meet.
 pub(crate) fn fresh_schema(tag: &str) -> String {
     format!(
@@ -257,13 +270,8 @@ pub(crate) fn fresh_schema(tag: &str) -> String {
 #[tokio::test]
 async fn postgres_shares_states_and_announces_changes() {
     let schema = fresh_schema("store");
-    let first = match open(PG_URL, &schema, std::path::Path::new(".")).await {
-        Ok(store) => store,
-        Err(err) if std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL at {PG_URL} is not reachable: {err}");
-            return;
-        }
-        Err(err) => panic!("PostgreSQL is required here: {err}"),
+    let Some(first) = postgres(&schema).await else {
+        return;
     };
     let second = open(PG_URL, &schema, std::path::Path::new("."))
         .await
@@ -293,35 +301,16 @@ async fn postgres_shares_states_and_announces_changes() {
     assert!(first.jobs().shared());
     exercise_jobs(first.jobs()).await;
     drop((first, second));
-    use sqlx::Executor as _;
-    if let Ok(pool) = sqlx::PgPool::connect(PG_URL).await {
-        let _ = pool
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-            )))
-            .await;
-    }
+    drop_postgres_schema(PG_URL, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_hands_each_job_out_once_to_daemons_claiming_together() {
     let schema = fresh_schema("claims");
-    let first = match open(PG_URL, &schema, std::path::Path::new(".")).await {
-        Ok(store) => store,
-        Err(err) if std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL at {PG_URL} is not reachable: {err}");
-            return;
-        }
-        Err(err) => panic!("PostgreSQL is required here: {err}"),
+    let Some(first) = postgres(&schema).await else {
+        return;
     };
     race_claims(first.jobs(), 8, 400).await;
     drop(first);
-    use sqlx::Executor as _;
-    if let Ok(pool) = sqlx::PgPool::connect(PG_URL).await {
-        let _ = pool
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-            )))
-            .await;
-    }
+    drop_postgres_schema(PG_URL, &schema).await;
 }

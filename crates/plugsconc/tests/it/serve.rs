@@ -174,15 +174,10 @@ fn serves_the_catalog_and_stops_on_sigterm() {
 
     // A plugin added while the daemon runs shows up (hot reload watcher).
     example_plugins(root.path());
-    let mut seen = false;
-    for _ in 0..600 {
-        if get(&address, "/api/v1/plugins/dog").0 == 200 {
-            seen = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(seen, "the new plugin never appeared");
+    assert!(
+        wait_status(&address, "/api/v1/plugins/dog", 200),
+        "the new plugin never appeared"
+    );
 
     // Changes need the token generated on first start (data/api-token, mode 0600).
     let (status, body) = request(&address, "POST", "/api/v1/plugins/cat/disable", None);
@@ -629,6 +624,17 @@ pub(crate) fn postgres_available(test: &str) -> bool {
     false
 }
 
+/// Polls `path` on `address` until it answers `status`; `false` if it never does (bounded).
+fn wait_status(address: &str, path: &str, status: u16) -> bool {
+    for _ in 0..600 {
+        if get(address, path).0 == status {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
 /// Polls `path` on `address` until `field` equals `want` (bounded).
 fn wait_field(address: &str, path: &str, field: &str, want: &str) {
     for _ in 0..600 {
@@ -793,15 +799,10 @@ fn daemons_sharing_a_postgres_catalog_follow_each_other() {
     assert!(root_a.path().join("plugins/pup/manifest.yaml").exists());
     let (status, body) = request(&a, "POST", "/api/v1/plugins/pup/uninstall", Some(&token_a));
     assert_eq!(status, 200, "{body}");
-    let mut gone = false;
-    for _ in 0..600 {
-        if get(&b, "/api/v1/plugins/pup").0 == 404 {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(gone, "B still has the plugin A uninstalled");
+    assert!(
+        wait_status(&b, "/api/v1/plugins/pup", 404),
+        "B still has the plugin A uninstalled"
+    );
     assert!(!root_b.path().join("plugins/pup").exists());
     // Installed again through B while A is down, then uninstalled: A, restarted, removes the copy
     // it had installed from the store (it remembers which bundle that was).

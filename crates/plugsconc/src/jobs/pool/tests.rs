@@ -96,6 +96,14 @@ async fn pool(workers: usize, capacity: u64, tasks: Vec<Arc<dyn Task>>) -> Pool 
     .await
 }
 
+/// Two `sleep` jobs of `ms` on a one-worker pool: the first running, the second queued behind it.
+async fn running_and_queued(pool: &Pool, ms: u64) -> (u64, u64) {
+    let running = pool.submit(spec("sleep", json!({"ms": ms}))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let queued = pool.submit(spec("sleep", json!({"ms": ms}))).await.unwrap();
+    (running, queued)
+}
+
 async fn finished(pool: &Pool, id: u64) -> JobInfo {
     loop {
         let info = pool.get(id).await.unwrap().unwrap();
@@ -287,15 +295,7 @@ async fn stop_runs_every_job_submitted_here_and_keeps_the_results() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_finishes_the_running_jobs_and_leaves_the_queued_ones_queued() {
     let pool = pool(1, 16, vec![Arc::new(Sleep)]).await;
-    let running = pool
-        .submit(spec("sleep", json!({"ms": 1_000})))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    let queued = pool
-        .submit(spec("sleep", json!({"ms": 1_000})))
-        .await
-        .unwrap();
+    let (running, queued) = running_and_queued(&pool, 1_000).await;
     let began = Instant::now();
     pool.stop(StopMode::Shutdown).await;
     assert!(began.elapsed() < Duration::from_millis(1_000) + Duration::from_millis(10));
@@ -315,15 +315,7 @@ async fn shutdown_finishes_the_running_jobs_and_leaves_the_queued_ones_queued() 
 #[tokio::test(start_paused = true)]
 async fn terminate_cancels_running_and_queued_jobs_at_once() {
     let pool = pool(1, 16, vec![Arc::new(Sleep)]).await;
-    let running = pool
-        .submit(spec("sleep", json!({"ms": 60_000})))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    let queued = pool
-        .submit(spec("sleep", json!({"ms": 60_000})))
-        .await
-        .unwrap();
+    let (running, queued) = running_and_queued(&pool, 60_000).await;
     let began = Instant::now();
     pool.stop(StopMode::Terminate).await;
     assert!(began.elapsed() < Duration::from_secs(1));
