@@ -51,6 +51,46 @@ pub fn sha256_file(path: &Path) -> std::io::Result<Sha256> {
     Ok(Sha256(hasher.finalize().into()))
 }
 
+/// One hash over several files' contents, each prefixed by its length, a missing file counting
+/// as distinct from an empty one (blocking: call from `spawn_blocking`). It tells whether any of
+/// them changed.
+///
+/// # Errors
+///
+/// An I/O error other than the file not existing.
+pub fn sha256_files(paths: &[&Path]) -> std::io::Result<Sha256> {
+    let mut hasher = sha2::Sha256::new();
+    for path in paths {
+        match std::fs::File::open(path) {
+            Ok(mut file) => {
+                hasher.update([1]);
+                let mut counted = Counted(&mut hasher, 0);
+                std::io::copy(&mut file, &mut counted)?;
+                let length = counted.1;
+                hasher.update(length.to_le_bytes());
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => hasher.update([0]),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Sha256(hasher.finalize().into()))
+}
+
+/// A writer into a hasher that counts the bytes it was given.
+struct Counted<'a>(&'a mut sha2::Sha256, u64);
+
+impl std::io::Write for Counted<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        self.1 += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Suffix of the checksum sidecar next to an entry point (`kv` -> `kv.sha256`).
 pub const SIDECAR_SUFFIX: &str = ".sha256";
 
@@ -214,5 +254,27 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(missing, HostError::ChecksumRead { .. }));
+    }
+
+    #[test]
+    fn a_content_hash_changes_with_any_file_and_tells_missing_from_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"ab").unwrap();
+        std::fs::write(&b, b"c").unwrap();
+        let first = sha256_files(&[&a, &b]).unwrap();
+        assert_eq!(sha256_files(&[&a, &b]).unwrap(), first, "stable");
+        // The same bytes split differently between the files is a different content.
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"bc").unwrap();
+        assert_ne!(sha256_files(&[&a, &b]).unwrap(), first);
+        std::fs::write(&b, b"").unwrap();
+        let empty = sha256_files(&[&a, &b]).unwrap();
+        std::fs::remove_file(&b).unwrap();
+        assert_ne!(
+            sha256_files(&[&a, &b]).unwrap(),
+            empty,
+            "missing is not empty"
+        );
     }
 }

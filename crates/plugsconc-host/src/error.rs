@@ -366,6 +366,22 @@ impl HostError {
                 | HostError::SignedBinaryMismatch { .. }
         )
     }
+
+    /// A start failure that may not happen again: the process died or was killed before it was
+    /// ready, did not answer in time, or could not be executed for want of a resource. A
+    /// supervised plugin is retried with backoff after these; anything else (a refused
+    /// binary, a wrong handshake, a bad configuration) fails it at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            HostError::ExitedBeforeHandshake { .. }
+                | HostError::HandshakeTimeout { .. }
+                | HostError::Connect { .. }
+                | HostError::Unhealthy { .. }
+                | HostError::Spawn { .. }
+                | HostError::ChecksumRead { .. }
+        )
+    }
 }
 
 /// The last stderr lines of a plugin, rendered after an error message.

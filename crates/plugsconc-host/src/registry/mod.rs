@@ -251,6 +251,7 @@ impl Registry {
             deps: Vec::new(),
             dep_invalid: false,
             binary_sha256: None,
+            failed_content: None,
         }));
     }
 
@@ -294,6 +295,7 @@ impl Registry {
             source: Source::Process(Arc::new(plugin)),
             dep_invalid: false,
             binary_sha256: None,
+            failed_content: None,
         }
     }
 
@@ -338,6 +340,7 @@ impl Registry {
             deps: Vec::new(),
             dep_invalid: false,
             binary_sha256: None,
+            failed_content: None,
         }
     }
 

@@ -17,7 +17,7 @@ use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use super::slot::{Slot, Source};
-use super::supervisor::{drain_and_stop, install, launch};
+use super::supervisor::{content_hash, drain_and_stop, install, launch};
 use super::{Event, Registry, Status};
 use crate::HostError;
 use crate::discovery::{Discovered, load};
@@ -110,6 +110,39 @@ impl Registry {
         };
         if change != Change::Unchanged {
             self.check_dependencies();
+        }
+        Ok(change)
+    }
+
+    /// An operator's reload of one plugin: a rescan of its folder ([`Registry::sync_dir`]),
+    /// and for a `failed` plugin whose folder did not change, another chance (it starts again
+    /// on its next call).
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::UnknownPlugin`], or as [`Registry::sync_dir`].
+    pub async fn reload(&self, name: &str) -> Result<Change, HostError> {
+        let slot = self.inner().slot(name)?;
+        let Some(dir) = slot.state().info.dir.clone() else {
+            // Built in: nothing on disk to reload.
+            return Ok(Change::Unchanged);
+        };
+        let change = self.sync_dir(&dir).await?;
+        if change == Change::Unchanged && slot.status() == Status::Failed {
+            let _starting = slot.start.lock().await;
+            if slot.status() == Status::Failed && !slot.removed.load(Ordering::Acquire) {
+                {
+                    let mut state = slot.state();
+                    state.info.restarts = 0;
+                    state.failed_content = None;
+                }
+                self.inner().set_status(
+                    &slot,
+                    Status::Discovered,
+                    Some("retry asked by an operator".into()),
+                );
+                return Ok(Change::Updated(slot.name.clone()));
+            }
         }
         Ok(change)
     }
@@ -260,16 +293,24 @@ impl Registry {
         }
         let Some(running) = running else {
             let marker_removed = was_marked_disabled && !plugin.disabled;
-            // A failed plugin gets another chance whenever its folder changes (a fixed binary,
-            // sidecar or signature).
-            if manifest_same
-                && !marker_removed
-                && !matches!(status, Status::Invalid | Status::Failed)
-            {
-                return Change::Unchanged;
+            if manifest_same && !marker_removed && status != Status::Invalid {
+                // A failed plugin gets another chance only when what decides its start really
+                // changed (a fixed binary, sidecar or signature), not on any rescan.
+                if status != Status::Failed {
+                    return Change::Unchanged;
+                }
+                let failed_content = slot.state().failed_content;
+                if failed_content.is_some() && content_hash(&plugin).await == failed_content {
+                    return Change::Unchanged;
+                }
             }
             let keep_disabled = status == Status::Disabled && !marker_removed;
             let reason = slot_state_replace(slot, plugin);
+            if status == Status::Failed {
+                let mut state = slot.state();
+                state.info.restarts = 0;
+                state.failed_content = None;
+            }
             if keep_disabled {
                 inner.set_status(slot, Status::Disabled, reason);
             } else {

@@ -31,6 +31,16 @@ pub(crate) enum Source {
     Invalid,
 }
 
+impl Source {
+    /// The plugin folder's validated contents, for a process plugin.
+    pub fn clone_process(&self) -> Option<Arc<Discovered>> {
+        match self {
+            Source::Process(plugin) => Some(plugin.clone()),
+            Source::Builtin(_) | Source::Invalid => None,
+        }
+    }
+}
+
 /// The mutable part of a slot.
 pub(crate) struct State {
     pub info: PluginInfo,
@@ -42,6 +52,9 @@ pub(crate) struct State {
     pub dep_invalid: bool,
     /// SHA-256 of the binary when it was last launched or checked, to notice a replacement.
     pub binary_sha256: Option<Sha256>,
+    /// The folder's content hash (manifest, binary, sidecar, signature) when the plugin was
+    /// marked `failed`: a rescan retries it only when that changed.
+    pub failed_content: Option<Sha256>,
 }
 
 /// A running process plugin.
@@ -74,6 +87,11 @@ pub(crate) struct Slot {
     pub last_used: AtomicU64,
     /// Wakes a restart waiting out its backoff (disable, removal).
     pub wake: tokio::sync::Notify,
+    /// A restart with backoff is under way (set before the start lock is let go, so a caller
+    /// never starts a process of its own meanwhile); calls wait on `settled`.
+    pub restarting: AtomicBool,
+    /// Notified when a restart ends, well or not.
+    pub settled: tokio::sync::Notify,
 }
 
 impl Slot {
@@ -87,6 +105,8 @@ impl Slot {
             start: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
+            restarting: AtomicBool::new(false),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
@@ -148,6 +168,19 @@ impl Slot {
         Some((instance.clone(), instance.leases.token()))
     }
 
+    /// Waits for a restart under way to end; `false` at once when none is.
+    pub async fn wait_for_restart(&self) -> bool {
+        let settled = self.settled.notified();
+        tokio::pin!(settled);
+        // Registered before the flag is read, so an end signalled in between is not missed.
+        settled.as_mut().enable();
+        if !self.restarting.load(Ordering::Acquire) {
+            return false;
+        }
+        settled.await;
+        true
+    }
+
     pub fn not_available(&self) -> HostError {
         if self.removed.load(Ordering::Acquire) {
             return HostError::NotAvailable {
@@ -203,10 +236,14 @@ impl<C: Contract> Handle<C> {
     /// crashed plugin is being restarted). Hold it only for the call: a reload waits for
     /// outstanding leases before stopping the old process.
     ///
+    /// While a crashed plugin (or one whose start failed for a passing reason) is restarted
+    /// with backoff, calls wait for the new process, up to
+    /// [`RegistryOptions::restart_wait`](super::RegistryOptions::restart_wait).
+    ///
     /// # Errors
     ///
-    /// [`HostError::NotAvailable`] (invalid, disabled, failed or removed), or why the process
-    /// could not start (the plugin is then `failed`).
+    /// [`HostError::NotAvailable`] (invalid, disabled, failed, removed, or still restarting
+    /// after the wait), or why the process could not start (the plugin is then `failed`).
     #[inline]
     pub async fn get(&self) -> Result<Lease<'_, C>, HostError> {
         if let Some(builtin) = &self.builtin {
@@ -217,6 +254,35 @@ impl<C: Contract> Handle<C> {
                 Err(self.slot.not_available())
             };
         }
+        if self.slot.callable.load(Ordering::Acquire)
+            && !self.slot.removed.load(Ordering::Acquire)
+            && let Some(lease) = self.lease()
+        {
+            return Ok(lease);
+        }
+        let wait = self.inner.options.restart_wait;
+        match tokio::time::timeout(wait, self.acquire()).await {
+            Ok(result) => result,
+            Err(_) => {
+                let (status, reason) = {
+                    let state = self.slot.state();
+                    let reason = state.info.reason.clone().unwrap_or_default();
+                    (state.info.status.to_string(), reason)
+                };
+                Err(HostError::NotAvailable {
+                    plugin: self.slot.name.clone(),
+                    status,
+                    reason: format!(
+                        "still not running after waiting {:.1} s: {reason}",
+                        wait.as_secs_f64()
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The slow path of [`Handle::get`]: waits out a restart, or starts the plugin.
+    async fn acquire(&self) -> Result<Lease<'static, C>, HostError> {
         loop {
             if !self.slot.callable.load(Ordering::Acquire)
                 || self.slot.removed.load(Ordering::Acquire)
@@ -225,6 +291,9 @@ impl<C: Contract> Handle<C> {
             }
             if let Some(lease) = self.lease() {
                 return Ok(lease);
+            }
+            if self.slot.wait_for_restart().await {
+                continue;
             }
             let _starting = self.slot.start.lock().await;
             if let Some(lease) = self.lease() {
@@ -235,7 +304,15 @@ impl<C: Contract> Handle<C> {
             {
                 return Err(self.slot.not_available());
             }
-            Registry::start_locked(&self.inner, &self.slot).await?;
+            if self.slot.restarting.load(Ordering::Acquire) {
+                // A restart began while this call waited for the lock: wait for it instead.
+                continue;
+            }
+            if let Err(err) = Registry::start_locked(&self.inner, &self.slot).await
+                && !self.slot.restarting.load(Ordering::Acquire)
+            {
+                return Err(err);
+            }
         }
     }
 

@@ -21,6 +21,10 @@ use crate::{HostError, PluginClient};
 
 impl Registry {
     /// Launches the slot's plugin and installs it. The caller holds `slot.start`.
+    ///
+    /// A start that fails for a passing reason (the process died or hung before it was ready)
+    /// hands over to a restart with backoff, which calls wait for; anything else marks the
+    /// plugin `failed` at once.
     pub(crate) async fn start_locked(
         inner: &Arc<Inner>,
         slot: &Arc<Slot>,
@@ -29,18 +33,58 @@ impl Registry {
             Source::Process(plugin) => plugin.clone(),
             Source::Builtin(_) | Source::Invalid => return Err(slot.not_available()),
         };
+        // A process that died before its supervisor noticed: taken out here, so that the
+        // supervisor does not restart it a second time.
+        let ran_for = slot
+            .instance()
+            .filter(|instance| instance.client.exit_status().is_some())
+            .and_then(|crashed| slot.take_if(crashed.id))
+            .map(|crashed| crashed.started.elapsed());
         inner.set_status(slot, Status::Starting, None);
         match launch(inner, &plugin).await {
             Ok(instance) => {
                 install(inner, slot, instance, None);
                 Ok(())
             }
+            Err(err) if err.is_transient() => {
+                begin_restart(inner, slot, ran_for, err.to_string());
+                Err(err)
+            }
             Err(err) => {
-                inner.set_status(slot, Status::Failed, Some(err.to_string()));
+                fail(inner, slot, &plugin, err.to_string()).await;
                 Err(err)
             }
         }
     }
+}
+
+/// Marks a plugin `failed`, remembering its folder's content so that a rescan retries it only
+/// when that content changed (an operator's enable or reload retries it too).
+pub(crate) async fn fail(inner: &Inner, slot: &Slot, plugin: &Discovered, reason: String) {
+    let content = content_hash(plugin).await;
+    slot.state().failed_content = content;
+    inner.set_status(slot, Status::Failed, Some(reason));
+}
+
+/// The hash of what decides whether a plugin can start: its manifest, binary, checksum
+/// sidecar and signature (`None` when they cannot be read).
+pub(crate) async fn content_hash(plugin: &Discovered) -> Option<crate::checksum::Sha256> {
+    let (dir, entrypoint) = (plugin.dir.clone(), plugin.entrypoint());
+    tokio::task::spawn_blocking(move || {
+        let mut sidecar = entrypoint.clone().into_os_string();
+        sidecar.push(crate::checksum::SIDECAR_SUFFIX);
+        let sidecar = std::path::PathBuf::from(sidecar);
+        crate::checksum::sha256_files(&[
+            &dir.join(crate::manifest::MANIFEST_FILE),
+            &entrypoint,
+            &sidecar,
+            &dir.join(crate::signature::SIGNATURE_FILE),
+        ])
+        .ok()
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The configuration plugin `name` gets: its manifest's, with the keys of
@@ -311,7 +355,7 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
                         why.push_str(&format!("; last stderr line: {last}"));
                     }
                     tracing::warn!(plugin = %slot.name, "{why}");
-                    restart(&inner, &slot, &instance, why).await;
+                    restart(&inner, &slot, Some(instance.started.elapsed()), why).await;
                 }
                 return;
             }
@@ -335,8 +379,9 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
                         let reason = format!("{reason} ({failures} of {} failures allowed)", options.health_failures);
                         inner.set_status(&slot, Status::Degraded, Some(reason.clone()));
                         if failures >= options.health_failures && slot.take_if(instance.id).is_some() {
+                            slot.restarting.store(true, Ordering::Release);
                             let _ = instance.client.kill().await;
-                            restart(&inner, &slot, &instance, reason).await;
+                            restart(&inner, &slot, Some(instance.started.elapsed()), reason).await;
                             return;
                         }
                     }
@@ -380,9 +425,14 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
                 if taken {
                     let _ = instance.client.kill().await;
                     if policy == LimitPolicy::Restart {
-                        restart_locked(&inner, &slot, &instance, format!("over its resource limits: {reason}")).await;
+                        restart_locked(&inner, &slot, Some(instance.started.elapsed()), format!("over its resource limits: {reason}")).await;
                     } else {
-                        inner.set_status(&slot, Status::Failed, Some(format!("stopped by its resource policy: {reason}")));
+                        let reason = format!("stopped by its resource policy: {reason}");
+                        let plugin = slot.state().source.clone_process();
+                        match plugin {
+                            Some(plugin) => fail(&inner, &slot, &plugin, reason).await,
+                            None => inner.set_status(&slot, Status::Failed, Some(reason)),
+                        }
                     }
                 }
                 return;
@@ -407,15 +457,36 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
     }
 }
 
+/// Starts [`restart`] in the background for a plugin whose start failed, flagging it first so
+/// that calls wait for it rather than start a process of their own.
+fn begin_restart(inner: &Arc<Inner>, slot: &Arc<Slot>, ran_for: Option<Duration>, why: String) {
+    slot.restarting.store(true, Ordering::Release);
+    let (inner2, slot2) = (inner.clone(), slot.clone());
+    inner
+        .tasks
+        .spawn(async move { restart(&inner2, &slot2, ran_for, why).await });
+}
+
 /// Restarts a crashed (or hopelessly unhealthy) plugin with backoff, holding the slot's start
-/// lock so callers wait for the new instance instead of racing to start their own.
-async fn restart(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance, why: String) {
-    let _starting = slot.start.lock().await;
-    restart_locked(inner, slot, crashed, why).await;
+/// lock, and flagged as restarting, so that calls wait for the new instance instead of racing
+/// to start their own. `ran_for` is how long the previous instance ran, if there was one.
+async fn restart(inner: &Arc<Inner>, slot: &Arc<Slot>, ran_for: Option<Duration>, why: String) {
+    slot.restarting.store(true, Ordering::Release);
+    {
+        let _starting = slot.start.lock().await;
+        restart_locked(inner, slot, ran_for, why).await;
+    }
+    slot.restarting.store(false, Ordering::Release);
+    slot.settled.notify_waiters();
 }
 
 /// [`restart`] with the slot's start lock already held.
-async fn restart_locked(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance, why: String) {
+async fn restart_locked(
+    inner: &Arc<Inner>,
+    slot: &Arc<Slot>,
+    ran_for: Option<Duration>,
+    why: String,
+) {
     if slot.instance().is_some() {
         // A reload installed a new version meanwhile.
         return;
@@ -423,7 +494,7 @@ async fn restart_locked(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance
     let backoff = inner.options.backoff;
     let mut attempt = {
         let mut state = slot.state();
-        if crashed.started.elapsed() >= backoff.reset_after {
+        if ran_for.is_some_and(|ran| ran >= backoff.reset_after) {
             state.info.restarts = 0;
         }
         state.info.restarts + 1
@@ -431,14 +502,15 @@ async fn restart_locked(inner: &Arc<Inner>, slot: &Arc<Slot>, crashed: &Instance
     let mut last = why;
     loop {
         if attempt > backoff.max_restarts {
-            inner.set_status(
-                slot,
-                Status::Failed,
-                Some(format!(
-                    "gave up after {} restarts; last failure: {last}",
-                    backoff.max_restarts
-                )),
+            let reason = format!(
+                "gave up after {} restarts; last failure: {last}",
+                backoff.max_restarts
             );
+            let plugin = slot.state().source.clone_process();
+            match plugin {
+                Some(plugin) => fail(inner, slot, &plugin, reason).await,
+                None => inner.set_status(slot, Status::Failed, Some(reason)),
+            }
             return;
         }
         let delay = backoff.delay(attempt);

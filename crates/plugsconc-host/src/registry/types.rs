@@ -293,6 +293,9 @@ pub struct RegistryOptions {
     pub idle_timeout: Option<Duration>,
     /// Restart after crashes.
     pub backoff: Backoff,
+    /// Bound on how long a call waits for a plugin that is being restarted (after a crash or a
+    /// failed start, with backoff) before it gets [`crate::HostError::NotAvailable`].
+    pub restart_wait: Duration,
     /// Bound on waiting for in-flight calls before stopping an old or removed plugin.
     pub drain_timeout: Duration,
     /// How often running plugins' resource use is sampled and checked against their limits
@@ -339,6 +342,7 @@ impl Default for RegistryOptions {
             health_failures: 3,
             idle_timeout: Some(Duration::from_secs(600)),
             backoff: Backoff::default(),
+            restart_wait: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             monitor_interval: Some(Duration::from_secs(5)),
             sandbox: crate::sandbox::SandboxOptions::default(),

@@ -274,6 +274,138 @@ async fn a_crashed_plugin_is_restarted_and_a_crash_loop_ends_failed() {
     registry.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_failed_plugin_stays_failed_until_its_folder_changes_or_an_operator_retries() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    let broken = script(root.path(), "exit 3");
+    let replace = |binary: &Path| {
+        std::fs::copy(binary, dir.join(".cat.new")).unwrap();
+        std::fs::rename(dir.join(".cat.new"), dir.join("cat")).unwrap();
+        write_sidecar(&dir, "cat");
+    };
+    replace(&broken);
+    let registry = Registry::open(
+        root.path(),
+        RegistryOptions {
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+                max_restarts: 2,
+                reset_after: Duration::from_secs(3600),
+            },
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    // The first call waits out the restarts, then learns that the plugin failed.
+    let err = speak(&registry, "cat").await.unwrap_err();
+    assert!(
+        err.contains("failed") && err.contains("gave up after 2 restarts"),
+        "{err}"
+    );
+    let failed = registry.get("cat").unwrap();
+    assert_eq!(failed.status, Status::Failed);
+
+    // Rescans of an unchanged folder, and rewriting the same bytes, leave it failed.
+    assert!(
+        registry
+            .sync_all()
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| *c == Change::Unchanged),
+        "a rescan changed something"
+    );
+    replace(&broken);
+    assert_eq!(registry.sync_dir(&dir).await.unwrap(), Change::Unchanged);
+    let info = registry.get("cat").unwrap();
+    assert_eq!((info.status, info.reason), (Status::Failed, failed.reason));
+
+    // An operator's reload gives it another chance (it fails again: the binary is the same).
+    assert_eq!(
+        registry.reload("cat").await.unwrap(),
+        Change::Updated("cat".into())
+    );
+    let info = registry.get("cat").unwrap();
+    assert_eq!(info.status, Status::Discovered);
+    assert_eq!(info.reason.as_deref(), Some("retry asked by an operator"));
+    assert!(
+        speak(&registry, "cat")
+            .await
+            .unwrap_err()
+            .contains("failed")
+    );
+
+    // A fixed binary is a real change: retried, and it serves.
+    replace(&example_bin("cat"));
+    assert_eq!(
+        registry.sync_dir(&dir).await.unwrap(),
+        Change::Updated("cat".into())
+    );
+    assert_eq!(registry.get("cat").unwrap().status, Status::Discovered);
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    registry.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_call_waits_for_the_restart_of_a_plugin_whose_start_failed() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("started-once");
+    // The first start dies before its handshake (as when a plugin is killed while starting);
+    // the next ones run the real plugin.
+    let flaky = script(
+        root.path(),
+        &format!(
+            "if [ -e {m} ]; then exec {cat}; fi\ntouch {m}\nexit 3",
+            m = marker.display(),
+            cat = example_bin("cat").display()
+        ),
+    );
+    let dir = put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    std::fs::copy(&flaky, dir.join("cat")).unwrap();
+    write_sidecar(&dir, "cat");
+    let registry = Registry::open(
+        root.path(),
+        RegistryOptions {
+            backoff: Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_millis(100),
+                max_restarts: 3,
+                reset_after: Duration::from_secs(3600),
+            },
+            ..unconfined()
+        },
+    )
+    .await
+    .unwrap();
+    let mut events = registry.subscribe();
+    // Several callers at once: none gets an error, all are answered by the restarted plugin.
+    let calls = (0..4).map(|_| speak(&registry, "cat"));
+    for result in futures_util::future::join_all(calls).await {
+        assert_eq!(result.as_deref(), Ok("Meow!"));
+    }
+    assert!(marker.exists(), "the first start did not run");
+    let info = registry.get("cat").unwrap();
+    assert_eq!(info.status, Status::Ready);
+    assert_eq!(info.restarts, 1, "{info:?}");
+    // It never went through `failed` on the way.
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                Event::StatusChanged {
+                    to: Status::Failed,
+                    ..
+                }
+            ),
+            "{event:?}"
+        );
+    }
+    registry.shutdown().await;
+}
+
 fn unsafe_kill(pid: u32) {
     signal(pid, "-KILL");
 }

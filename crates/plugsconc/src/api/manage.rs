@@ -128,11 +128,11 @@ pub async fn reload(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let info = current(&state, &name)?;
-    let Some(dir) = state.registry.get(&name).and_then(|info| info.dir) else {
+    if state.registry.get(&name).is_some_and(|i| i.dir.is_none()) {
         // Built in: nothing on disk to reload.
         return Ok(Json(json!({"change": "unchanged", "plugin": info.0})));
-    };
-    let change = state.registry.sync_dir(&dir).await.map_err(host_error)?;
+    }
+    let change = state.registry.reload(&name).await.map_err(host_error)?;
     if state.store.shared()
         && let Err(err) = state.store.share_reload(&name, &state.origin).await
     {
