@@ -188,6 +188,10 @@ impl Sharing {
         );
         let expected = plugin.to_owned();
         let source = PathBuf::from(format!("the shared bundle of {plugin}"));
+        // Recorded before the plugin lands (the watcher may show it at once), so a daemon killed
+        // right after still knows where it came from and applies a later uninstall at start.
+        let previous = self.applied.get(plugin);
+        self.applied.set(plugin, Some(&sha256));
         let installed = tokio::task::spawn_blocking(move || {
             // Checked before anything is installed: a bundle that holds another plugin must
             // not replace that one.
@@ -206,9 +210,16 @@ impl Sharing {
             )?)
         })
         .await
-        .context("the install was interrupted")??;
+        .context("the install was interrupted")
+        .and_then(|installed| installed);
+        let installed = match installed {
+            Ok(installed) => installed,
+            Err(err) => {
+                self.applied.set(plugin, previous.as_deref());
+                return Err(err);
+            }
+        };
         self.registry.sync_dir(&installed.plugin.dir).await?;
-        self.applied.set(plugin, Some(&sha256));
         Ok(())
     }
 
