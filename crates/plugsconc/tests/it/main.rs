@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_errors;
 mod call;
 mod config_cli;
 mod go_host;

@@ -42,7 +42,7 @@ pub(crate) fn send(
 }
 
 /// A plain HTTP/1.1 request with a body of any type.
-fn send_bytes(
+pub(crate) fn send_bytes(
     address: &str,
     method: &str,
     path: &str,
