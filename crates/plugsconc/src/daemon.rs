@@ -1,9 +1,11 @@
-//! `plugsconc serve`: the daemon. Loads the configuration, opens the catalog of the plugins
-//! folder (plus the built-in plugins) and the persistent store, applies the recorded states,
-//! follows changes made by daemons sharing the store, watches the folder for hot reload, serves
+//! `plugsconc serve`: the daemon. Loads the configuration, opens the persistent store, brings
+//! the plugins' `.disabled` markers in line with it, opens the catalog of the plugins folder
+//! (plus the built-in plugins), applies the recorded states, follows changes made by daemons sharing the store, watches the folder for hot reload, serves
 //! the REST API, and on SIGINT or SIGTERM stops accepting, drains and stops every plugin, and
 //! exits — bounded.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use anyhow::Context as _;
 use plugsconc_host::registry::Status;
 use plugsconc_host::sandbox::SandboxOptions;
 use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
-use plugsconc_host::{Event, Query, Registry, RegistryOptions};
+use plugsconc_host::{DISABLED_MARKER, Event, Query, Registry, RegistryOptions};
 
 use crate::api::{ApiState, router};
 use crate::config::Config;
@@ -59,6 +61,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let plugins_dir = config.directories.plugins_dir.clone();
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create the plugins folder {}", plugins_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::from(
+        crate::store::open(
+            &config.store.url,
+            &config.store.schema,
+            &config.directories.data_dir,
+        )
+        .await?,
+    );
+    // The store wins over the markers: a daemon killed between writing one and the other left
+    // them disagreeing, and the catalog reads the markers when it opens.
+    let states = store.states().await?;
+    {
+        let plugins_dir = plugins_dir.clone();
+        tokio::task::spawn_blocking(move || reconcile_markers(&plugins_dir, &states))
+            .await
+            .context("reconciling the .disabled markers")?;
+    }
     let options = registry_options(&config)?;
     let (base_trust, require_checksum) = (options.trust.clone(), !options.insecure_skip_checksum);
     let registry = Registry::open(&plugins_dir, options).await?;
@@ -69,14 +88,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (rescan > 0).then(|| Duration::from_secs(rescan)),
         )?;
     }
-    let store: Arc<dyn Store> = Arc::from(
-        crate::store::open(
-            &config.store.url,
-            &config.store.schema,
-            &config.directories.data_dir,
-        )
-        .await?,
-    );
     let origin: Arc<str> = format!(
         "{}-{}-{:04x}",
         config.application.app_name,
@@ -284,6 +295,46 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// Writes or removes each plugin's `.disabled` marker to match the state the store recorded
+/// for it; plugins the store knows nothing of keep theirs. Answers how many markers changed.
+fn reconcile_markers(plugins_dir: &Path, states: &BTreeMap<String, bool>) -> usize {
+    let discovery = match plugsconc_host::discover(plugins_dir) {
+        Ok(discovery) => discovery,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot scan the plugins folder to match the .disabled markers to the store");
+            return 0;
+        }
+    };
+    let mut changed = 0;
+    for plugin in &discovery.plugins {
+        let Some(&enabled) = states.get(&plugin.manifest.name) else {
+            continue;
+        };
+        if plugin.disabled != enabled {
+            continue;
+        }
+        let marker = plugin.dir.join(DISABLED_MARKER);
+        let result = if enabled {
+            match std::fs::remove_file(&marker) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        } else {
+            std::fs::write(&marker, b"disabled as recorded in the catalog store\n")
+        };
+        match result {
+            Ok(()) => {
+                changed += 1;
+                tracing::info!(plugin = %plugin.manifest.name, enabled, "the .disabled marker disagreed with the store; now matches it");
+            }
+            Err(err) => {
+                tracing::warn!(plugin = %plugin.manifest.name, marker = %marker.display(), error = %err, "cannot make the .disabled marker match the store");
+            }
+        }
+    }
+    changed
+}
+
 /// Makes each plugin's status follow the state recorded in the store.
 async fn apply_states(registry: &Registry, store: &dyn Store) -> anyhow::Result<()> {
     for (name, enabled) in store.states().await? {
@@ -426,4 +477,52 @@ pub(crate) async fn refresh_trust(
     }
     registry.set_trust(trust);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(root: &Path, name: &str, marked: bool) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), "#!/bin/sh\n").unwrap();
+        std::fs::write(
+            dir.join("manifest.yaml"),
+            format!(
+                "plugin:\n  name: {name}\n  type: animal\n  version: 1.0.0\n  entrypoint: ./{name}\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: ANIMAL_PLUGIN\n  magic_cookie_value: animal\n"
+            ),
+        )
+        .unwrap();
+        if marked {
+            std::fs::write(dir.join(DISABLED_MARKER), b"").unwrap();
+        }
+    }
+
+    #[test]
+    fn markers_follow_the_store_and_unrecorded_plugins_keep_theirs() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        plugin(root, "on_but_marked", true);
+        plugin(root, "off_but_unmarked", false);
+        plugin(root, "agreeing", true);
+        plugin(root, "unrecorded", true);
+        let states = BTreeMap::from([
+            ("on_but_marked".to_owned(), true),
+            ("off_but_unmarked".to_owned(), false),
+            ("agreeing".to_owned(), false),
+            ("elsewhere".to_owned(), true),
+        ]);
+        assert_eq!(reconcile_markers(root, &states), 2);
+        let marked = |name: &str| root.join(name).join(DISABLED_MARKER).exists();
+        assert!(!marked("on_but_marked"));
+        assert!(marked("off_but_unmarked"));
+        assert!(marked("agreeing"));
+        assert!(marked("unrecorded"));
+        assert_eq!(
+            reconcile_markers(root, &states),
+            0,
+            "nothing left to change"
+        );
+    }
 }
