@@ -157,6 +157,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
     let address = listener.local_addr()?;
+    let locator = crate::locator::Locator::here(address);
+    if let Err(err) = locator.write(&config.directories.data_dir) {
+        tracing::warn!(error = %err, dir = %config.directories.data_dir.display(), "cannot record where the daemon listens; the CLI finds it through api.listen only");
+    }
     let count = registry.list(&plugsconc_host::Query::default()).len();
     tracing::info!(%address, plugins = count, dir = %plugins_dir.display(), store = store.kind(), %origin, "plugsconc serving");
     let stop = shutdown_signal();
@@ -244,6 +248,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(10)).await;
         } => tracing::warn!("HTTP requests still in flight 10 s after the signal; dropping them"),
     }
+    locator.remove(&config.directories.data_dir);
     tracing::info!(mode = %config.worker_pool.wp_stop_mode, "shutting down: stopping the job pool");
     // Running jobs get a bounded grace; those still running then are given up, as after a
     // crash: their crash policy runs them again at the next start or on another daemon.
