@@ -58,6 +58,10 @@ pub(crate) fn registry_options(config: &Config) -> anyhow::Result<RegistryOption
 /// Runs the daemon until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
+    match raise_open_files_limit() {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
+    }
     let plugins_dir = config.directories.plugins_dir.clone();
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create the plugins folder {}", plugins_dir.display()))?;
@@ -232,17 +236,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Graceful, but bounded: a request still running 10 s after the signal (a plugin call
     // without an execution limit, a stalled client) does not hold the daemon up.
     let signalled = Arc::new(tokio::sync::Notify::new());
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown({
-            let signalled = signalled.clone();
-            async move {
-                stop.await;
-                signalled.notify_one();
-            }
-        })
-        .into_future();
+    let limits = crate::api::server::Limits {
+        header_read_timeout: Duration::from_secs(config.api.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(config.api.idle_timeout_secs),
+        max_connections: usize::try_from(config.api.max_connections).unwrap_or(usize::MAX),
+    };
+    let server = crate::api::server::serve(listener, app, limits, {
+        let signalled = signalled.clone();
+        async move {
+            stop.await;
+            signalled.notify_one();
+        }
+    });
     tokio::select! {
-        served = server => served.context("the API server failed")?,
+        () = server => {}
         () = async {
             signalled.notified().await;
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -271,6 +278,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     registry.shutdown().await;
     println!("plugsconc stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit (sockets of API clients, plugin
+/// pipes, watched folders, the store all need descriptors; the usual soft default of 1024 runs
+/// out long before the hard one). Answers the soft limit now in force.
+fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Listens for SIGINT and SIGTERM from now on (before the daemon says it is up, so a signal sent
@@ -502,6 +535,22 @@ mod tests {
         if marked {
             std::fs::write(dir.join(DISABLED_MARKER), b"").unwrap();
         }
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let raised = raise_open_files_limit().unwrap();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) },
+            0
+        );
+        assert_eq!(limit.rlim_cur, limit.rlim_max);
+        assert_eq!(raised, limit.rlim_cur);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod manage;
 mod publishers;
 mod rejection;
 mod routes;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Instant;

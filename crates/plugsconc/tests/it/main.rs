@@ -5,6 +5,7 @@
 mod api_errors;
 mod call;
 mod config_cli;
+mod connections;
 mod daemon_files;
 mod go_host;
 mod go_plugin;
