@@ -1,9 +1,11 @@
-//! `plugsconc serve`: the daemon. Loads the configuration, opens the catalog of the plugins
-//! folder (plus the built-in plugins) and the persistent store, applies the recorded states,
-//! follows changes made by daemons sharing the store, watches the folder for hot reload, serves
+//! `plugsconc serve`: the daemon. Loads the configuration, opens the persistent store, brings
+//! the plugins' `.disabled` markers in line with it, opens the catalog of the plugins folder
+//! (plus the built-in plugins), applies the recorded states, follows changes made by daemons sharing the store, watches the folder for hot reload, serves
 //! the REST API, and on SIGINT or SIGTERM stops accepting, drains and stops every plugin, and
 //! exits — bounded.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use anyhow::Context as _;
 use plugsconc_host::registry::Status;
 use plugsconc_host::sandbox::SandboxOptions;
 use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
-use plugsconc_host::{Event, Query, Registry, RegistryOptions};
+use plugsconc_host::{DISABLED_MARKER, Event, Query, Registry, RegistryOptions};
 
 use crate::api::{ApiState, router};
 use crate::config::Config;
@@ -56,9 +58,30 @@ pub(crate) fn registry_options(config: &Config) -> anyhow::Result<RegistryOption
 /// Runs the daemon until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
+    match raise_open_files_limit() {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
+    }
     let plugins_dir = config.directories.plugins_dir.clone();
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create the plugins folder {}", plugins_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::from(
+        crate::store::open(
+            &config.store.url,
+            &config.store.schema,
+            &config.directories.data_dir,
+        )
+        .await?,
+    );
+    // The store wins over the markers: a daemon killed between writing one and the other left
+    // them disagreeing, and the catalog reads the markers when it opens.
+    let states = store.states().await?;
+    {
+        let plugins_dir = plugins_dir.clone();
+        tokio::task::spawn_blocking(move || reconcile_markers(&plugins_dir, &states))
+            .await
+            .context("reconciling the .disabled markers")?;
+    }
     let options = registry_options(&config)?;
     let (base_trust, require_checksum) = (options.trust.clone(), !options.insecure_skip_checksum);
     let registry = Registry::open(&plugins_dir, options).await?;
@@ -69,14 +92,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (rescan > 0).then(|| Duration::from_secs(rescan)),
         )?;
     }
-    let store: Arc<dyn Store> = Arc::from(
-        crate::store::open(
-            &config.store.url,
-            &config.store.schema,
-            &config.directories.data_dir,
-        )
-        .await?,
-    );
     let origin: Arc<str> = format!(
         "{}-{}-{:04x}",
         config.application.app_name,
@@ -146,6 +161,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
     let address = listener.local_addr()?;
+    let locator = crate::locator::Locator::here(address);
+    if let Err(err) = locator.write(&config.directories.data_dir) {
+        tracing::warn!(error = %err, dir = %config.directories.data_dir.display(), "cannot record where the daemon listens; the CLI finds it through api.listen only");
+    }
     let count = registry.list(&plugsconc_host::Query::default()).len();
     tracing::info!(%address, plugins = count, dir = %plugins_dir.display(), store = store.kind(), %origin, "plugsconc serving");
     let stop = shutdown_signal();
@@ -217,22 +236,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Graceful, but bounded: a request still running 10 s after the signal (a plugin call
     // without an execution limit, a stalled client) does not hold the daemon up.
     let signalled = Arc::new(tokio::sync::Notify::new());
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown({
-            let signalled = signalled.clone();
-            async move {
-                stop.await;
-                signalled.notify_one();
-            }
-        })
-        .into_future();
+    let limits = crate::api::server::Limits {
+        header_read_timeout: Duration::from_secs(config.api.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(config.api.idle_timeout_secs),
+        max_connections: usize::try_from(config.api.max_connections).unwrap_or(usize::MAX),
+    };
+    let server = crate::api::server::serve(listener, app, limits, {
+        let signalled = signalled.clone();
+        async move {
+            stop.await;
+            signalled.notify_one();
+        }
+    });
     tokio::select! {
-        served = server => served.context("the API server failed")?,
+        () = server => {}
         () = async {
             signalled.notified().await;
             tokio::time::sleep(Duration::from_secs(10)).await;
         } => tracing::warn!("HTTP requests still in flight 10 s after the signal; dropping them"),
     }
+    locator.remove(&config.directories.data_dir);
     tracing::info!(mode = %config.worker_pool.wp_stop_mode, "shutting down: stopping the job pool");
     // Running jobs get a bounded grace; those still running then are given up, as after a
     // crash: their crash policy runs them again at the next start or on another daemon.
@@ -255,6 +278,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     registry.shutdown().await;
     println!("plugsconc stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit (sockets of API clients, plugin
+/// pipes, watched folders, the store all need descriptors; the usual soft default of 1024 runs
+/// out long before the hard one). Answers the soft limit now in force.
+fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Listens for SIGINT and SIGTERM from now on (before the daemon says it is up, so a signal sent
@@ -282,6 +331,46 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             }
         }
     }
+}
+
+/// Writes or removes each plugin's `.disabled` marker to match the state the store recorded
+/// for it; plugins the store knows nothing of keep theirs. Answers how many markers changed.
+fn reconcile_markers(plugins_dir: &Path, states: &BTreeMap<String, bool>) -> usize {
+    let discovery = match plugsconc_host::discover(plugins_dir) {
+        Ok(discovery) => discovery,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot scan the plugins folder to match the .disabled markers to the store");
+            return 0;
+        }
+    };
+    let mut changed = 0;
+    for plugin in &discovery.plugins {
+        let Some(&enabled) = states.get(&plugin.manifest.name) else {
+            continue;
+        };
+        if plugin.disabled != enabled {
+            continue;
+        }
+        let marker = plugin.dir.join(DISABLED_MARKER);
+        let result = if enabled {
+            match std::fs::remove_file(&marker) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        } else {
+            std::fs::write(&marker, b"disabled as recorded in the catalog store\n")
+        };
+        match result {
+            Ok(()) => {
+                changed += 1;
+                tracing::info!(plugin = %plugin.manifest.name, enabled, "the .disabled marker disagreed with the store; now matches it");
+            }
+            Err(err) => {
+                tracing::warn!(plugin = %plugin.manifest.name, marker = %marker.display(), error = %err, "cannot make the .disabled marker match the store");
+            }
+        }
+    }
+    changed
 }
 
 /// Makes each plugin's status follow the state recorded in the store.
@@ -426,4 +515,68 @@ pub(crate) async fn refresh_trust(
     }
     registry.set_trust(trust);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(root: &Path, name: &str, marked: bool) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), "#!/bin/sh\n").unwrap();
+        std::fs::write(
+            dir.join("manifest.yaml"),
+            format!(
+                "plugin:\n  name: {name}\n  type: animal\n  version: 1.0.0\n  entrypoint: ./{name}\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: ANIMAL_PLUGIN\n  magic_cookie_value: animal\n"
+            ),
+        )
+        .unwrap();
+        if marked {
+            std::fs::write(dir.join(DISABLED_MARKER), b"").unwrap();
+        }
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let raised = raise_open_files_limit().unwrap();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) },
+            0
+        );
+        assert_eq!(limit.rlim_cur, limit.rlim_max);
+        assert_eq!(raised, limit.rlim_cur);
+    }
+
+    #[test]
+    fn markers_follow_the_store_and_unrecorded_plugins_keep_theirs() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        plugin(root, "on_but_marked", true);
+        plugin(root, "off_but_unmarked", false);
+        plugin(root, "agreeing", true);
+        plugin(root, "unrecorded", true);
+        let states = BTreeMap::from([
+            ("on_but_marked".to_owned(), true),
+            ("off_but_unmarked".to_owned(), false),
+            ("agreeing".to_owned(), false),
+            ("elsewhere".to_owned(), true),
+        ]);
+        assert_eq!(reconcile_markers(root, &states), 2);
+        let marked = |name: &str| root.join(name).join(DISABLED_MARKER).exists();
+        assert!(!marked("on_but_marked"));
+        assert!(marked("off_but_unmarked"));
+        assert!(marked("agreeing"));
+        assert!(marked("unrecorded"));
+        assert_eq!(
+            reconcile_markers(root, &states),
+            0,
+            "nothing left to change"
+        );
+    }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod daemon;
 mod jobs;
+mod locator;
 mod logging;
 mod logqueue;
 mod metrics;

@@ -43,7 +43,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .map_err(|rejection| {
                 ApiError::new(
                     rejection.status(),
-                    "bad_request",
+                    super::rejection::code(rejection.status()),
                     format!("bad JSON body: {}", rejection.body_text()),
                 )
             })

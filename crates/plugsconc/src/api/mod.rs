@@ -1,8 +1,9 @@
 //! The REST API under `/api/v1` (and the seeds' `GET /plugins`, `GET /plugins/{name}`): the
 //! catalog, the daemon's health and readiness, and — behind the bearer token — enable, disable
 //! (recorded in the store, announced to daemons sharing it), reload, the audit log, and a
-//! generic JSON call of any unary plugin method. Errors are JSON with a stable code and a message about the client's own mistake,
-//! nothing internal.
+//! generic JSON call of any unary plugin method. Errors are JSON with a stable code and a
+//! message about the client's own mistake, nothing internal — axum's own rejections and
+//! unknown routes and methods included.
 
 mod auth;
 pub(crate) mod call;
@@ -13,7 +14,9 @@ mod jobs;
 pub mod logs;
 mod manage;
 mod publishers;
+mod rejection;
 mod routes;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,6 +108,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
         .merge(docs::routes())
+        .layer(middleware::from_fn(rejection::json_errors))
 }
 
 /// A JSON error with a stable code.

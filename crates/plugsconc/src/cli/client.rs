@@ -1,7 +1,8 @@
-//! The CLI as a client of a running daemon: found through the configuration (`api.listen`, and
-//! the token the daemon wrote into its data folder) and used when it answers, so changes go
-//! through the daemon (recorded in its store, announced to daemons sharing it) instead of only
-//! into the plugins folder.
+//! The CLI as a client of a running daemon: found through `--daemon`, else the `daemon.json`
+//! the daemon wrote into its data folder, else the configuration's `api.listen` (with the token
+//! the daemon wrote into its data folder), and used when it answers, so changes go through the
+//! daemon (recorded in its store, announced to daemons sharing it) instead of only into the
+//! plugins folder.
 
 use std::time::Duration;
 
@@ -25,25 +26,63 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// The daemon the configuration points at, if its token file exists and it answers
-    /// `GET /api/v1/health` within a moment.
-    pub async fn detect(config: &Config) -> Option<Self> {
+    /// The daemon to talk to. `address` (`--daemon`) when given, and then it must answer;
+    /// otherwise the first that answers `GET /api/v1/health` within a moment of the one the
+    /// data folder's `daemon.json` names (when its process is alive) and the configuration's
+    /// `api.listen`; `None` when neither does. The token is `api.token`, or the `api-token`
+    /// file of the data folder (without either, only an explicit address is tried).
+    ///
+    /// # Errors
+    ///
+    /// When the daemon at `address` does not answer.
+    pub async fn find(config: &Config, address: Option<&str>) -> anyhow::Result<Option<Self>> {
         let token = if config.api.token.is_empty() {
-            std::fs::read_to_string(config.directories.data_dir.join("api-token")).ok()?
+            std::fs::read_to_string(config.directories.data_dir.join("api-token")).ok()
         } else {
-            config.api.token.clone()
+            Some(config.api.token.clone())
         };
-        let daemon = Self {
-            base: format!("http://{}", config.api.listen),
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let at = |address: &str, token: String| Self {
+            base: base_url(address),
             token: token.trim().to_owned(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: client.clone(),
         };
+        if let Some(address) = address {
+            let daemon = at(address, token.unwrap_or_default());
+            anyhow::ensure!(
+                daemon.answers().await,
+                "no daemon answers at {} (--daemon)",
+                daemon.base
+            );
+            return Ok(Some(daemon));
+        }
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        let recorded = crate::locator::Locator::read(&config.directories.data_dir)
+            .map(|locator| locator.address);
+        let mut tried = Vec::new();
+        for address in recorded.into_iter().chain([config.api.listen.clone()]) {
+            if tried.contains(&address) {
+                continue;
+            }
+            let daemon = at(&address, token.clone());
+            if daemon.answers().await {
+                return Ok(Some(daemon));
+            }
+            tried.push(address);
+        }
+        Ok(None)
+    }
+
+    /// Whether `GET /api/v1/health` answers 200 within a moment.
+    async fn answers(&self) -> bool {
         let health = tokio::time::timeout(
             Duration::from_millis(500),
-            daemon.request(Method::GET, "/api/v1/health", None, Bytes::new()),
+            self.request(Method::GET, "/api/v1/health", None, Bytes::new()),
         )
         .await;
-        matches!(health, Ok(Ok((StatusCode::OK, _)))).then_some(daemon)
+        matches!(health, Ok(Ok((StatusCode::OK, _))))
     }
 
     /// The daemon's address, for messages.
@@ -97,6 +136,16 @@ impl Daemon {
     }
 }
 
+/// `http://host:port` from `host:port` or a URL.
+fn base_url(address: &str) -> String {
+    let address = address.trim().trim_end_matches('/');
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
 /// Percent-encodes a query value.
 pub fn encode(value: &str) -> String {
     value
@@ -108,4 +157,16 @@ pub fn encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_become_base_urls() {
+        assert_eq!(base_url("127.0.0.1:7400"), "http://127.0.0.1:7400");
+        assert_eq!(base_url("http://127.0.0.1:7400/"), "http://127.0.0.1:7400");
+        assert_eq!(base_url(" [::1]:7400 "), "http://[::1]:7400");
+    }
 }

@@ -1,5 +1,6 @@
-//! `plugsconc jobs submit|get|list|cancel|watch`: jobs on the running daemon the configuration
-//! points at (`api.listen`, and the token in its data folder).
+//! `plugsconc jobs submit|get|list|cancel|watch`: jobs on the running daemon (`--daemon`, else
+//! the one its data folder's `daemon.json` names, else `api.listen`; the token in its data
+//! folder).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -91,12 +92,13 @@ struct SubmitArgs {
     watch: bool,
 }
 
-/// Runs the subcommand.
-pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
+/// Runs the subcommand on the daemon `address` (`--daemon`) names, else the one found.
+pub async fn run(args: JobsArgs, address: Option<&str>) -> anyhow::Result<()> {
     let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
-    let daemon = Daemon::detect(&loaded.config).await.with_context(|| {
+    let daemon = Daemon::find(&loaded.config, address).await?.with_context(|| {
         format!(
-            "no daemon answers at {} (start one with `plugsconc serve`)",
+            "no daemon answers at the address in {} or at {} (start one with `plugsconc serve`, or name it with --daemon host:port)",
+            loaded.config.directories.data_dir.join(crate::locator::FILE).display(),
             loaded.config.api.listen
         )
     })?;

@@ -21,6 +21,10 @@ pub struct Cli {
     /// More log output on stderr (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// The daemon to talk to, `host:port` (by default the one the data folder's daemon.json
+    /// names, else the configuration's api.listen); it must answer.
+    #[arg(long, global = true, env = "PLUGSCONC_DAEMON", value_name = "ADDRESS")]
+    pub daemon: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,14 +67,15 @@ impl Cli {
 
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<()> {
+        let daemon = self.daemon.as_deref();
         match self.command {
             Command::Call(args) => call::run(args).await,
-            Command::Plugins(args) => plugins::run(args).await,
+            Command::Plugins(args) => plugins::run(args, daemon).await,
             Command::Config(args) => config::run(&args),
             Command::Logs(args) => logs::run(args).await,
-            Command::Jobs(args) => jobs::run(args).await,
+            Command::Jobs(args) => jobs::run(args, daemon).await,
             Command::Serve(args) => serve::run(args).await,
-            Command::Install(args) => plugins::install_command(args).await,
+            Command::Install(args) => plugins::install_command(args, daemon).await,
             Command::Keygen(args) => sign::keygen(args).await,
             Command::Sign(args) => sign::sign(args).await,
             Command::BenchLogs(args) => bench::run_logs(&args),

@@ -235,6 +235,16 @@ pub struct Api {
     pub listen: String,
     /// Bearer token for changes; empty: generated on first start into the data folder.
     pub token: String,
+    /// Seconds a client may take to send a request's head, from its first byte; the
+    /// connection is closed after that.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open without a request in flight (a new one, or a kept-alive
+    /// one between requests) before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Open API connections at most. At the cap a new connection is accepted and the connection
+    /// idle the longest is closed to make room; when every one has a request in flight, the new
+    /// one waits for one to finish.
+    pub max_connections: u64,
 }
 
 impl Default for Api {
@@ -242,6 +252,9 @@ impl Default for Api {
         Self {
             listen: "127.0.0.1:7400".into(),
             token: String::new(),
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
         }
     }
 }
@@ -480,6 +493,24 @@ impl Config {
             "ms",
         )?;
         at_least("worker_pool.wp_poll_ms", pool.wp_poll_ms, 10, "ms")?;
+        at_least(
+            "api.header_read_timeout_secs",
+            self.api.header_read_timeout_secs,
+            1,
+            "second",
+        )?;
+        at_least(
+            "api.idle_timeout_secs",
+            self.api.idle_timeout_secs,
+            1,
+            "second",
+        )?;
+        at_least(
+            "api.max_connections",
+            self.api.max_connections,
+            1,
+            "connection",
+        )?;
         Ok(())
     }
 

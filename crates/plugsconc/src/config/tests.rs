@@ -112,6 +112,22 @@ fn errors_name_the_key_the_source_and_the_expectation() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("api.listen"), "{err}");
+    let err = Config::load(None, env(&[]), &["api.max_connections=0".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`api.max_connections` (--set)") && err.contains("at least 1"),
+        "{err}"
+    );
+    let c = Config::load(None, env(&[]), &[]).unwrap().config.api;
+    assert_eq!(
+        (
+            c.header_read_timeout_secs,
+            c.idle_timeout_secs,
+            c.max_connections
+        ),
+        (10, 60, 1024)
+    );
     let err = Config::load(None, env(&[]), &["store.url=mysql://x".into()])
         .unwrap_err()
         .to_string();

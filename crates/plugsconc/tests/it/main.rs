@@ -2,8 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_errors;
 mod call;
 mod config_cli;
+mod connections;
+mod daemon_files;
 mod go_host;
 mod go_plugin;
 mod jobs;

@@ -42,7 +42,7 @@ pub(crate) fn send(
 }
 
 /// A plain HTTP/1.1 request with a body of any type.
-fn send_bytes(
+pub(crate) fn send_bytes(
     address: &str,
     method: &str,
     path: &str,
@@ -593,7 +593,7 @@ fn serves_the_catalog_and_stops_on_sigterm() {
 
 unsafe extern "C" {
     #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
+    pub(crate) fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
 pub(crate) const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";

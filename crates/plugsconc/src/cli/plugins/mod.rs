@@ -29,7 +29,8 @@ pub struct PluginsArgs {
     #[arg(long, global = true)]
     json: bool,
     /// Work on the folder even when a daemon is running (by default list, enable, disable,
-    /// install and uninstall go through the daemon the configuration points at, when it answers).
+    /// install and uninstall go through the running daemon, when one answers: --daemon, else the
+    /// one the data folder's daemon.json names, else the configuration's api.listen).
     #[arg(long, global = true)]
     local: bool,
     #[command(flatten)]
@@ -104,8 +105,8 @@ enum PluginsCommand {
     Call(remote::CallArgs),
 }
 
-/// Runs a `plugins` subcommand.
-pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
+/// Runs a `plugins` subcommand; `address` is the daemon `--daemon` names.
+pub async fn run(args: PluginsArgs, address: Option<&str>) -> anyhow::Result<()> {
     use PluginsCommand as C;
     let PluginsArgs {
         dir,
@@ -123,7 +124,7 @@ pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
     };
     let daemon = if ask_daemon {
         let config = crate::config::Config::load(None, std::env::vars(), &[])?.config;
-        crate::cli::client::Daemon::detect(&config).await
+        crate::cli::client::Daemon::find(&config, address).await?
     } else {
         None
     };
@@ -239,13 +240,16 @@ pub struct InstallCommand {
 }
 
 /// Runs `plugsconc install`.
-pub async fn install_command(args: InstallCommand) -> anyhow::Result<()> {
-    run(PluginsArgs {
-        dir: args.dir,
-        json: false,
-        local: args.local,
-        trust: args.trust,
-        command: PluginsCommand::Install(args.install),
-    })
+pub async fn install_command(args: InstallCommand, address: Option<&str>) -> anyhow::Result<()> {
+    run(
+        PluginsArgs {
+            dir: args.dir,
+            json: false,
+            local: args.local,
+            trust: args.trust,
+            command: PluginsCommand::Install(args.install),
+        },
+        address,
+    )
     .await
 }

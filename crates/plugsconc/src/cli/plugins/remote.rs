@@ -29,7 +29,7 @@ pub struct CallArgs {
 fn need(daemon: Option<&Daemon>) -> anyhow::Result<&Daemon> {
     daemon.ok_or_else(|| {
         anyhow::anyhow!(
-            "no daemon answers at the configured api.listen (or its api-token is missing): start `plugsconc serve`, or point PLUGSCONC_API_LISTEN at it"
+            "no daemon answers (at the address in the data folder's daemon.json or the configured api.listen), or its api-token is missing: start `plugsconc serve`, or name it with --daemon host:port"
         )
     })
 }
