@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use plugsconc_protocol::env::{self, HandshakeConfig, HostEnv, Transport};
 use plugsconc_protocol::mtls::{self, CertificateDer, CertifiedKey, Curve};
 use plugsconc_protocol::{HandshakeLine, Protocol};
-use plugsconc_transport::{Broker, BrokerTls, ChannelOptions, ListenOptions, SocketDir, connect};
+use plugsconc_transport::{
+    Broker, BrokerTls, ChannelOptions, ExpectedPeer, ListenOptions, SocketDir, connect,
+};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{ChildStdout, Command};
 use tokio::sync::OnceCell;
@@ -395,20 +397,20 @@ impl Starting<'_> {
             }
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
+        // Only the process started here (or its group) may answer: a plugin that printed
+        // another process's address is refused before anything is sent there.
+        let peer = ExpectedPeer::process_group(self.process.pid());
         let mut options = ChannelOptions {
             tls: tls.as_ref().map(|t| t.client.clone()),
             connect_timeout: remaining.max(Duration::from_millis(1)),
             request_timeout: None,
+            peer: Some(peer),
         };
         let channel = match connect(handshake.network, &handshake.address, &options).await {
             Ok(channel) => channel,
             Err(source) => {
                 let tail = self.abort().await;
-                return Err(HostError::Connect {
-                    plugin: name,
-                    source,
-                    tail,
-                });
+                return Err(HostError::connect(&name, source, tail));
             }
         };
         // Calls get their own connection with the execution limit; health checks, stdio and the
@@ -421,11 +423,7 @@ impl Starting<'_> {
                     Ok(channel) => Some(channel),
                     Err(source) => {
                         let tail = self.abort().await;
-                        return Err(HostError::Connect {
-                            plugin: name,
-                            source,
-                            tail,
-                        });
+                        return Err(HostError::connect(&name, source, tail));
                     }
                 }
             }
@@ -442,12 +440,13 @@ impl Starting<'_> {
                 reason,
             });
         }
-        let broker = Broker::new(
+        let broker = Broker::expecting(
             ListenOptions {
                 socket_dir: Some(self.socket_dir.path().to_owned()),
                 ..ListenOptions::default()
             },
             tls,
+            Some(peer),
         );
         broker.run_client(channel.clone());
         let stdio_task = client::stream_stdio(name.clone(), channel.clone());

@@ -11,7 +11,7 @@ use plugsconc_protocol::proto::plugin::grpc_controller_client::GrpcControllerCli
 use plugsconc_protocol::proto::plugin::grpc_stdio_client::GrpcStdioClient;
 use plugsconc_protocol::proto::plugin::stdio_data::Channel as StdioChannel;
 use plugsconc_protocol::{HEALTH_SERVICE, HandshakeLine};
-use plugsconc_transport::{Broker, ChannelOptions, SocketDir, connect};
+use plugsconc_transport::{Broker, ChannelOptions, ExpectedPeer, SocketDir, connect};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::ChildStdout;
 use tokio::task::JoinHandle;
@@ -113,12 +113,14 @@ impl PluginClient {
                 reason,
             }
         })?;
-        let channel = connect(config.network, &config.address, &ChannelOptions::default())
+        let options = ChannelOptions {
+            peer: Some(ExpectedPeer::process_group(config.pid)),
+            ..ChannelOptions::default()
+        };
+        let channel = connect(config.network, &config.address, &options)
             .await
-            .map_err(|source| HostError::Connect {
-                plugin: config.name.clone(),
-                source,
-                tail: crate::error::StderrTail::default(),
+            .map_err(|source| {
+                HostError::connect(&config.name, source, crate::error::StderrTail::default())
             })?;
         check_health(channel.clone())
             .await
@@ -126,7 +128,11 @@ impl PluginClient {
                 plugin: config.name.clone(),
                 reason,
             })?;
-        let broker = Broker::new(plugsconc_transport::ListenOptions::default(), None);
+        let broker = Broker::expecting(
+            plugsconc_transport::ListenOptions::default(),
+            None,
+            Some(ExpectedPeer::process_group(config.pid)),
+        );
         broker.run_client(channel.clone());
         let mut handshake = HandshakeLine::grpc(
             config.protocol_version,

@@ -134,6 +134,27 @@ pub enum HostError {
         /// Its last stderr lines.
         tail: StderrTail,
     },
+    /// The plugin's handshake points at an address another process serves (another plugin's
+    /// socket, say): the host refused to connect, and sent nothing there.
+    #[error(
+        "plugin {plugin:?} (pid {pid}) printed a handshake pointing at {network} address {address:?}, which is served by {owner}, not by the plugin; refusing to connect (the plugin was killed){tail}"
+    )]
+    Impersonation {
+        /// The plugin.
+        plugin: String,
+        /// Its pid.
+        pid: u32,
+        /// `unix` or `tcp`.
+        network: String,
+        /// The address it printed.
+        address: String,
+        /// Who serves that address: `process <pid> (<executable>)`, or the plugin it is.
+        owner: String,
+        /// The owner's pid, when known.
+        owner_pid: Option<u32>,
+        /// Its last stderr lines.
+        tail: StderrTail,
+    },
     /// The plugin's health check failed.
     #[error("plugin {plugin:?} is not healthy: {reason}")]
     Unhealthy {
@@ -348,6 +369,37 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// A failed connection to `plugin`: [`HostError::Impersonation`] when the address belongs
+    /// to another process, else [`HostError::Connect`].
+    pub(crate) fn connect(
+        plugin: &str,
+        source: plugsconc_transport::TransportError,
+        tail: StderrTail,
+    ) -> Self {
+        match source {
+            plugsconc_transport::TransportError::ForeignPeer {
+                network,
+                address,
+                expected,
+                found,
+                found_pid,
+            } => HostError::Impersonation {
+                plugin: plugin.to_owned(),
+                pid: expected,
+                network,
+                address,
+                owner: found,
+                owner_pid: found_pid,
+                tail,
+            },
+            source => HostError::Connect {
+                plugin: plugin.to_owned(),
+                source,
+                tail,
+            },
+        }
+    }
+
     /// The plugin itself was refused by an integrity or trust check (checksum, sidecar,
     /// signature policy, install validation): something its publisher or the operator must
     /// fix, as opposed to the host failing.

@@ -44,6 +44,23 @@ pub enum TransportError {
         /// The cause.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The address is served by a process other than the one the connection was meant for
+    /// (another plugin's socket, say); nothing was sent to it.
+    #[error(
+        "refusing to connect to {network} address {address:?}: it is served by {found}, not by process {expected} (or its process group) that was started for it"
+    )]
+    ForeignPeer {
+        /// `unix` or `tcp`.
+        network: String,
+        /// The address.
+        address: String,
+        /// The process the connection was meant for.
+        expected: u32,
+        /// Who serves the address instead.
+        found: String,
+        /// That process's pid, when known.
+        found_pid: Option<u32>,
+    },
     /// The peer announced a network other than unix or tcp.
     #[error("unknown address type {0:?}: expected unix or tcp")]
     UnknownNetwork(String),

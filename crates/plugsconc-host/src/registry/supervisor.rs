@@ -173,7 +173,10 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         }
     };
     tracing::debug!(plugin = %name, %verdict, "signature policy passed");
-    let client = builder.start().await?;
+    let client = builder
+        .start()
+        .await
+        .map_err(|err| name_the_owner(inner, err))?;
     if let Some(protections) = client.protections() {
         if protections.missing.is_empty() {
             tracing::debug!(plugin = %name, enforced = ?protections.enforced, "plugin sandboxed");
@@ -229,6 +232,39 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         resources: plugin.manifest.resources,
         _host_services: host_services,
     })
+}
+
+/// Says which plugin of the catalog serves the address an impersonating plugin printed.
+fn name_the_owner(inner: &Inner, err: HostError) -> HostError {
+    let HostError::Impersonation {
+        plugin,
+        pid,
+        network,
+        address,
+        owner,
+        owner_pid: Some(owner_pid),
+        tail,
+    } = err
+    else {
+        return err;
+    };
+    let sibling = inner
+        .slots()
+        .into_iter()
+        .find(|slot| slot.state().info.pid == Some(owner_pid))
+        .map(|slot| slot.name.clone());
+    HostError::Impersonation {
+        plugin,
+        pid,
+        network,
+        address,
+        owner: match sibling {
+            Some(sibling) => format!("plugin {sibling:?}, {owner}"),
+            None => owner,
+        },
+        owner_pid: Some(owner_pid),
+        tail,
+    }
 }
 
 /// Makes `instance` the one serving the slot and starts its supervisor; returns the previous
