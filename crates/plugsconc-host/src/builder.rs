@@ -20,6 +20,7 @@ use crate::HostError;
 use crate::checksum::{self, Sha256};
 use crate::client::{self, PluginClient};
 use crate::error::describe_status;
+use crate::ledger::{self, Identity, Launch, Ledger};
 use crate::process::Process;
 use crate::sandbox::{Plan, Protections, SandboxSpec};
 use crate::stderr::{self, Tail};
@@ -43,6 +44,7 @@ pub struct ClientBuilder {
     skip_host_env: bool,
     sandbox: Option<SandboxSpec>,
     call_timeout: Option<Duration>,
+    ledger: Option<Ledger>,
 }
 
 impl ClientBuilder {
@@ -63,6 +65,7 @@ impl ClientBuilder {
             skip_host_env: false,
             sandbox: None,
             call_timeout: None,
+            ledger: None,
         }
     }
 
@@ -166,6 +169,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Records the launch (process, socket folder, cgroup) in `ledger` while it runs.
+    pub(crate) fn ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
     /// Launches the plugin and connects to it.
     ///
     /// # Errors
@@ -254,8 +263,20 @@ impl ClientBuilder {
                 Some(protections)
             }
         };
-        let (process, stdout, stderr) =
-            Process::spawn(command, cgroup).map_err(|source| self.spawn_error(source))?;
+        let record = self.ledger.as_ref().map(|ledger| {
+            ledger.record(Launch {
+                plugin: self.name.clone(),
+                process: None,
+                socket_dir: Some(socket_dir.path().to_owned()),
+                cgroup: cgroup.as_ref().map(|tree| tree.path().to_owned()),
+            })
+        });
+        let (process, stdout, stderr) = Process::spawn(command, cgroup)
+            .await
+            .map_err(|source| self.spawn_error(source))?;
+        if let (Some(record), Some(identity)) = (&record, Identity::of(process.pid())) {
+            record.set_process(identity);
+        }
         let tail = Tail::default();
         let stderr_task = stderr::forward(self.name.clone(), stderr, tail.clone());
         let starting = Starting {
@@ -265,6 +286,7 @@ impl ClientBuilder {
             stderr_task: Some(stderr_task),
             socket_dir,
             protections,
+            record,
         };
         starting.finish(stdout, started, &versions, host_cert).await
     }
@@ -305,6 +327,8 @@ struct Starting<'a> {
     stderr_task: Option<tokio::task::JoinHandle<()>>,
     socket_dir: SocketDir,
     protections: Option<Protections>,
+    /// The launch's entry in the host's record, dropped with the plugin.
+    record: Option<ledger::Entry>,
 }
 
 impl Starting<'_> {
@@ -463,6 +487,7 @@ impl Starting<'_> {
             background: vec![stdout_task, stdio_task],
             protections: self.protections,
             call_channel,
+            record: self.record,
         }))
     }
 

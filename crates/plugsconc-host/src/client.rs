@@ -47,6 +47,8 @@ pub struct PluginClient {
     protections: Option<Protections>,
     /// The connection for calls, bounded by the execution limit (when one is set).
     call_channel: Option<Channel>,
+    /// The launch's entry in the host's record of launched plugins.
+    _record: Option<crate::ledger::Entry>,
 }
 
 pub(crate) struct Parts {
@@ -62,6 +64,7 @@ pub(crate) struct Parts {
     pub(crate) background: Vec<JoinHandle<()>>,
     pub(crate) protections: Option<Protections>,
     pub(crate) call_channel: Option<Channel>,
+    pub(crate) record: Option<crate::ledger::Entry>,
 }
 
 impl PluginClient {
@@ -84,6 +87,7 @@ impl PluginClient {
             background: parts.background,
             protections: parts.protections,
             call_channel: parts.call_channel,
+            _record: parts.record,
         }
     }
 
@@ -153,6 +157,7 @@ impl PluginClient {
             background: Vec::new(),
             protections: None,
             call_channel: None,
+            record: None,
         }))
     }
 

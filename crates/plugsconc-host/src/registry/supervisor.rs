@@ -108,6 +108,9 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
     if let Some(spec) = &sandbox {
         builder = builder.sandbox(spec.clone());
     }
+    if let Some(ledger) = &inner.ledger {
+        builder = builder.ledger(ledger.clone());
+    }
     // Only the variables the options name: the host's secrets stay with it.
     builder = builder.skip_host_env(true);
     for name in &options.host_env {

@@ -7,6 +7,7 @@ mod config_cli;
 mod go_host;
 mod go_plugin;
 mod jobs;
+mod orphans;
 mod plugins_cli;
 mod python;
 mod serve;
