@@ -137,21 +137,16 @@ pub enum HostError {
     /// The plugin's handshake points at an address another process serves (another plugin's
     /// socket, say): the host refused to connect, and sent nothing there.
     #[error(
-        "plugin {plugin:?} (pid {pid}) printed a handshake pointing at {network} address {address:?}, which is served by {owner}, not by the plugin; refusing to connect (the plugin was killed){tail}"
+        "plugin {plugin:?} (pid {}) printed a handshake pointing at {} address {:?}, which is served by {owner}, not by the plugin; refusing to connect (the plugin was killed){tail}",
+        peer.expected, peer.network, peer.address
     )]
     Impersonation {
         /// The plugin.
         plugin: String,
-        /// Its pid.
-        pid: u32,
-        /// `unix` or `tcp`.
-        network: String,
-        /// The address it printed.
-        address: String,
-        /// Who serves that address: `process <pid> (<executable>)`, or the plugin it is.
+        /// The address, the plugin's pid and who serves the address.
+        peer: Box<plugsconc_transport::ForeignPeer>,
+        /// Who serves the address, for people: the process, and the plugin it is when known.
         owner: String,
-        /// The owner's pid, when known.
-        owner_pid: Option<u32>,
         /// Its last stderr lines.
         tail: StderrTail,
     },
@@ -377,19 +372,10 @@ impl HostError {
         tail: StderrTail,
     ) -> Self {
         match source {
-            plugsconc_transport::TransportError::ForeignPeer {
-                network,
-                address,
-                expected,
-                found,
-                found_pid,
-            } => HostError::Impersonation {
+            plugsconc_transport::TransportError::ForeignPeer(peer) => HostError::Impersonation {
                 plugin: plugin.to_owned(),
-                pid: expected,
-                network,
-                address,
-                owner: found,
-                owner_pid: found_pid,
+                owner: peer.found.clone(),
+                peer,
                 tail,
             },
             source => HostError::Connect {

@@ -77,13 +77,13 @@ pub async fn connect(
         .connect_with_connector(connector)
         .await
         .map_err(|err| match peer::refusal_in(&err) {
-            Some(refused) => TransportError::ForeignPeer {
+            Some(refused) => TransportError::ForeignPeer(Box::new(crate::ForeignPeer {
                 network: network.to_string(),
                 address: address.to_owned(),
                 expected: refused.expected,
                 found: refused.found,
                 found_pid: refused.found_pid,
-            },
+            })),
             None => TransportError::Connect {
                 network: network.to_string(),
                 address: address.to_owned(),

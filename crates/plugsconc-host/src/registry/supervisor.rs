@@ -238,36 +238,17 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
 }
 
 /// Says which plugin of the catalog serves the address an impersonating plugin printed.
-fn name_the_owner(inner: &Inner, err: HostError) -> HostError {
-    let HostError::Impersonation {
-        plugin,
-        pid,
-        network,
-        address,
-        owner,
-        owner_pid: Some(owner_pid),
-        tail,
-    } = err
-    else {
-        return err;
-    };
-    let sibling = inner
-        .slots()
-        .into_iter()
-        .find(|slot| slot.state().info.pid == Some(owner_pid))
-        .map(|slot| slot.name.clone());
-    HostError::Impersonation {
-        plugin,
-        pid,
-        network,
-        address,
-        owner: match sibling {
-            Some(sibling) => format!("plugin {sibling:?}, {owner}"),
-            None => owner,
-        },
-        owner_pid: Some(owner_pid),
-        tail,
+fn name_the_owner(inner: &Inner, mut err: HostError) -> HostError {
+    if let HostError::Impersonation { peer, owner, .. } = &mut err
+        && let Some(owner_pid) = peer.found_pid
+        && let Some(sibling) = inner
+            .slots()
+            .into_iter()
+            .find(|slot| slot.state().info.pid == Some(owner_pid))
+    {
+        *owner = format!("plugin {:?}, {owner}", sibling.name);
     }
+    err
 }
 
 /// Makes `instance` the one serving the slot and starts its supervisor; returns the previous

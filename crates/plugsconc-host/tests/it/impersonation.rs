@@ -30,7 +30,7 @@ async fn impostor_is_refused(sibling_builder: plugsconc_host::ClientBuilder, aut
         .expect_err("the impostor must be refused");
     let text = err.to_string();
     assert!(
-        matches!(err, HostError::Impersonation { owner_pid: Some(pid), .. } if pid == sibling.pid()),
+        matches!(&err, HostError::Impersonation { peer, .. } if peer.found_pid == Some(sibling.pid())),
         "{text}"
     );
     assert!(text.contains("misbehave-impersonate"), "{text}");
