@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 
 use plugsconc_protocol::env::{self, HandshakeConfig, HostEnv, Transport};
 use plugsconc_protocol::mtls::{self, CertificateDer, CertifiedKey, Curve};
-use plugsconc_protocol::{HandshakeLine, Protocol};
+use plugsconc_protocol::{HandshakeLine, Protocol, Quoted, handshake};
 use plugsconc_transport::{
     Broker, BrokerTls, ChannelOptions, ExpectedPeer, ListenOptions, SocketDir, connect,
 };
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::io::BufReader;
 use tokio::process::{ChildStdout, Command};
 use tokio::sync::OnceCell;
 
 use crate::HostError;
 use crate::checksum::{self, Sha256};
 use crate::client::{self, PluginClient};
-use crate::error::describe_status;
+use crate::error::{describe_status, describe_stop};
 use crate::ledger::{self, Identity, Launch, Ledger};
 use crate::process::Process;
 use crate::sandbox::{Plan, Protections, SandboxSpec};
@@ -343,9 +343,12 @@ impl Starting<'_> {
         let deadline = started + self.builder.start_timeout;
         let mut stdout = BufReader::new(stdout);
         let mut first = Vec::new();
+        // Bounded: whatever a plugin prints before its newline is held in memory.
         let read = tokio::time::timeout_at(deadline.into(), async {
             tokio::select! {
-                read = stdout.read_until(b'\n', &mut first) => read.ok().filter(|n| *n > 0),
+                read = stderr::read_line(&mut stdout, &mut first, handshake::MAX_LINE) => {
+                    read.ok().filter(|n| *n > 0)
+                }
                 _ = self.process.exited() => None,
             }
         })
@@ -360,11 +363,27 @@ impl Starting<'_> {
                 });
             }
             Ok(None) => {
+                // Stdout ended: the plugin exited, or closed it and runs on. A plugin about to
+                // exit gets a moment, so its real status is reported.
                 let status = self.process.wait_for(Duration::from_secs(5)).await;
                 let tail = self.abort().await;
-                return Err(HostError::ExitedBeforeHandshake {
+                return Err(match status {
+                    Some(status) => HostError::ExitedBeforeHandshake {
+                        plugin: name,
+                        status: describe_status(status),
+                        tail,
+                    },
+                    None => HostError::StdoutClosed { plugin: name, tail },
+                });
+            }
+            Ok(Some(_)) if !first.ends_with(b"\n") && first.len() >= handshake::MAX_LINE => {
+                let before = self.process.exit_status();
+                let tail = self.abort().await;
+                return Err(HostError::BadHandshake {
                     plugin: name,
-                    status: describe_status(status),
+                    line: Quoted::unterminated(&String::from_utf8_lossy(&first), first.len()),
+                    reason: format!("no end of line within {} bytes", handshake::MAX_LINE),
+                    status: describe_stop(before, self.process.exit_status()),
                     tail,
                 });
             }
@@ -375,12 +394,13 @@ impl Starting<'_> {
         let handshake = match HandshakeLine::parse(&line) {
             Ok(handshake) => handshake,
             Err(err) => {
+                let before = self.process.exit_status();
                 let tail = self.abort().await;
                 return Err(HostError::BadHandshake {
                     plugin: name,
-                    line,
+                    line: Quoted::new(&line),
                     reason: err.to_string(),
-                    status: describe_status(self.process.exit_status()),
+                    status: describe_stop(before, self.process.exit_status()),
                     tail,
                 });
             }

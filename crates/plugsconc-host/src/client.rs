@@ -12,7 +12,7 @@ use plugsconc_protocol::proto::plugin::grpc_stdio_client::GrpcStdioClient;
 use plugsconc_protocol::proto::plugin::stdio_data::Channel as StdioChannel;
 use plugsconc_protocol::{HEALTH_SERVICE, HandshakeLine};
 use plugsconc_transport::{Broker, ChannelOptions, ExpectedPeer, SocketDir, connect};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::io::BufReader;
 use tokio::process::ChildStdout;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -325,13 +325,14 @@ pub(crate) async fn check_health(channel: Channel) -> Result<(), String> {
     }
 }
 
-/// Discards stdout after the handshake, logging it at debug (go-plugin discards it silently).
+/// Discards stdout after the handshake, logging it at debug (go-plugin discards it silently);
+/// lines are read in bounded pieces, so a plugin printing no newline costs no memory.
 pub(crate) fn drain_stdout(plugin: String, mut stdout: BufReader<ChildStdout>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut line = Vec::new();
         loop {
             line.clear();
-            match stdout.read_until(b'\n', &mut line).await {
+            match crate::stderr::read_line(&mut stdout, &mut line, crate::stderr::MAX_LINE).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);

@@ -15,6 +15,8 @@
 //! | `crash-mid-call` | serves kv; `Echo` aborts the process |
 //! | `hang-shutdown` | serves kv; `Controller.Shutdown` never returns |
 //! | `fork-child` | starts a `sleep` child, then serves kv |
+//! | `long-line` | prints `MISBEHAVE_LINE_BYTES` bytes (and a newline when `MISBEHAVE_NEWLINE=1`) instead of a handshake, and a 5000-byte line on stderr, then hangs |
+//! | `close-stdout` | closes its stdout without printing anything, then hangs |
 //! | `impersonate` | prints `MISBEHAVE_LINE` as its handshake line (another plugin's address), then hangs |
 //!
 //! With `MISBEHAVE_CALL_LOG` set, the kv modes append the name of each kv call and of
@@ -169,6 +171,28 @@ fn main() {
             let line = std::env::var("MISBEHAVE_LINE").unwrap_or_default();
             let _ = writeln!(stdout, "{line}");
             let _ = stdout.flush();
+            hang();
+        }
+        "long-line" => {
+            let bytes = std::env::var("MISBEHAVE_LINE_BYTES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(10 << 20);
+            eprintln!("{}", "e".repeat(5000));
+            let mut line = vec![b'x'; bytes];
+            if std::env::var_os("MISBEHAVE_NEWLINE").is_some_and(|v| v == "1") {
+                line.push(b'\n');
+            }
+            // The host stops reading at its limit: this may block until the plugin is killed.
+            let _ = stdout.write_all(&line);
+            let _ = stdout.flush();
+            hang();
+        }
+        "close-stdout" => {
+            // SAFETY: closes this process's own stdout, which nothing else here uses afterwards.
+            unsafe {
+                libc::close(1);
+            }
             hang();
         }
         "silent" => hang(),
