@@ -311,10 +311,11 @@ pub(crate) async fn check_health(channel: Channel) -> Result<(), String> {
         })
         .await
         .map_err(|status| {
+            // The message is the plugin's: quoted, and cut when long.
             format!(
                 "health check failed: {:?}: {}",
                 status.code(),
-                status.message()
+                plugsconc_protocol::Quoted::new(status.message())
             )
         })?;
     let status = response.into_inner().status();

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use plugsconc_protocol::Quoted;
 use plugsconc_protocol::hclog::{Level, Line, LineClassifier};
+use plugsconc_protocol::quote;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
@@ -23,12 +23,7 @@ pub(crate) struct Tail(Arc<Mutex<VecDeque<String>>>);
 impl Tail {
     fn push(&self, line: &str) {
         // Errors quote the tail: a bounded piece of each line, not 64 KiB of it.
-        let quoted = Quoted::new(line);
-        let kept = if quoted.is_cut() {
-            format!("{}… (cut, {} bytes in all)", quoted.as_str(), line.len())
-        } else {
-            line.to_owned()
-        };
+        let kept = quote::cut(line).into_owned();
         let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if lines.len() == TAIL_LINES {
             lines.pop_front();

@@ -8,54 +8,40 @@ use std::fmt;
 pub const MAX_QUOTE: usize = 1024;
 
 /// A peer's text as an error message shows it: `"the text"`, or
-/// `"the start…" (cut, 10485760 bytes in all)`.
+/// `"the start…" (cut, 10485760 bytes in all)`. Rendered once, and small: errors carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Quoted {
-    shown: String,
-    length: Length,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Length {
-    #[default]
-    Whole,
-    /// Cut; the text had this many bytes.
-    Total(usize),
-    /// Cut; the text had more than this many bytes and no end was seen (no newline).
-    MoreThan(usize),
-}
+pub struct Quoted(Box<str>);
 
 impl Quoted {
     /// `text`, cut to [`MAX_QUOTE`] bytes (on a character boundary) if longer.
     pub fn new(text: &str) -> Self {
-        if text.len() <= MAX_QUOTE {
-            return Self {
-                shown: text.to_owned(),
-                length: Length::Whole,
-            };
-        }
-        Self {
-            shown: head(text).to_owned(),
-            length: Length::Total(text.len()),
+        let shown = head(text);
+        if shown.len() == text.len() {
+            Self(format!("{shown:?}").into())
+        } else {
+            Self(format!("{shown:?}… (cut, {} bytes in all)", text.len()).into())
         }
     }
 
     /// The start of a text that went on for more than `read` bytes without ending.
     pub fn unterminated(text: &str, read: usize) -> Self {
-        Self {
-            shown: head(text).to_owned(),
-            length: Length::MoreThan(read),
-        }
+        Self(
+            format!(
+                "{:?}… (cut, more than {read} bytes with no end of line)",
+                head(text)
+            )
+            .into(),
+        )
     }
+}
 
-    /// The quoted part (the whole text unless it was cut).
-    pub fn as_str(&self) -> &str {
-        &self.shown
-    }
-
-    /// Whether the text was cut.
-    pub fn is_cut(&self) -> bool {
-        self.length != Length::Whole
+/// `text` unquoted, or its first [`MAX_QUOTE`] bytes and a note saying how long it was.
+pub fn cut(text: &str) -> std::borrow::Cow<'_, str> {
+    let shown = head(text);
+    if shown.len() == text.len() {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(format!("{shown}… (cut, {} bytes in all)", text.len()))
     }
 }
 
@@ -70,17 +56,7 @@ fn head(text: &str) -> &str {
 
 impl fmt::Display for Quoted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.length {
-            Length::Whole => write!(f, "{:?}", self.shown),
-            Length::Total(total) => {
-                write!(f, "{:?}… (cut, {total} bytes in all)", self.shown)
-            }
-            Length::MoreThan(read) => write!(
-                f,
-                "{:?}… (cut, more than {read} bytes with no end of line)",
-                self.shown
-            ),
-        }
+        f.write_str(&self.0)
     }
 }
 
@@ -96,9 +72,8 @@ mod tests {
 
     #[test]
     fn short_text_is_quoted_whole() {
-        let quoted = Quoted::new("hello world");
-        assert_eq!(quoted.to_string(), "\"hello world\"");
-        assert!(!quoted.is_cut());
+        assert_eq!(Quoted::new("hello world").to_string(), "\"hello world\"");
+        assert_eq!(cut("hello world"), "hello world");
     }
 
     #[test]
@@ -121,10 +96,9 @@ mod tests {
     #[test]
     fn cuts_on_a_character_boundary() {
         let text = "é".repeat(MAX_QUOTE);
-        let quoted = Quoted::new(&text);
-        assert!(quoted.is_cut());
-        assert_eq!(quoted.as_str().len(), MAX_QUOTE);
+        assert_eq!(head(&text).len(), MAX_QUOTE);
         let text = format!("a{}", "é".repeat(MAX_QUOTE));
-        assert_eq!(Quoted::new(&text).as_str().len(), MAX_QUOTE - 1);
+        assert_eq!(head(&text).len(), MAX_QUOTE - 1);
+        assert!(cut(&text).ends_with(&format!("… (cut, {} bytes in all)", text.len())));
     }
 }
