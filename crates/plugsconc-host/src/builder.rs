@@ -8,16 +8,19 @@ use std::time::{Duration, Instant};
 
 use plugsconc_protocol::env::{self, HandshakeConfig, HostEnv, Transport};
 use plugsconc_protocol::mtls::{self, CertificateDer, CertifiedKey, Curve};
-use plugsconc_protocol::{HandshakeLine, Protocol};
-use plugsconc_transport::{Broker, BrokerTls, ChannelOptions, ListenOptions, SocketDir, connect};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use plugsconc_protocol::{HandshakeLine, Protocol, Quoted, handshake};
+use plugsconc_transport::{
+    Broker, BrokerTls, ChannelOptions, ExpectedPeer, ListenOptions, SocketDir, connect,
+};
+use tokio::io::BufReader;
 use tokio::process::{ChildStdout, Command};
 use tokio::sync::OnceCell;
 
 use crate::HostError;
 use crate::checksum::{self, Sha256};
 use crate::client::{self, PluginClient};
-use crate::error::describe_status;
+use crate::error::{describe_status, describe_stop};
+use crate::ledger::{self, Identity, Launch, Ledger};
 use crate::process::Process;
 use crate::sandbox::{Plan, Protections, SandboxSpec};
 use crate::stderr::{self, Tail};
@@ -41,6 +44,7 @@ pub struct ClientBuilder {
     skip_host_env: bool,
     sandbox: Option<SandboxSpec>,
     call_timeout: Option<Duration>,
+    ledger: Option<Ledger>,
 }
 
 impl ClientBuilder {
@@ -61,6 +65,7 @@ impl ClientBuilder {
             skip_host_env: false,
             sandbox: None,
             call_timeout: None,
+            ledger: None,
         }
     }
 
@@ -164,6 +169,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Records the launch (process, socket folder, cgroup) in `ledger` while it runs.
+    pub(crate) fn ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
     /// Launches the plugin and connects to it.
     ///
     /// # Errors
@@ -252,8 +263,20 @@ impl ClientBuilder {
                 Some(protections)
             }
         };
-        let (process, stdout, stderr) =
-            Process::spawn(command, cgroup).map_err(|source| self.spawn_error(source))?;
+        let record = self.ledger.as_ref().map(|ledger| {
+            ledger.record(Launch {
+                plugin: self.name.clone(),
+                process: None,
+                socket_dir: Some(socket_dir.path().to_owned()),
+                cgroup: cgroup.as_ref().map(|tree| tree.path().to_owned()),
+            })
+        });
+        let (process, stdout, stderr) = Process::spawn(command, cgroup)
+            .await
+            .map_err(|source| self.spawn_error(source))?;
+        if let (Some(record), Some(identity)) = (&record, Identity::of(process.pid())) {
+            record.set_process(identity);
+        }
         let tail = Tail::default();
         let stderr_task = stderr::forward(self.name.clone(), stderr, tail.clone());
         let starting = Starting {
@@ -263,6 +286,7 @@ impl ClientBuilder {
             stderr_task: Some(stderr_task),
             socket_dir,
             protections,
+            record,
         };
         starting.finish(stdout, started, &versions, host_cert).await
     }
@@ -303,6 +327,8 @@ struct Starting<'a> {
     stderr_task: Option<tokio::task::JoinHandle<()>>,
     socket_dir: SocketDir,
     protections: Option<Protections>,
+    /// The launch's entry in the host's record, dropped with the plugin.
+    record: Option<ledger::Entry>,
 }
 
 impl Starting<'_> {
@@ -317,9 +343,12 @@ impl Starting<'_> {
         let deadline = started + self.builder.start_timeout;
         let mut stdout = BufReader::new(stdout);
         let mut first = Vec::new();
+        // Bounded: whatever a plugin prints before its newline is held in memory.
         let read = tokio::time::timeout_at(deadline.into(), async {
             tokio::select! {
-                read = stdout.read_until(b'\n', &mut first) => read.ok().filter(|n| *n > 0),
+                read = stderr::read_line(&mut stdout, &mut first, handshake::MAX_LINE) => {
+                    read.ok().filter(|n| *n > 0)
+                }
                 _ = self.process.exited() => None,
             }
         })
@@ -334,11 +363,27 @@ impl Starting<'_> {
                 });
             }
             Ok(None) => {
+                // Stdout ended: the plugin exited, or closed it and runs on. A plugin about to
+                // exit gets a moment, so its real status is reported.
                 let status = self.process.wait_for(Duration::from_secs(5)).await;
                 let tail = self.abort().await;
-                return Err(HostError::ExitedBeforeHandshake {
+                return Err(match status {
+                    Some(status) => HostError::ExitedBeforeHandshake {
+                        plugin: name,
+                        status: describe_status(status),
+                        tail,
+                    },
+                    None => HostError::StdoutClosed { plugin: name, tail },
+                });
+            }
+            Ok(Some(_)) if !first.ends_with(b"\n") && first.len() >= handshake::MAX_LINE => {
+                let before = self.process.exit_status();
+                let tail = self.abort().await;
+                return Err(HostError::BadHandshake {
                     plugin: name,
-                    status: describe_status(status),
+                    line: Quoted::unterminated(&String::from_utf8_lossy(&first), first.len()),
+                    reason: format!("no end of line within {} bytes", handshake::MAX_LINE),
+                    status: describe_stop(before, self.process.exit_status()),
                     tail,
                 });
             }
@@ -349,12 +394,13 @@ impl Starting<'_> {
         let handshake = match HandshakeLine::parse(&line) {
             Ok(handshake) => handshake,
             Err(err) => {
+                let before = self.process.exit_status();
                 let tail = self.abort().await;
                 return Err(HostError::BadHandshake {
                     plugin: name,
-                    line,
+                    line: Quoted::new(&line),
                     reason: err.to_string(),
-                    status: describe_status(self.process.exit_status()),
+                    status: describe_stop(before, self.process.exit_status()),
                     tail,
                 });
             }
@@ -395,20 +441,20 @@ impl Starting<'_> {
             }
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
+        // Only the process started here (or its group) may answer: a plugin that printed
+        // another process's address is refused before anything is sent there.
+        let peer = ExpectedPeer::process_group(self.process.pid());
         let mut options = ChannelOptions {
             tls: tls.as_ref().map(|t| t.client.clone()),
             connect_timeout: remaining.max(Duration::from_millis(1)),
             request_timeout: None,
+            peer: Some(peer),
         };
         let channel = match connect(handshake.network, &handshake.address, &options).await {
             Ok(channel) => channel,
             Err(source) => {
                 let tail = self.abort().await;
-                return Err(HostError::Connect {
-                    plugin: name,
-                    source,
-                    tail,
-                });
+                return Err(HostError::connect(&name, source, tail));
             }
         };
         // Calls get their own connection with the execution limit; health checks, stdio and the
@@ -421,11 +467,7 @@ impl Starting<'_> {
                     Ok(channel) => Some(channel),
                     Err(source) => {
                         let tail = self.abort().await;
-                        return Err(HostError::Connect {
-                            plugin: name,
-                            source,
-                            tail,
-                        });
+                        return Err(HostError::connect(&name, source, tail));
                     }
                 }
             }
@@ -442,12 +484,13 @@ impl Starting<'_> {
                 reason,
             });
         }
-        let broker = Broker::new(
+        let broker = Broker::expecting(
             ListenOptions {
                 socket_dir: Some(self.socket_dir.path().to_owned()),
                 ..ListenOptions::default()
             },
             tls,
+            Some(peer),
         );
         broker.run_client(channel.clone());
         let stdio_task = client::stream_stdio(name.clone(), channel.clone());
@@ -464,6 +507,7 @@ impl Starting<'_> {
             background: vec![stdout_task, stdio_task],
             protections: self.protections,
             call_channel,
+            record: self.record,
         }))
     }
 

@@ -11,8 +11,8 @@ use plugsconc_protocol::proto::plugin::grpc_controller_client::GrpcControllerCli
 use plugsconc_protocol::proto::plugin::grpc_stdio_client::GrpcStdioClient;
 use plugsconc_protocol::proto::plugin::stdio_data::Channel as StdioChannel;
 use plugsconc_protocol::{HEALTH_SERVICE, HandshakeLine};
-use plugsconc_transport::{Broker, ChannelOptions, SocketDir, connect};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use plugsconc_transport::{Broker, ChannelOptions, ExpectedPeer, SocketDir, connect};
+use tokio::io::BufReader;
 use tokio::process::ChildStdout;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -47,6 +47,8 @@ pub struct PluginClient {
     protections: Option<Protections>,
     /// The connection for calls, bounded by the execution limit (when one is set).
     call_channel: Option<Channel>,
+    /// The launch's entry in the host's record of launched plugins.
+    _record: Option<crate::ledger::Entry>,
 }
 
 pub(crate) struct Parts {
@@ -62,6 +64,7 @@ pub(crate) struct Parts {
     pub(crate) background: Vec<JoinHandle<()>>,
     pub(crate) protections: Option<Protections>,
     pub(crate) call_channel: Option<Channel>,
+    pub(crate) record: Option<crate::ledger::Entry>,
 }
 
 impl PluginClient {
@@ -84,6 +87,7 @@ impl PluginClient {
             background: parts.background,
             protections: parts.protections,
             call_channel: parts.call_channel,
+            _record: parts.record,
         }
     }
 
@@ -113,12 +117,14 @@ impl PluginClient {
                 reason,
             }
         })?;
-        let channel = connect(config.network, &config.address, &ChannelOptions::default())
+        let options = ChannelOptions {
+            peer: Some(ExpectedPeer::process_group(config.pid)),
+            ..ChannelOptions::default()
+        };
+        let channel = connect(config.network, &config.address, &options)
             .await
-            .map_err(|source| HostError::Connect {
-                plugin: config.name.clone(),
-                source,
-                tail: crate::error::StderrTail::default(),
+            .map_err(|source| {
+                HostError::connect(&config.name, source, crate::error::StderrTail::default())
             })?;
         check_health(channel.clone())
             .await
@@ -126,7 +132,11 @@ impl PluginClient {
                 plugin: config.name.clone(),
                 reason,
             })?;
-        let broker = Broker::new(plugsconc_transport::ListenOptions::default(), None);
+        let broker = Broker::expecting(
+            plugsconc_transport::ListenOptions::default(),
+            None,
+            Some(ExpectedPeer::process_group(config.pid)),
+        );
         broker.run_client(channel.clone());
         let mut handshake = HandshakeLine::grpc(
             config.protocol_version,
@@ -147,6 +157,7 @@ impl PluginClient {
             background: Vec::new(),
             protections: None,
             call_channel: None,
+            record: None,
         }))
     }
 
@@ -300,10 +311,11 @@ pub(crate) async fn check_health(channel: Channel) -> Result<(), String> {
         })
         .await
         .map_err(|status| {
+            // The message is the plugin's: quoted, and cut when long.
             format!(
                 "health check failed: {:?}: {}",
                 status.code(),
-                status.message()
+                plugsconc_protocol::Quoted::new(status.message())
             )
         })?;
     let status = response.into_inner().status();
@@ -314,13 +326,14 @@ pub(crate) async fn check_health(channel: Channel) -> Result<(), String> {
     }
 }
 
-/// Discards stdout after the handshake, logging it at debug (go-plugin discards it silently).
+/// Discards stdout after the handshake, logging it at debug (go-plugin discards it silently);
+/// lines are read in bounded pieces, so a plugin printing no newline costs no memory.
 pub(crate) fn drain_stdout(plugin: String, mut stdout: BufReader<ChildStdout>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut line = Vec::new();
         loop {
             line.clear();
-            match stdout.read_until(b'\n', &mut line).await {
+            match crate::stderr::read_line(&mut stdout, &mut line, crate::stderr::MAX_LINE).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);

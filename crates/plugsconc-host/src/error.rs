@@ -59,6 +59,17 @@ pub enum HostError {
         /// Its last stderr lines, formatted.
         tail: StderrTail,
     },
+    /// The plugin closed its stdout without printing a handshake line, and was still running
+    /// after that (a plugin that exits gets [`HostError::ExitedBeforeHandshake`]).
+    #[error(
+        "plugin {plugin:?} closed its stdout without printing its handshake line but is still running; the plugin was killed{tail}"
+    )]
+    StdoutClosed {
+        /// The plugin.
+        plugin: String,
+        /// Its last stderr lines.
+        tail: StderrTail,
+    },
     /// No handshake line within the start timeout.
     #[error(
         "plugin {plugin:?}: timeout while waiting for the handshake line after {seconds:.1} s; the plugin was killed{tail}"
@@ -74,16 +85,16 @@ pub enum HostError {
     /// The first stdout line is not a handshake line (go-plugin: "Unrecognized remote plugin
     /// message").
     #[error(
-        "plugin {plugin:?} printed {line:?} where the handshake line was expected (CORE|APP|NETWORK|ADDRESS|grpc|CERT): {reason}; the plugin was killed ({status}){tail}"
+        "plugin {plugin:?} printed {line} where the handshake line was expected (CORE|APP|NETWORK|ADDRESS|grpc|CERT): {reason}; {status}{tail}"
     )]
     BadHandshake {
+        /// What it printed (cut when long).
+        line: plugsconc_protocol::Quoted,
         /// The plugin.
         plugin: String,
-        /// What it printed.
-        line: String,
         /// Why it is not a valid handshake.
         reason: String,
-        /// Its exit status after being stopped.
+        /// What became of it: killed, or how it had already exited.
         status: String,
         /// Its last stderr lines.
         tail: StderrTail,
@@ -131,6 +142,22 @@ pub enum HostError {
         plugin: String,
         /// The cause.
         source: plugsconc_transport::TransportError,
+        /// Its last stderr lines.
+        tail: StderrTail,
+    },
+    /// The plugin's handshake points at an address another process serves (another plugin's
+    /// socket, say): the host refused to connect, and sent nothing there.
+    #[error(
+        "plugin {plugin:?} (pid {}) printed a handshake pointing at {} address {:?}, which is served by {owner}, not by the plugin; refusing to connect (the plugin was killed){tail}",
+        peer.expected, peer.network, peer.address
+    )]
+    Impersonation {
+        /// The plugin.
+        plugin: String,
+        /// The address, the plugin's pid and who serves the address.
+        peer: Box<plugsconc_transport::ForeignPeer>,
+        /// Who serves the address, for people: the process, and the plugin it is when known.
+        owner: String,
         /// Its last stderr lines.
         tail: StderrTail,
     },
@@ -348,6 +375,28 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// A failed connection to `plugin`: [`HostError::Impersonation`] when the address belongs
+    /// to another process, else [`HostError::Connect`].
+    pub(crate) fn connect(
+        plugin: &str,
+        source: plugsconc_transport::TransportError,
+        tail: StderrTail,
+    ) -> Self {
+        match source {
+            plugsconc_transport::TransportError::ForeignPeer(peer) => HostError::Impersonation {
+                plugin: plugin.to_owned(),
+                owner: peer.found.clone(),
+                peer,
+                tail,
+            },
+            source => HostError::Connect {
+                plugin: plugin.to_owned(),
+                source,
+                tail,
+            },
+        }
+    }
+
     /// The plugin itself was refused by an integrity or trust check (checksum, sidecar,
     /// signature policy, install validation): something its publisher or the operator must
     /// fix, as opposed to the host failing.
@@ -402,14 +451,52 @@ impl std::fmt::Display for StderrTail {
 }
 
 /// Renders an exit status for messages.
-pub(crate) fn describe_status(status: Option<ExitStatus>) -> String {
+pub(crate) fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt as _;
-    match status {
-        None => "still running".to_owned(),
-        Some(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => format!("exit status {code}"),
-            (None, Some(signal)) => format!("killed by signal {signal}"),
-            (None, None) => status.to_string(),
-        },
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// What became of a plugin the host gave up on: `before` is its status when the host decided to
+/// stop it, `after` once it was sent SIGKILL.
+pub(crate) fn describe_stop(before: Option<ExitStatus>, after: Option<ExitStatus>) -> String {
+    match (before, after) {
+        (Some(status), _) => format!("it had already exited ({})", describe_status(status)),
+        (None, Some(_)) => "the plugin was killed".to_owned(),
+        (None, None) => "the plugin was sent SIGKILL but has not exited yet".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn stop_descriptions_say_what_happened() {
+        let exited = ExitStatus::from_raw(3 << 8);
+        let killed = ExitStatus::from_raw(libc::SIGKILL);
+        assert_eq!(describe_status(exited), "exit status 3");
+        assert_eq!(describe_status(killed), "killed by signal 9");
+        assert_eq!(
+            describe_stop(Some(exited), Some(exited)),
+            "it had already exited (exit status 3)"
+        );
+        assert_eq!(describe_stop(None, Some(killed)), "the plugin was killed");
+        assert!(describe_stop(None, None).contains("has not exited"));
+        let closed = HostError::StdoutClosed {
+            plugin: "p".into(),
+            tail: StderrTail::default(),
+        }
+        .to_string();
+        assert!(
+            closed.contains("closed its stdout") && closed.contains("still running"),
+            "{closed}"
+        );
+        assert!(!closed.contains("exited"), "{closed}");
     }
 }

@@ -1,12 +1,18 @@
 //! The plugin process: spawned in its own process group, reaped by exactly one task, signalled
-//! only while it has not been reaped (so a recycled pid is never hit).
+//! only while it has not been reaped (so a recycled pid is never hit), and killed by the kernel
+//! if the host dies (even by SIGKILL).
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process. A
+//! tokio host forks from whatever thread runs the task — a blocking-pool thread that exits after
+//! being idle, or a worker of a runtime that is later dropped — and its plugins would be killed
+//! then. So every plugin is forked by one spawner thread that lives as long as the host.
 
 use std::process::ExitStatus;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::sandbox::CgroupTree;
 
@@ -22,13 +28,15 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Spawns `command` as the leader of a new process group and starts its reaper.
-    pub(crate) fn spawn(
+    /// Spawns `command` as the leader of a new process group, set to die with the host, and
+    /// starts its reaper.
+    pub(crate) async fn spawn(
         mut command: Command,
         cgroup: Option<Arc<CgroupTree>>,
     ) -> std::io::Result<(Self, ChildStdout, ChildStderr)> {
         command.process_group(0).kill_on_drop(true);
-        let mut child = command.spawn()?;
+        die_with_host(&mut command);
+        let mut child = spawn_from_spawner(command).await?;
         let (Some(stdout), Some(stderr), Some(pid)) =
             (child.stdout.take(), child.stderr.take(), child.id())
         else {
@@ -127,6 +135,76 @@ impl Drop for Process {
     }
 }
 
+/// Has the kernel SIGKILL the child when the thread that forked it (the spawner thread, which
+/// lives as long as the host) ends. Registered last, so it runs after any sandbox set-up whose
+/// credential changes would clear it.
+fn die_with_host(command: &mut Command) {
+    let host = std::process::id();
+    // SAFETY: the closure makes two raw syscalls and builds an io::Error from a constant: no
+    // allocation, no locks, as required between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The host may have died between fork and prctl: then the signal will never come,
+            // and the child has been re-parented already.
+            if u32::try_from(libc::getppid()).ok() != Some(host) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A command for the spawner thread, with the runtime its child belongs to.
+struct Job {
+    command: Command,
+    runtime: tokio::runtime::Handle,
+    reply: oneshot::Sender<std::io::Result<Child>>,
+}
+
+/// Forks `command` from the spawner thread, for the caller's runtime.
+async fn spawn_from_spawner(command: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let started = std::thread::Builder::new()
+            .name("plugsconc-spawner".to_owned())
+            .spawn(move || {
+                for job in rx {
+                    // The child registers with the caller's runtime (its reaper, its pipes).
+                    let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let _runtime = job.runtime.enter();
+                        let mut command = job.command;
+                        command.spawn()
+                    }));
+                    let result = spawned.unwrap_or_else(|_| {
+                        Err(std::io::Error::other("spawning the plugin panicked"))
+                    });
+                    // A caller that gave up drops the child, which kills it.
+                    let _ = job.reply.send(result);
+                }
+            });
+        if let Err(err) = started {
+            tracing::error!(error = %err, "cannot start the plugin spawner thread");
+        }
+        tx
+    });
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        command,
+        runtime: tokio::runtime::Handle::current(),
+        reply,
+    };
+    spawner
+        .send(job)
+        .map_err(|_| std::io::Error::other("the plugin spawner thread is gone"))?;
+    answer
+        .await
+        .map_err(|_| std::io::Error::other("the plugin spawner thread is gone"))?
+}
+
 async fn reap(
     mut child: Child,
     pid: u32,
@@ -185,7 +263,7 @@ mod tests {
             ))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let (process, _out, _err) = Process::spawn(command, None).unwrap();
+        let (process, _out, _err) = Process::spawn(command, None).await.unwrap();
         let child_pid = loop {
             if let Ok(text) = std::fs::read_to_string(&pid_file)
                 && let Ok(pid) = text.trim().parse::<u32>()

@@ -1,17 +1,18 @@
 //! A plugin's stderr: every line becomes a `tracing` event at the plugin's hclog level, with the
-//! plugin's name; the last lines are kept for error messages.
+//! plugin's name; the last lines are kept for error messages, each cut to a bounded length.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use plugsconc_protocol::hclog::{Level, Line, LineClassifier};
+use plugsconc_protocol::quote;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
 use crate::error::StderrTail;
 
 /// Lines longer than this are split, as go-plugin's 64 KiB line buffer does.
-const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 /// Lines kept for error messages.
 const TAIL_LINES: usize = 20;
 
@@ -21,11 +22,13 @@ pub(crate) struct Tail(Arc<Mutex<VecDeque<String>>>);
 
 impl Tail {
     fn push(&self, line: &str) {
+        // Errors quote the tail: a bounded piece of each line, not 64 KiB of it.
+        let kept = quote::cut(line).into_owned();
         let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if lines.len() == TAIL_LINES {
             lines.pop_front();
         }
-        lines.push_back(line.to_owned());
+        lines.push_back(kept);
     }
 
     pub(crate) fn snapshot(&self) -> StderrTail {
@@ -52,7 +55,7 @@ pub(crate) fn forward(
         let mut buf = Vec::with_capacity(256);
         loop {
             buf.clear();
-            match read_line(&mut reader, &mut buf).await {
+            match read_line(&mut reader, &mut buf, MAX_LINE).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -67,22 +70,23 @@ pub(crate) fn forward(
     })
 }
 
-/// Reads up to a newline or [`MAX_LINE`] bytes, whichever comes first.
-async fn read_line(
+/// Reads up to a newline or `limit` bytes, whichever comes first.
+pub(crate) async fn read_line(
     reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
     buf: &mut Vec<u8>,
+    limit: usize,
 ) -> std::io::Result<usize> {
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
             return Ok(buf.len());
         }
-        let room = MAX_LINE - buf.len();
+        let room = limit.saturating_sub(buf.len());
         let (take, done) = match available.iter().take(room).position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
             None => {
                 let take = available.len().min(room);
-                (take, buf.len() + take >= MAX_LINE)
+                (take, buf.len() + take >= limit)
             }
         };
         buf.extend_from_slice(&available[..take]);
@@ -150,13 +154,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn kept_lines_are_cut() {
+        let mut input = vec![b'y'; 5000];
+        input.push(b'\n');
+        let tail = Tail::default();
+        forward("p".into(), std::io::Cursor::new(input), tail.clone())
+            .await
+            .unwrap();
+        let lines = tail.snapshot().0;
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].len() < 1100, "{}", lines[0].len());
+        assert!(
+            lines[0].ends_with("… (cut, 5000 bytes in all)"),
+            "{}",
+            lines[0]
+        );
+    }
+
+    #[tokio::test]
     async fn split_line_pieces() {
         let mut reader = BufReader::new(std::io::Cursor::new(vec![b'a'; MAX_LINE * 2 + 5]));
         let mut buf = Vec::new();
-        assert_eq!(read_line(&mut reader, &mut buf).await.unwrap(), MAX_LINE);
+        assert_eq!(
+            read_line(&mut reader, &mut buf, MAX_LINE).await.unwrap(),
+            MAX_LINE
+        );
         buf.clear();
-        assert_eq!(read_line(&mut reader, &mut buf).await.unwrap(), MAX_LINE);
+        assert_eq!(
+            read_line(&mut reader, &mut buf, MAX_LINE).await.unwrap(),
+            MAX_LINE
+        );
         buf.clear();
-        assert_eq!(read_line(&mut reader, &mut buf).await.unwrap(), 5);
+        assert_eq!(read_line(&mut reader, &mut buf, MAX_LINE).await.unwrap(), 5);
     }
 }

@@ -19,6 +19,13 @@ pub const CORE_PROTOCOL_VERSION: u32 = 1;
 /// some old non-Go plugins printed there.
 const MIN_CERT_FIELD_LEN: usize = 50;
 
+/// The most a handshake line may hold before its newline. go-plugin's scanner stops at 64 KiB
+/// too; a host reads no further, so a plugin cannot make it buffer more.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The longest address accepted: far above a unix socket path (108 bytes) or a `host:port`.
+const MAX_ADDRESS: usize = 1024;
+
 /// The transport a plugin listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Network {
@@ -113,7 +120,7 @@ impl HandshakeLine {
         let fields: Vec<&str> = trimmed.split('|').collect();
         if fields.len() < 4 {
             return Err(ProtocolError::TooFewFields {
-                line: trimmed.to_owned(),
+                line: trimmed.into(),
                 found: fields.len(),
             });
         }
@@ -129,17 +136,24 @@ impl HandshakeLine {
             "tcp" => Network::Tcp,
             other => {
                 return Err(ProtocolError::UnknownNetwork {
-                    value: other.to_owned(),
+                    value: other.into(),
                 });
             }
         };
+        if fields[3].len() > MAX_ADDRESS {
+            return Err(ProtocolError::AddressTooLong {
+                address: fields[3].into(),
+                length: fields[3].len(),
+                max: MAX_ADDRESS,
+            });
+        }
         let address = fields[3].to_owned();
         let protocol = match fields.get(4).copied() {
             None | Some("netrpc") => Protocol::NetRpc,
             Some("grpc") => Protocol::Grpc,
             Some(other) => {
                 return Err(ProtocolError::UnknownProtocol {
-                    value: other.to_owned(),
+                    value: other.into(),
                 });
             }
         };
@@ -151,7 +165,7 @@ impl HandshakeLine {
             None => None,
             Some(value) => Some(
                 parse_go_bool(value).ok_or_else(|| ProtocolError::InvalidMux {
-                    value: (*value).to_owned(),
+                    value: (*value).into(),
                 })?,
             ),
         };
@@ -190,7 +204,7 @@ impl fmt::Display for HandshakeLine {
 fn parse_number(field: &'static str, value: &str) -> Result<u32, ProtocolError> {
     value.parse().map_err(|_| ProtocolError::InvalidNumber {
         field,
-        value: value.to_owned(),
+        value: value.into(),
     })
 }
 
@@ -299,6 +313,14 @@ mod tests {
             ("1|1|udp|/s|grpc|", "`unix` or `tcp`"),
             ("1|1|unix|/s|http|", "`grpc` or `netrpc`"),
             ("1|1|unix|/s|grpc||maybe", "true or false"),
+            (
+                &format!("1|1|unix|/{}|grpc|", "s".repeat(5000)),
+                "5001 bytes long",
+            ),
+            (
+                &format!("{}|1|unix|/s|grpc|", "9".repeat(5000)),
+                "(cut, 5000 bytes in all)",
+            ),
         ];
         for (line, expected) in cases {
             let err = HandshakeLine::parse(line).unwrap_err().to_string();

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::TransportError;
 use crate::connector::{ChannelOptions, connect};
 use crate::listener::{BoundListener, ListenOptions};
+use crate::peer::ExpectedPeer;
 use crate::services::Services;
 
 /// How long a dial waits for its connection info, and how long unclaimed info is kept.
@@ -56,6 +57,8 @@ struct Inner {
     pending: Mutex<HashMap<u32, Slot>>,
     listen: ListenOptions,
     tls: Option<BrokerTls>,
+    /// The process the peer's brokered servers must be served by.
+    peer: Option<ExpectedPeer>,
     closed: CancellationToken,
 }
 
@@ -68,6 +71,16 @@ enum Slot {
 impl Broker {
     /// A broker whose servers listen per `listen` and use `tls` under AutoMTLS.
     pub fn new(listen: ListenOptions, tls: Option<BrokerTls>) -> Self {
+        Self::expecting(listen, tls, None)
+    }
+
+    /// As [`Broker::new`], and [`Broker::dial`] refuses a server not run by `peer` (a host
+    /// passes the plugin it started, so a plugin cannot point it at another's socket).
+    pub fn expecting(
+        listen: ListenOptions,
+        tls: Option<BrokerTls>,
+        peer: Option<ExpectedPeer>,
+    ) -> Self {
         let (outgoing, rx) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
@@ -77,6 +90,7 @@ impl Broker {
                 pending: Mutex::new(HashMap::new()),
                 listen,
                 tls,
+                peer,
                 closed: CancellationToken::new(),
             }),
         }
@@ -173,6 +187,7 @@ impl Broker {
         };
         let options = ChannelOptions {
             tls: self.inner.tls.as_ref().map(|t| t.client.clone()),
+            peer: self.inner.peer,
             ..ChannelOptions::default()
         };
         connect(network, &info.address, &options).await

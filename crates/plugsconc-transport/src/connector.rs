@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::TransportError;
 use crate::io::Conn;
+use crate::peer::{self, ExpectedPeer};
 
 /// How to reach the peer.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct ChannelOptions {
     pub connect_timeout: Duration,
     /// Bound on each request: a call still running after it is cancelled (`None`: unbounded).
     pub request_timeout: Option<Duration>,
+    /// The process the connection must lead to; any other peer is refused before a byte is
+    /// sent (`None`: whoever listens).
+    pub peer: Option<ExpectedPeer>,
 }
 
 impl Default for ChannelOptions {
@@ -32,6 +36,7 @@ impl Default for ChannelOptions {
             tls: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: None,
+            peer: None,
         }
     }
 }
@@ -40,7 +45,8 @@ impl Default for ChannelOptions {
 ///
 /// # Errors
 ///
-/// [`TransportError::Connect`] with the address and the cause.
+/// [`TransportError::ForeignPeer`] when the address is served by a process other than
+/// `options.peer`, else [`TransportError::Connect`] with the address and the cause.
 pub async fn connect(
     network: Network,
     address: &str,
@@ -50,6 +56,7 @@ pub async fn connect(
         network,
         address: normalise(network, address),
         tls: options.tls.clone(),
+        peer: options.peer,
     };
     let endpoint = Endpoint::from_static("http://localhost")
         .connect_timeout(options.connect_timeout)
@@ -69,10 +76,19 @@ pub async fn connect(
     endpoint
         .connect_with_connector(connector)
         .await
-        .map_err(|err| TransportError::Connect {
-            network: network.to_string(),
-            address: address.to_owned(),
-            source: Box::new(err),
+        .map_err(|err| match peer::refusal_in(&err) {
+            Some(refused) => TransportError::ForeignPeer(Box::new(crate::ForeignPeer {
+                network: network.to_string(),
+                address: address.to_owned(),
+                expected: refused.expected,
+                found: refused.found,
+                found_pid: refused.found_pid,
+            })),
+            None => TransportError::Connect {
+                network: network.to_string(),
+                address: address.to_owned(),
+                source: Box::new(err),
+            },
         })
 }
 
@@ -89,15 +105,30 @@ struct Target {
     network: Network,
     address: String,
     tls: Option<Arc<ClientConfig>>,
+    peer: Option<ExpectedPeer>,
 }
 
 impl Target {
     async fn dial(&self) -> std::io::Result<Conn> {
+        // The peer is checked on the raw connection, before TLS: under AutoMTLS the host's
+        // certificate is shared by all its plugins, so TLS alone does not tell them apart.
         let conn = match self.network {
-            Network::Unix => Conn::Unix(UnixStream::connect(&self.address).await?),
+            Network::Unix => {
+                let stream = UnixStream::connect(&self.address).await?;
+                if let Some(expected) = self.peer {
+                    peer::check_unix(&stream, expected)?;
+                }
+                Conn::Unix(stream)
+            }
             Network::Tcp => {
                 let stream = TcpStream::connect(&self.address).await?;
                 stream.set_nodelay(true)?;
+                if let Some(expected) = self.peer {
+                    let far = stream.peer_addr()?;
+                    tokio::task::spawn_blocking(move || peer::check_tcp(far, expected))
+                        .await
+                        .map_err(std::io::Error::other)??;
+                }
                 Conn::Tcp(stream)
             }
         };

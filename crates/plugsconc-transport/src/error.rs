@@ -2,6 +2,24 @@
 
 use std::path::PathBuf;
 
+/// Who serves an address that should have been served by another process.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "refusing to connect to {network} address {address:?}: it is served by {found}, not by process {expected} (or its process group) that was started for it"
+)]
+pub struct ForeignPeer {
+    /// `unix` or `tcp`.
+    pub network: String,
+    /// The address.
+    pub address: String,
+    /// The process the connection was meant for.
+    pub expected: u32,
+    /// Who serves the address instead: `process <pid> (<executable>)`.
+    pub found: String,
+    /// That process's pid, when known.
+    pub found_pid: Option<u32>,
+}
+
 /// Failures to listen, connect or broker a connection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,6 +62,10 @@ pub enum TransportError {
         /// The cause.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The address is served by a process other than the one the connection was meant for
+    /// (another plugin's socket, say); nothing was sent to it.
+    #[error("{0}")]
+    ForeignPeer(Box<ForeignPeer>),
     /// The peer announced a network other than unix or tcp.
     #[error("unknown address type {0:?}: expected unix or tcp")]
     UnknownNetwork(String),

@@ -15,6 +15,12 @@
 //! | `crash-mid-call` | serves kv; `Echo` aborts the process |
 //! | `hang-shutdown` | serves kv; `Controller.Shutdown` never returns |
 //! | `fork-child` | starts a `sleep` child, then serves kv |
+//! | `long-line` | prints `MISBEHAVE_LINE_BYTES` bytes (and a newline when `MISBEHAVE_NEWLINE=1`) instead of a handshake, and a 5000-byte line on stderr, then hangs |
+//! | `close-stdout` | closes its stdout without printing anything, then hangs |
+//! | `impersonate` | prints `MISBEHAVE_LINE` as its handshake line (another plugin's address), then hangs |
+//!
+//! With `MISBEHAVE_CALL_LOG` set, the kv modes append the name of each kv call and of
+//! `Controller.Shutdown` to that file, so a test can tell whether a host talked to this plugin.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -35,17 +41,35 @@ struct Store {
     crash_on_echo: bool,
 }
 
+/// Appends `call` to `MISBEHAVE_CALL_LOG`, when set.
+fn log_call(call: &str) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os("MISBEHAVE_CALL_LOG") else {
+        return;
+    };
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{call}");
+    }
+}
+
 #[tonic::async_trait]
 impl Kv for Store {
     async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        log_call("Put");
         Ok(Response::new(PutResponse {}))
     }
 
     async fn get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        log_call("Get");
         Ok(Response::new(GetResponse::default()))
     }
 
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        log_call("Echo");
         if self.crash_on_echo {
             std::process::abort();
         }
@@ -63,6 +87,23 @@ struct Stubborn;
 impl GrpcController for Stubborn {
     async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
         std::future::pending::<()>().await;
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// A controller that records `Shutdown` before exiting.
+#[derive(Debug)]
+struct Recording;
+
+#[tonic::async_trait]
+impl GrpcController for Recording {
+    async fn shutdown(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        log_call("Shutdown");
+        // Answer first, then exit (as go-plugin plugins do, without waiting for calls).
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::process::exit(0);
+        });
         Ok(Response::new(Empty {}))
     }
 }
@@ -126,6 +167,34 @@ fn main() {
             let _ = stdout.flush();
             kv_plugin(Store::default()).serve()
         }
+        "impersonate" => {
+            let line = std::env::var("MISBEHAVE_LINE").unwrap_or_default();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+            hang();
+        }
+        "long-line" => {
+            let bytes = std::env::var("MISBEHAVE_LINE_BYTES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(10 << 20);
+            eprintln!("{}", "e".repeat(5000));
+            let mut line = vec![b'x'; bytes];
+            if std::env::var_os("MISBEHAVE_NEWLINE").is_some_and(|v| v == "1") {
+                line.push(b'\n');
+            }
+            // The host stops reading at its limit: this may block until the plugin is killed.
+            let _ = stdout.write_all(&line);
+            let _ = stdout.flush();
+            hang();
+        }
+        "close-stdout" => {
+            // SAFETY: closes this process's own stdout, which nothing else here uses afterwards.
+            unsafe {
+                libc::close(1);
+            }
+            hang();
+        }
         "silent" => hang(),
         "crash-mid-call" => kv_plugin(Store {
             crash_on_echo: true,
@@ -147,7 +216,12 @@ fn main() {
         }
         _ => {
             tracing::info!("misbehave starting normally");
-            kv_plugin(Store::default())
+            let plugin = if std::env::var_os("MISBEHAVE_CALL_LOG").is_some() {
+                kv_plugin(Store::default()).service(GrpcControllerServer::new(Recording))
+            } else {
+                kv_plugin(Store::default())
+            };
+            plugin
                 .version(1, |_, services| {
                     tracing::trace!("level check trace");
                     tracing::debug!("level check debug");

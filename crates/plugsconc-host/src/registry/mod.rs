@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     next_instance: AtomicU64,
     /// The signature policy, replaceable while the host runs (publishers added or removed).
     trust: RwLock<crate::signature::Trust>,
+    /// The record of launched plugins, when the options name a folder for it.
+    pub(crate) ledger: Option<crate::ledger::Ledger>,
 }
 
 impl Inner {
@@ -137,6 +139,14 @@ impl Registry {
 
     fn with_root(root: Option<PathBuf>, options: RegistryOptions) -> Self {
         let (events, _) = broadcast::channel(1024);
+        // Before anything is launched: what a dead host left is ended first.
+        let ledger = options.launch_record.as_deref().and_then(|dir| {
+            crate::ledger::Ledger::open(dir)
+                .inspect_err(|err| {
+                    tracing::warn!(dir = %dir.display(), error = %err, "cannot keep a record of launched plugins; plugins left by a host that dies will not be cleaned up");
+                })
+                .ok()
+        });
         let registry = Self {
             inner: Arc::new(Inner {
                 slots: RwLock::new(BTreeMap::new()),
@@ -147,6 +157,7 @@ impl Registry {
                 epoch: tokio::time::Instant::now(),
                 next_instance: AtomicU64::new(1),
                 trust: RwLock::new(options.trust.clone()),
+                ledger,
                 options,
             }),
         };

@@ -152,6 +152,9 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
     if let Some(spec) = &sandbox {
         builder = builder.sandbox(spec.clone());
     }
+    if let Some(ledger) = &inner.ledger {
+        builder = builder.ledger(ledger.clone());
+    }
     // Only the variables the options name: the host's secrets stay with it.
     builder = builder.skip_host_env(true);
     for name in &options.host_env {
@@ -217,7 +220,10 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         }
     };
     tracing::debug!(plugin = %name, %verdict, "signature policy passed");
-    let client = builder.start().await?;
+    let client = builder
+        .start()
+        .await
+        .map_err(|err| name_the_owner(inner, err))?;
     if let Some(protections) = client.protections() {
         if protections.missing.is_empty() {
             tracing::debug!(plugin = %name, enforced = ?protections.enforced, "plugin sandboxed");
@@ -273,6 +279,20 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         resources: plugin.manifest.resources,
         _host_services: host_services,
     })
+}
+
+/// Says which plugin of the catalog serves the address an impersonating plugin printed.
+fn name_the_owner(inner: &Inner, mut err: HostError) -> HostError {
+    if let HostError::Impersonation { peer, owner, .. } = &mut err
+        && let Some(owner_pid) = peer.found_pid
+        && let Some(sibling) = inner
+            .slots()
+            .into_iter()
+            .find(|slot| slot.state().info.pid == Some(owner_pid))
+    {
+        *owner = format!("plugin {:?}, {owner}", sibling.name);
+    }
+    err
 }
 
 /// Makes `instance` the one serving the slot and starts its supervisor; returns the previous

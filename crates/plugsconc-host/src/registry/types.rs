@@ -311,6 +311,12 @@ pub struct RegistryOptions {
     /// override those of the manifest's `config` the plugin is given at start, so an operator
     /// configures a plugin without editing its (signed) manifest.
     pub config_dir: Option<PathBuf>,
+    /// A folder where the registry records the process, socket folder and cgroup of each plugin
+    /// it launches (one file per registry). When the registry is made, what the records of
+    /// hosts no longer running list is ended and removed: plugins that outlived a host killed
+    /// with SIGKILL, and their folders. A process is signalled only if it still is the one
+    /// recorded (same pid and start time). `None`: nothing is recorded.
+    pub launch_record: Option<PathBuf>,
 }
 
 /// What a plugin gets of the host's environment by default: finding programs and libraries,
@@ -351,6 +357,7 @@ impl Default for RegistryOptions {
                 .map(|&name| name.to_owned())
                 .collect(),
             config_dir: None,
+            launch_record: None,
         }
     }
 }

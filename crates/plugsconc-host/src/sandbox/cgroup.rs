@@ -18,6 +18,11 @@ pub(crate) struct Tree {
 }
 
 impl Tree {
+    /// The cgroup's folder.
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+
     /// Kills every process in the cgroup (they die asynchronously).
     pub(crate) fn kill(&self) {
         let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
@@ -51,6 +56,33 @@ impl Drop for Tree {
                 return;
             }
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Kills and removes a plugin cgroup a previous host made and left (`…/plugsconc/<name>`);
+/// anything else is left alone.
+pub(crate) fn remove_leftover(dir: &Path) {
+    let made_here = dir
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|parent| parent == "plugsconc");
+    if !made_here || !dir.join("cgroup.kill").exists() {
+        return;
+    }
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    for _ in 0..200 {
+        if !populated(dir) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {
+            tracing::info!(cgroup = %dir.display(), "removed a plugin cgroup left by a host that died");
+        }
+        Err(err) => {
+            tracing::warn!(cgroup = %dir.display(), error = %err, "cannot remove a plugin cgroup left by a host that died");
         }
     }
 }

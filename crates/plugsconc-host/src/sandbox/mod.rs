@@ -10,6 +10,7 @@ mod limits;
 mod seccomp;
 
 pub(crate) use cgroup::Tree as CgroupTree;
+pub(crate) use cgroup::remove_leftover as remove_leftover_cgroup;
 
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod impersonation;
 mod misbehaving;
 mod normal;
 mod registry;

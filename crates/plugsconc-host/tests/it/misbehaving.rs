@@ -69,6 +69,64 @@ async fn junk_before_the_handshake_is_reported() {
     assert!(text.contains("\"debug: starting up\""), "{text}");
 }
 
+/// Starts `long-line` printing `bytes` bytes, with or without a newline.
+async fn long_line_fails(bytes: usize, newline: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids");
+    let err = builder("long-line", &pid_file)
+        .env("MISBEHAVE_LINE_BYTES", bytes.to_string())
+        .env("MISBEHAVE_NEWLINE", if newline { "1" } else { "0" })
+        .start()
+        .await
+        .expect_err("start must fail");
+    assert_gone(&pids(&pid_file)).await;
+    assert!(matches!(err, HostError::BadHandshake { .. }), "{err}");
+    let text = err.to_string();
+    // A KiB of the line, a KiB of the stderr line, and the words around them.
+    assert!(text.len() < 4096, "{} bytes: {text}", text.len());
+    assert!(
+        text.contains("… (cut, 5000 bytes in all)"),
+        "the stderr line is cut too: {text}"
+    );
+    text
+}
+
+#[tokio::test]
+async fn a_huge_line_without_newline_is_read_and_quoted_bounded() {
+    let text = long_line_fails(10 << 20, false).await;
+    assert!(
+        text.contains("… (cut, more than 65536 bytes with no end of line)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_line_with_a_newline_is_read_and_quoted_bounded() {
+    let text = long_line_fails(10 << 20, true).await;
+    assert!(
+        text.contains("… (cut, more than 65536 bytes with no end of line)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_line_is_quoted_cut_with_its_length() {
+    let text = long_line_fails(50_000, true).await;
+    assert!(text.contains("… (cut, 50000 bytes in all)"), "{text}");
+}
+
+#[tokio::test]
+async fn closing_stdout_is_not_reported_as_an_exit() {
+    let (err, _) = start_fails("close-stdout", Duration::from_secs(20)).await;
+    let text = err.to_string();
+    assert!(matches!(err, HostError::StdoutClosed { .. }), "{text}");
+    assert!(
+        text.contains("closed its stdout without printing its handshake line but is still running"),
+        "{text}"
+    );
+    assert!(!text.contains("exited"), "{text}");
+}
+
 #[tokio::test]
 async fn silent_plugin_times_out() {
     let (err, _) = start_fails("silent", Duration::from_millis(500)).await;

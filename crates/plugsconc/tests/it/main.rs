@@ -10,6 +10,7 @@ mod daemon_files;
 mod go_host;
 mod go_plugin;
 mod jobs;
+mod orphans;
 mod plugins_cli;
 mod python;
 mod serve;
