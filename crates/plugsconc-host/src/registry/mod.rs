@@ -195,6 +195,9 @@ impl Registry {
         for invalid in discovery.invalid {
             self.add_invalid(invalid);
         }
+        for unreadable in discovery.unreadable {
+            tracing::warn!(dir = %unreadable.dir.display(), error = %unreadable.error, "plugin left out of the catalog until its manifest can be read");
+        }
         self.check_dependencies();
     }
 
