@@ -275,7 +275,7 @@ impl Checker<'_> {
                 None
             }
             None => {
-                if !self.reported(&path) {
+                if !self.reported(&path) && !self.misspelt(section, field) {
                     self.report(
                         parent,
                         &path,

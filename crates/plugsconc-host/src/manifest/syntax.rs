@@ -144,10 +144,25 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
         let message = message(&err);
         // The scanner reports a tab where the scalar it was reading began or ended, which can
         // be the line before; the tab itself is what the author must fix.
+        let mut message = message;
         if message.contains("tab")
             && let Some(tab) = next_tab(text, line, column)
         {
             (line, column) = tab;
+        }
+        // An indented first line makes the parser read everything down to the first key in
+        // column 1 as one block, and complain only there: the indentation is the mistake.
+        if message.contains("document start")
+            && let Some((first, content)) = (1u64..)
+                .zip(text.lines())
+                .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            && content.starts_with([' ', '\t'])
+            && first < line
+        {
+            message = format!(
+                "line {first} is indented, so the lines down to line {line} were read as one block; top-level keys start in column 1"
+            );
+            (line, column) = (first, 1);
         }
         SyntaxError {
             line,

@@ -955,3 +955,136 @@ fn dependencies_keep_where_they_are_declared() {
         }
     );
 }
+
+/// The lines a problem of line `k` (1-based) of `text` may be reported at: `k`, and each mapping
+/// that holds it (the nearest line above with less indentation, and so on up).
+fn line_and_parents(text: &str, k: usize) -> Vec<u64> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut allowed = vec![k as u64];
+    let mut current = indent(lines[k - 1]);
+    if current == 0 {
+        // A top-level key belongs to the document's mapping, which starts at 1:1.
+        allowed.push(1);
+    }
+    for j in (1..k).rev() {
+        if indent(lines[j - 1]) < current {
+            allowed.push(j as u64);
+            current = indent(lines[j - 1]);
+        }
+    }
+    allowed
+}
+
+/// Mutations of the valid manifest: every line deleted, its first character made an invalid
+/// byte or a reserved YAML indicator, each required key dropped. The first problem is where the
+/// mutation is or at a mapping that holds it, and nothing is blamed on 1:1 that is not there.
+#[test]
+fn mutations_are_reported_at_their_line_or_its_parent() {
+    let (_root, dir) = folder();
+    let file = dir.join(MANIFEST_FILE);
+    let lines: Vec<&str> = VALID.lines().collect();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let mut check = |what: String, bytes: Vec<u8>, allowed: Vec<u64>, exact: Option<(u64, u64)>| {
+        let Err(err) = Manifest::parse(&file, &dir, &bytes) else {
+            return;
+        };
+        checked += 1;
+        let first = &err.problems()[0];
+        let ok = match exact {
+            Some(at) => (first.line, first.column) == at,
+            None => allowed.contains(&first.line),
+        };
+        // A YAML structure error is found where the parser can no longer go on, which for a
+        // deleted line can be a few lines further: still near, never at the start.
+        let ok = ok
+            || (first.field.is_empty()
+                && exact.is_none()
+                && allowed
+                    .first()
+                    .is_some_and(|k| (*k..=k + 3).contains(&first.line)));
+        let blames_start =
+            err.problems().iter().any(|p| (p.line, p.column) == (1, 1)) && !allowed.contains(&1);
+        if !ok || blames_start {
+            failures.push(format!("{what}: {err} (allowed lines {allowed:?})"));
+        }
+    };
+    for k in 1..=lines.len() {
+        let line = lines[k - 1];
+        let parents = line_and_parents(VALID, k);
+
+        let mut deleted: Vec<&str> = lines.clone();
+        deleted.remove(k - 1);
+        let mut allowed = parents.clone();
+        // What follows a deleted line moves up to its number; the parser may notice the gap
+        // at the end of the line before.
+        allowed.push(k as u64 - 1);
+        check(
+            format!("line {k} deleted"),
+            format!("{}\n", deleted.join("\n")).into_bytes(),
+            allowed,
+            None,
+        );
+
+        let column = line.len() - line.trim_start().len();
+        let offset: usize = lines[..k - 1].iter().map(|l| l.len() + 1).sum::<usize>() + column;
+        let mut bad = VALID.as_bytes().to_vec();
+        bad[offset] = 0xff;
+        check(
+            format!("line {k}: invalid byte"),
+            bad,
+            parents.clone(),
+            Some((k as u64, column as u64 + 1)),
+        );
+        let mut reserved = VALID.as_bytes().to_vec();
+        reserved.insert(offset, b'@');
+        check(
+            format!("line {k}: reserved indicator"),
+            reserved,
+            parents,
+            None,
+        );
+    }
+    for (key, field, parent) in [
+        ("  name: kv\n", "plugin.name", 1),
+        (
+            "  magic_cookie_key: BASIC_PLUGIN\n",
+            "handshake.magic_cookie_key",
+            12,
+        ),
+        (
+            "      permissions: [read, write, list]\n",
+            "filesystem[0].permissions",
+            21,
+        ),
+        ("        hosts: [api.example.com]\n", "egress[0].hosts", 26),
+        ("        ports: [9000]\n", "ingress[0].ports", 30),
+        ("        command: /usr/bin/rsync\n", "exec.command", 34),
+        ("  - name: auth\n    version", "dependencies[0].name", 40),
+        ("    path: /value\n    grpc: kv.KV/Get", "http[0].path", 51),
+        ("    grpc: kv.KV/Put\n", "http[1].grpc", 54),
+    ] {
+        let text = if key.ends_with("version") {
+            VALID.replacen(key, "  - version", 1)
+        } else if key.contains("grpc: kv.KV/Get") {
+            VALID.replacen(key, "    grpc: kv.KV/Get", 1)
+        } else {
+            VALID.replacen(key, "", 1)
+        };
+        assert_ne!(text, VALID, "{key:?} does not apply");
+        let err = parse(&text).expect_err(field);
+        let first = &err.problems()[0];
+        if first.line != parent || !first.field.ends_with(field) {
+            failures.push(format!("{field} dropped: {err}, expected line {parent}"));
+        }
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} mutations were errors");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} misplaced:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
