@@ -445,14 +445,19 @@ fn read_file(file: &Path) -> std::io::Result<Vec<u8>> {
 fn report_bad_utf8(c: &Checker<'_>, bytes: &[u8]) {
     let mut line = 1u64;
     let mut column = 1u64;
+    let mut after_cr = false;
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {
-            if ch == '\n' {
-                line += 1;
-                column = 1;
-            } else {
-                column += 1;
+            // YAML ends lines with LF, CRLF or a lone CR.
+            match ch {
+                '\n' if after_cr => {}
+                '\n' | '\r' => {
+                    line += 1;
+                    column = 1;
+                }
+                _ => column += 1,
             }
+            after_cr = ch == '\r';
         }
         let invalid = chunk.invalid();
         if !invalid.is_empty() {
@@ -467,6 +472,7 @@ fn report_bad_utf8(c: &Checker<'_>, bytes: &[u8]) {
             );
             // The replacement character stands for them in the text that is parsed.
             column += 1;
+            after_cr = false;
         }
     }
 }

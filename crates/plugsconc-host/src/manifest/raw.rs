@@ -169,8 +169,9 @@ const SECTIONS: &[&str] = &[
 /// Reads the document's root node, reporting every unknown field and mistyped value.
 pub(crate) fn read(c: &Checker<'_>, root: &Node) -> RawManifest {
     if matches!(root.value, Value::Null) {
-        c.report(
-            &root.at,
+        // Blank lines and comments only: the whole file is the problem, from its start.
+        c.report_at(
+            super::Position { line: 1, column: 1 },
             "",
             format!(
                 "the manifest is empty; expected a mapping of sections ({})",

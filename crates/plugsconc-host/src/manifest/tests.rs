@@ -1088,3 +1088,128 @@ fn mutations_are_reported_at_their_line_or_its_parent() {
         failures.join("\n")
     );
 }
+
+/// Properties over generated manifests: reading never panics, and every problem is somewhere
+/// in the file.
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A few hundred cases in `cargo test`; `PROPTEST_CASES` asks for more.
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256);
+        ProptestConfig::with_cases(cases)
+    }
+
+    fn check(dir: &Path, bytes: &[u8]) -> Result<(), TestCaseError> {
+        let file = dir.join(MANIFEST_FILE);
+        let Err(err) = Manifest::parse(&file, dir, bytes) else {
+            return Ok(());
+        };
+        let problems = err.problems();
+        prop_assert!(!problems.is_empty(), "{err}");
+        let text = String::from_utf8_lossy(bytes);
+        // YAML ends lines with LF, CRLF or a lone CR.
+        let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count() as u64;
+        for p in problems {
+            prop_assert!(
+                p.line >= 1 && p.line <= lines && p.column >= 1,
+                "{p} is outside the {lines} lines of {text:?}"
+            );
+        }
+        Ok(())
+    }
+
+    fn yamlish() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("plugin:".to_owned()),
+            Just("  name: kv".to_owned()),
+            Just("  version: 1.2.3".to_owned()),
+            Just("handshake:".to_owned()),
+            Just("  - method: get".to_owned()),
+            Just("http:".to_owned()),
+            Just("&a".to_owned()),
+            Just("*a".to_owned()),
+            Just("<<: *a".to_owned()),
+            "[ a-z0-9:#&*!|>'\"{}\\[\\],.\\-\t]{0,16}",
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|lines| lines.join("\n"))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Delete(usize),
+        Duplicate(usize),
+        Insert(usize, String),
+        Byte(usize, u8),
+        Truncate(usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            any::<usize>().prop_map(Mutation::Delete),
+            any::<usize>().prop_map(Mutation::Duplicate),
+            (any::<usize>(), "[ a-z0-9:#&*!|>'\"{}\\[\\],.\\-\t]{0,16}")
+                .prop_map(|(at, text)| Mutation::Insert(at, text)),
+            (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Byte(at, byte)),
+            any::<usize>().prop_map(Mutation::Truncate),
+        ]
+    }
+
+    fn apply(mutations: &[Mutation]) -> Vec<u8> {
+        let mut lines: Vec<Vec<u8>> = VALID.lines().map(|l| l.as_bytes().to_vec()).collect();
+        for m in mutations {
+            if lines.is_empty() {
+                break;
+            }
+            let n = lines.len();
+            match m {
+                Mutation::Delete(at) => {
+                    lines.remove(at % n);
+                }
+                Mutation::Duplicate(at) => lines.insert(at % n, lines[at % n].clone()),
+                Mutation::Insert(at, text) => lines.insert(at % n, text.clone().into_bytes()),
+                Mutation::Byte(at, byte) => {
+                    let line = &mut lines[at % n];
+                    if !line.is_empty() {
+                        let i = (at / n) % line.len();
+                        line[i] = *byte;
+                    }
+                }
+                Mutation::Truncate(at) => {
+                    let line = &mut lines[at % n];
+                    line.truncate((at / n) % (line.len() + 1));
+                }
+            }
+        }
+        lines.join(&b'\n')
+    }
+
+    #[test]
+    fn yaml_like_text_never_panics_and_problems_are_in_the_file() {
+        let (_root, dir) = folder();
+        proptest!(config(), |(text in yamlish())| {
+            check(&dir, text.as_bytes())?;
+        });
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_problems_are_in_the_file() {
+        let (_root, dir) = folder();
+        proptest!(config(), |(bytes in proptest::collection::vec(any::<u8>(), 0..300))| {
+            check(&dir, &bytes)?;
+        });
+    }
+
+    #[test]
+    fn mutated_manifests_never_panic_and_problems_are_in_the_file() {
+        let (_root, dir) = folder();
+        proptest!(config(), |(mutations in proptest::collection::vec(mutation(), 1..6))| {
+            check(&dir, &apply(&mutations))?;
+        });
+    }
+}
