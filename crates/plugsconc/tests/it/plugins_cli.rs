@@ -151,7 +151,10 @@ fn info_and_verify_show_the_first_problems_and_their_count() {
     let out = plugins(root.path(), &["verify", "broken"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("10 problem(s)") && err.contains("... and 5 more"), "{err}");
+    assert!(
+        err.contains("10 problem(s)") && err.contains("... and 5 more"),
+        "{err}"
+    );
 }
 
 #[test]
