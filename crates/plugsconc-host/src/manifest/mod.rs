@@ -1,6 +1,9 @@
-//! `plugins/<name>/manifest.yaml`: parsed once into a raw form ([`raw`]), then converted into a
-//! validated [`Manifest`], the only form the rest of the host accepts. Every error names the file,
-//! the line and column, the field and what was expected; unknown fields get a did-you-mean.
+//! `plugins/<name>/manifest.yaml`: parsed once into a tree of positioned YAML nodes
+//! ([`syntax`]), read into a raw form ([`raw`]), then converted into a validated [`Manifest`], the
+//! only form the rest of the host accepts. Every problem is reported, not only the first, sorted
+//! by position; each names the line and column, the field and what was expected (a missing field
+//! at the mapping it belongs in, a bad value at the value); unknown fields get a did-you-mean. A
+//! file that cannot be read is a [`ManifestError::Read`], never an invalid manifest.
 
 mod capabilities;
 mod raw;
