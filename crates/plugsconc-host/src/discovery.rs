@@ -58,6 +58,10 @@ pub struct Discovery {
     pub plugins: Vec<Discovered>,
     /// Folders with a broken manifest.
     pub invalid: Vec<Invalid>,
+    /// Folders whose manifest could not be read (too many open files, an I/O error): a failure
+    /// of the system, not of the plugin, so they are neither valid nor invalid; a later scan
+    /// reads them again.
+    pub unreadable: Vec<Invalid>,
 }
 
 /// A plugin of a [`Discovery`], found by name.
@@ -141,13 +145,15 @@ pub fn discover(root: &Path) -> Result<Discovery, HostError> {
     for result in results {
         match result {
             Ok(plugin) => discovery.plugins.push(plugin),
+            Err(invalid) if invalid.error.is_transient() => discovery.unreadable.push(invalid),
             Err(invalid) => discovery.invalid.push(invalid),
         }
     }
     Ok(discovery)
 }
 
-/// Loads one plugin folder.
+/// Loads one plugin folder. An error that [`ManifestError::is_transient`] says nothing about
+/// the plugin: the manifest could not be read.
 pub fn load(dir: &Path) -> Result<Discovered, Invalid> {
     match Manifest::load(dir) {
         Ok((manifest, bytes)) => Ok(Discovered {
@@ -209,6 +215,22 @@ pub(crate) mod tests {
             found.plugins[1].manifest_sha256
         );
         assert!(found.plugins[0].entrypoint().ends_with("cat/cat"));
+    }
+
+    #[test]
+    fn an_unreadable_manifest_is_neither_valid_nor_invalid() {
+        let root = tempfile::tempdir().unwrap();
+        write_plugin(root.path(), "cat", "");
+        let dog = write_plugin(root.path(), "dog", "");
+        crate::manifest::tests::fail_reads(&dog.join(MANIFEST_FILE), libc::EMFILE, usize::MAX);
+        let found = discover(root.path()).unwrap();
+        crate::manifest::tests::stop_failing_reads(&dog.join(MANIFEST_FILE));
+        assert_eq!(found.names(), ["cat"]);
+        assert!(found.invalid.is_empty(), "{:?}", found.invalid);
+        assert_eq!(found.unreadable.len(), 1);
+        let error = &found.unreadable[0].error;
+        assert!(error.is_transient());
+        assert!(error.to_string().contains("Too many open files"), "{error}");
     }
 
     #[test]

@@ -544,18 +544,27 @@ pub fn sign_plugin(
 ) -> Result<Signed, HostError> {
     let plugin = crate::discovery::load(dir).map_err(|invalid| {
         let error = invalid.error;
-        let reason = match (error.line, error.field.is_empty()) {
-            (0, true) => error.problem,
-            (0, false) => format!("invalid manifest: {}: {}", error.field, error.problem),
-            (line, true) => format!("invalid manifest: line {line}: {}", error.problem),
-            (line, false) => format!(
-                "invalid manifest: line {line}: {}: {}",
-                error.field, error.problem
-            ),
+        let reason = match &error {
+            crate::manifest::ManifestError::Read { io, .. } => format!("cannot read: {io}"),
+            _ => {
+                let problems = error.problems();
+                let first = problems.first().map_or_else(String::new, |p| {
+                    if p.field.is_empty() {
+                        format!("line {}: {}", p.line, p.message)
+                    } else {
+                        format!("line {}: {}: {}", p.line, p.field, p.message)
+                    }
+                });
+                let more = match problems.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                format!("invalid manifest: {first}{more}")
+            }
         };
         HostError::Sign {
             plugin: folder_name(dir),
-            path: error.file,
+            path: error.file().to_owned(),
             reason,
         }
     })?;

@@ -344,3 +344,85 @@ mod tests {
         }
     }
 }
+
+/// Properties over generated lines: parsing never panics, and a valid line round-trips.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A few hundred cases in `cargo test`; `PROPTEST_CASES` asks for more.
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256);
+        ProptestConfig::with_cases(cases)
+    }
+
+    /// Lines shaped like handshake lines, with each field sometimes wrong.
+    fn lineish() -> impl Strategy<Value = String> {
+        (
+            "[0-9]{0,3}|1",
+            "[0-9]{0,11}",
+            "unix|tcp|udp|",
+            "[^|]{0,30}",
+            proptest::option::of("grpc|netrpc|http"),
+            proptest::option::of("[A-Za-z0-9+/=]{0,90}"),
+            proptest::option::of("true|false|1|0|maybe"),
+        )
+            .prop_map(|(core, app, net, address, protocol, cert, mux)| {
+                let mut line = format!("{core}|{app}|{net}|{address}");
+                for field in [protocol, cert, mux].into_iter().flatten() {
+                    line.push('|');
+                    line.push_str(&field);
+                }
+                line
+            })
+    }
+
+    fn valid() -> impl Strategy<Value = HandshakeLine> {
+        (
+            any::<u32>(),
+            prop_oneof![Just(Network::Unix), Just(Network::Tcp)],
+            "[A-Za-z0-9/._:-]{1,40}",
+            prop_oneof![Just(Protocol::Grpc), Just(Protocol::NetRpc)],
+            // Field 6 is read as a certificate only when longer than 50 characters.
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 38..300)),
+            proptest::option::of(any::<bool>()),
+        )
+            .prop_map(
+                |(app_version, network, address, protocol, server_cert, mux)| HandshakeLine {
+                    core_version: CORE_PROTOCOL_VERSION,
+                    app_version,
+                    network,
+                    address,
+                    protocol,
+                    server_cert,
+                    mux,
+                },
+            )
+    }
+
+    #[test]
+    fn any_text_parses_or_fails_without_panicking() {
+        proptest!(config(), |(line in any::<String>())| {
+            let _ = HandshakeLine::parse(&line);
+        });
+        proptest!(config(), |(line in lineish())| {
+            let _ = HandshakeLine::parse(&line);
+        });
+    }
+
+    #[test]
+    fn a_formatted_valid_line_round_trips() {
+        proptest!(config(), |(line in valid())| {
+            let text = line.to_string();
+            let parsed = HandshakeLine::parse(&text).map_err(|err| TestCaseError::fail(format!("{text}: {err}")))?;
+            prop_assert_eq!(parsed, line.clone(), "{}", text);
+            let padded = HandshakeLine::parse(&format!("  {text}\n")).map_err(|err| TestCaseError::fail(format!("{text}: {err}")))?;
+            prop_assert_eq!(padded, line, "{}", text);
+        });
+    }
+}

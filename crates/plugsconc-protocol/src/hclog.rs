@@ -403,3 +403,76 @@ mod tests {
         assert_eq!(Level::from_name("fatal"), None);
     }
 }
+
+/// Properties over generated lines: classifying never panics, and a JSON entry keeps its level
+/// and message.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A few hundred cases in `cargo test`; `PROPTEST_CASES` asks for more.
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256);
+        ProptestConfig::with_cases(cases)
+    }
+
+    fn level() -> impl Strategy<Value = Level> {
+        prop_oneof![
+            Just(Level::Trace),
+            Just(Level::Debug),
+            Just(Level::Info),
+            Just(Level::Warn),
+            Just(Level::Error),
+        ]
+    }
+
+    /// Lines shaped like hclog JSON, often broken.
+    fn jsonish() -> impl Strategy<Value = String> {
+        (
+            "[a-z@]{0,10}",
+            "[A-Za-z0-9 \"\\\\{}:,.+-]{0,30}",
+            "[0-9T:.Z+-]{0,32}",
+        )
+            .prop_map(|(key, value, timestamp)| {
+                format!(r#"{{"@level":"{key}","@message":"{value}","@timestamp":"{timestamp}"}}"#)
+            })
+    }
+
+    #[test]
+    fn any_line_is_classified_without_panicking() {
+        proptest!(config(), |(line in any::<String>())| {
+            let mut classifier = LineClassifier::default();
+            let _ = classifier.classify(&line);
+            let _ = Entry::from_json(&line);
+        });
+        proptest!(config(), |(line in jsonish())| {
+            let _ = LineClassifier::default().classify(&line);
+        });
+    }
+
+    #[test]
+    fn a_json_entry_keeps_its_level_and_message() {
+        proptest!(config(), |(
+            level in level(),
+            message in any::<String>(),
+            module in proptest::option::of("[a-z.]{1,12}"),
+            fields in proptest::collection::vec(("[a-z_@]{1,8}", any::<String>()), 0..4),
+        )| {
+            let mut entry = Entry::new(level, message.clone());
+            entry.module = module;
+            entry.fields = fields.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
+            let line = entry.to_json();
+            let Line::Structured(back) = LineClassifier::default().classify(&line) else {
+                return Err(TestCaseError::fail(format!("{line} is not structured")));
+            };
+            prop_assert_eq!(back.level, level);
+            prop_assert_eq!(&back.message, &message);
+            prop_assert_eq!(&back.module, &entry.module);
+        });
+    }
+}

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
-use super::raw::{RawCapabilities, RawProcessGrant};
-use super::{Checker, ManifestError};
+use super::Checker;
+use super::raw::{RawCapabilities, RawFsGrant, RawProcessGrant};
 
 /// Every grant of a plugin; empty means it may do nothing beyond computing and answering.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,59 +105,18 @@ pub enum ProcessGrant {
     Signal(Vec<ProcessScope>),
 }
 
-pub(super) fn convert(
-    c: &Checker<'_>,
-    raw: Option<RawCapabilities>,
-) -> Result<Capabilities, ManifestError> {
+pub(super) fn convert(c: &Checker<'_>, raw: Option<RawCapabilities>) -> Option<Capabilities> {
     let Some(raw) = raw else {
-        return Ok(Capabilities::default());
+        return Some(Capabilities::default());
     };
     let mut caps = Capabilities::default();
+    let mut ok = true;
     for (i, grant) in raw.filesystem.unwrap_or_default().into_iter().enumerate() {
         let section = format!("capabilities.filesystem[{i}]");
-        let path = c.required(grant.path.as_ref(), &section, "path", "an absolute path")?;
-        let as_path = PathBuf::from(&path.value);
-        if !as_path.is_absolute()
-            || as_path
-                .components()
-                .any(|p| p == std::path::Component::ParentDir)
-        {
-            return Err(c.at(
-                &path.referenced,
-                &format!("{section}.path"),
-                format!("{:?}: expected an absolute path without `..`", path.value),
-            ));
+        match fs_grant(c, &grant, &section) {
+            Some(grant) => caps.filesystem.push(grant),
+            None => ok = false,
         }
-        let perms = c.required_list(
-            grant.permissions.as_ref(),
-            &section,
-            "permissions",
-            "a list of read, write, list, create, delete",
-        )?;
-        let mut permissions = Vec::new();
-        for perm in perms {
-            permissions.push(match perm.value.as_str() {
-                "read" => FsPermission::Read,
-                "write" => FsPermission::Write,
-                "list" => FsPermission::List,
-                "create" => FsPermission::Create,
-                "delete" => FsPermission::Delete,
-                other => {
-                    return Err(c.at(
-                        &perm.referenced,
-                        &format!("{section}.permissions"),
-                        format!("{other:?}: expected read, write, list, create or delete"),
-                    ));
-                }
-            });
-        }
-        permissions.sort();
-        permissions.dedup();
-        caps.filesystem.push(FsGrant {
-            path: as_path,
-            permissions,
-            recursive: grant.recursive.unwrap_or(false),
-        });
     }
     let network = raw.network;
     for (i, rule) in network
@@ -168,27 +127,38 @@ pub(super) fn convert(
         .enumerate()
     {
         let section = format!("capabilities.network.egress[{i}]");
-        let protocol = protocol(c, rule.protocol.as_ref(), &section)?;
-        let hosts = c.required_list(
-            rule.hosts.as_ref(),
-            &section,
-            "hosts",
-            "a list of host names or IP addresses",
-        )?;
-        for host in hosts {
-            if host.value.trim().is_empty() || host.value.contains(char::is_whitespace) {
-                return Err(c.at(
-                    &host.referenced,
-                    &format!("{section}.hosts"),
-                    format!("{:?}: expected a host name or IP address", host.value),
-                ));
-            }
+        let protocol = protocol(c, rule.protocol.as_ref(), &rule.at, &section);
+        let hosts = c
+            .required_list(
+                rule.hosts.as_ref(),
+                &rule.at,
+                &section,
+                "hosts",
+                "a list of host names or IP addresses",
+            )
+            .filter(|hosts| {
+                let mut fine = true;
+                for host in *hosts {
+                    if host.value.trim().is_empty() || host.value.contains(char::is_whitespace) {
+                        c.report(
+                            &host.referenced,
+                            &format!("{section}.hosts"),
+                            format!("{:?}: expected a host name or IP address", host.value),
+                        );
+                        fine = false;
+                    }
+                }
+                fine
+            });
+        let ports = ports(c, rule.ports.as_ref(), &rule.at, &section);
+        match (protocol, hosts, ports) {
+            (Some(protocol), Some(hosts), Some(ports)) => caps.egress.push(Egress {
+                protocol,
+                hosts: hosts.iter().map(|h| h.value.clone()).collect(),
+                ports,
+            }),
+            _ => ok = false,
         }
-        caps.egress.push(Egress {
-            protocol,
-            hosts: hosts.iter().map(|h| h.value.clone()).collect(),
-            ports: ports(c, rule.ports.as_ref(), &section)?,
-        });
     }
     for (i, rule) in network
         .as_ref()
@@ -198,41 +168,122 @@ pub(super) fn convert(
         .enumerate()
     {
         let section = format!("capabilities.network.ingress[{i}]");
-        caps.ingress.push(Ingress {
-            protocol: protocol(c, rule.protocol.as_ref(), &section)?,
-            ports: ports(c, rule.ports.as_ref(), &section)?,
-            allowed_origins: rule
-                .allowed_origins
-                .as_ref()
-                .map(|o| o.iter().map(|s| s.value.clone()).collect())
-                .unwrap_or_default(),
-        });
+        let protocol = protocol(c, rule.protocol.as_ref(), &rule.at, &section);
+        let ports = ports(c, rule.ports.as_ref(), &rule.at, &section);
+        match (protocol, ports) {
+            (Some(protocol), Some(ports)) => caps.ingress.push(Ingress {
+                protocol,
+                ports,
+                allowed_origins: rule
+                    .allowed_origins
+                    .as_ref()
+                    .map(|o| o.iter().map(|s| s.value.clone()).collect())
+                    .unwrap_or_default(),
+            }),
+            _ => ok = false,
+        }
     }
     for (i, grant) in raw.process.unwrap_or_default().into_iter().enumerate() {
-        caps.process.push(process_grant(
-            c,
-            grant,
-            &format!("capabilities.process[{i}]"),
-        )?);
+        match process_grant(c, grant, &format!("capabilities.process[{i}]")) {
+            Some(grant) => caps.process.push(grant),
+            None => ok = false,
+        }
     }
-    Ok(caps)
+    ok.then_some(caps)
+}
+
+fn fs_grant(c: &Checker<'_>, grant: &RawFsGrant, section: &str) -> Option<FsGrant> {
+    let path = c
+        .required(
+            grant.path.as_ref(),
+            &grant.at,
+            section,
+            "path",
+            "an absolute path",
+        )
+        .and_then(|path| {
+            let as_path = PathBuf::from(&path.value);
+            if !as_path.is_absolute()
+                || as_path
+                    .components()
+                    .any(|p| p == std::path::Component::ParentDir)
+            {
+                c.report(
+                    &path.referenced,
+                    &format!("{section}.path"),
+                    format!("{:?}: expected an absolute path without `..`", path.value),
+                );
+                return None;
+            }
+            Some(as_path)
+        });
+    let permissions = c
+        .required_list(
+            grant.permissions.as_ref(),
+            &grant.at,
+            section,
+            "permissions",
+            "a list of read, write, list, create, delete",
+        )
+        .and_then(|perms| {
+            let mut permissions = Vec::new();
+            let mut fine = true;
+            for perm in perms {
+                match perm.value.as_str() {
+                    "read" => permissions.push(FsPermission::Read),
+                    "write" => permissions.push(FsPermission::Write),
+                    "list" => permissions.push(FsPermission::List),
+                    "create" => permissions.push(FsPermission::Create),
+                    "delete" => permissions.push(FsPermission::Delete),
+                    other => {
+                        c.report(
+                            &perm.referenced,
+                            &format!("{section}.permissions"),
+                            format!("{other:?}: expected read, write, list, create or delete"),
+                        );
+                        fine = false;
+                    }
+                }
+            }
+            permissions.sort();
+            permissions.dedup();
+            fine.then_some(permissions)
+        });
+    Some(FsGrant {
+        path: path?,
+        permissions: permissions?,
+        recursive: grant.recursive.unwrap_or(false),
+    })
 }
 
 impl Checker<'_> {
+    /// A required, non-empty list; when absent or empty, reported at `parent`.
     fn required_list<'v, T>(
         &self,
         value: Option<&'v Vec<Spanned<T>>>,
+        parent: &Location,
         section: &str,
         field: &str,
         expected: &str,
-    ) -> Result<&'v Vec<Spanned<T>>, ManifestError> {
+    ) -> Option<&'v Vec<Spanned<T>>> {
+        let path = format!("{section}.{field}");
         match value {
-            Some(list) if !list.is_empty() => Ok(list),
-            _ => Err(ManifestError {
-                field: format!("{section}.{field}"),
-                problem: format!("missing or empty; expected {expected}"),
-                ..self.top("", "")
-            }),
+            Some(list) if !list.is_empty() => Some(list),
+            Some(_) => {
+                // An empty list is at the list itself, but it has no element to point at.
+                self.report(parent, &path, format!("is empty; expected {expected}"));
+                None
+            }
+            None => {
+                if !self.reported(&path) && !self.misspelt(section, field) {
+                    self.report(
+                        parent,
+                        &path,
+                        format!("missing or empty; expected {expected}"),
+                    );
+                }
+                None
+            }
         }
     }
 }
@@ -240,65 +291,70 @@ impl Checker<'_> {
 fn protocol(
     c: &Checker<'_>,
     value: Option<&Spanned<String>>,
+    parent: &Location,
     section: &str,
-) -> Result<NetProtocol, ManifestError> {
-    let value = c.required(value, section, "protocol", "tcp or udp")?;
+) -> Option<NetProtocol> {
+    let value = c.required(value, parent, section, "protocol", "tcp or udp")?;
     match value.value.as_str() {
-        "tcp" => Ok(NetProtocol::Tcp),
-        "udp" => Ok(NetProtocol::Udp),
-        other => Err(c.at(
-            &value.referenced,
-            &format!("{section}.protocol"),
-            format!("{other:?}: expected tcp or udp"),
-        )),
+        "tcp" => Some(NetProtocol::Tcp),
+        "udp" => Some(NetProtocol::Udp),
+        other => {
+            c.report(
+                &value.referenced,
+                &format!("{section}.protocol"),
+                format!("{other:?}: expected tcp or udp"),
+            );
+            None
+        }
     }
 }
 
 fn ports(
     c: &Checker<'_>,
     value: Option<&Vec<Spanned<i64>>>,
+    parent: &Location,
     section: &str,
-) -> Result<Vec<u16>, ManifestError> {
-    let list = c.required_list(value, section, "ports", "a list of ports 1-65535")?;
-    list.iter()
-        .map(|p| {
-            u16::try_from(p.value)
-                .ok()
-                .filter(|port| *port > 0)
-                .ok_or_else(|| {
-                    c.at(
-                        &p.referenced,
-                        &format!("{section}.ports"),
-                        format!("{}: expected a port 1-65535", p.value),
-                    )
-                })
-        })
-        .collect()
+) -> Option<Vec<u16>> {
+    let list = c.required_list(value, parent, section, "ports", "a list of ports 1-65535")?;
+    let mut ports = Vec::new();
+    let mut fine = true;
+    for p in list {
+        match u16::try_from(p.value).ok().filter(|port| *port > 0) {
+            Some(port) => ports.push(port),
+            None => {
+                c.report(
+                    &p.referenced,
+                    &format!("{section}.ports"),
+                    format!("{}: expected a port 1-65535", p.value),
+                );
+                fine = false;
+            }
+        }
+    }
+    fine.then_some(ports)
 }
 
-fn scopes(
-    c: &Checker<'_>,
-    list: &[Spanned<String>],
-    field: &str,
-) -> Result<Vec<ProcessScope>, ManifestError> {
-    list.iter()
-        .map(|s| match s.value.as_str() {
-            "children" => Ok(ProcessScope::Children),
-            "self" => Ok(ProcessScope::Own),
-            other => Err(c.at(
-                &s.referenced,
-                field,
-                format!("{other:?}: expected `children` or `self`"),
-            )),
-        })
-        .collect()
+fn scopes(c: &Checker<'_>, list: &[Spanned<String>], field: &str) -> Option<Vec<ProcessScope>> {
+    let mut scopes = Vec::new();
+    let mut fine = true;
+    for s in list {
+        match s.value.as_str() {
+            "children" => scopes.push(ProcessScope::Children),
+            "self" => scopes.push(ProcessScope::Own),
+            other => {
+                c.report(
+                    &s.referenced,
+                    field,
+                    format!("{other:?}: expected `children` or `self`"),
+                );
+                fine = false;
+            }
+        }
+    }
+    fine.then_some(scopes)
 }
 
-fn process_grant(
-    c: &Checker<'_>,
-    raw: RawProcessGrant,
-    section: &str,
-) -> Result<ProcessGrant, ManifestError> {
+fn process_grant(c: &Checker<'_>, raw: RawProcessGrant, section: &str) -> Option<ProcessGrant> {
     let present = [
         raw.exec.is_some(),
         raw.kill.is_some(),
@@ -309,52 +365,43 @@ fn process_grant(
     .filter(|p| **p)
     .count();
     if present != 1 {
-        return Err(ManifestError {
-            field: section.to_owned(),
-            problem: format!(
+        c.report(
+            &raw.at,
+            section,
+            format!(
                 "has {present} operations; expected exactly one of exec, kill, list, signal per entry"
             ),
-            ..c.top("", "")
-        });
+        );
+        return None;
     }
     if let Some(exec) = raw.exec {
         let command = c.required(
             exec.command.as_ref(),
+            &exec.at,
             &format!("{section}.exec"),
             "command",
             "an absolute path",
         )?;
         let path = PathBuf::from(&command.value);
         if !path.is_absolute() {
-            return Err(c.at(
+            c.report(
                 &command.referenced,
                 &format!("{section}.exec.command"),
                 format!("{:?}: expected an absolute path", command.value),
-            ));
+            );
+            return None;
         }
-        return Ok(ProcessGrant::Exec {
+        return Some(ProcessGrant::Exec {
             command: path,
             args: exec.args.unwrap_or_default(),
         });
     }
     if let Some(kill) = raw.kill {
-        return Ok(ProcessGrant::Kill(scopes(
-            c,
-            &kill,
-            &format!("{section}.kill"),
-        )?));
+        return scopes(c, &kill, &format!("{section}.kill")).map(ProcessGrant::Kill);
     }
     if let Some(list) = raw.list {
-        return Ok(ProcessGrant::List(scopes(
-            c,
-            &list,
-            &format!("{section}.list"),
-        )?));
+        return scopes(c, &list, &format!("{section}.list")).map(ProcessGrant::List);
     }
     let signal = raw.signal.unwrap_or_default();
-    Ok(ProcessGrant::Signal(scopes(
-        c,
-        &signal,
-        &format!("{section}.signal"),
-    )?))
+    scopes(c, &signal, &format!("{section}.signal")).map(ProcessGrant::Signal)
 }

@@ -206,6 +206,9 @@ impl Registry {
         for invalid in discovery.invalid {
             self.add_invalid(invalid);
         }
+        for unreadable in discovery.unreadable {
+            tracing::warn!(dir = %unreadable.dir.display(), error = %unreadable.error, "plugin left out of the catalog until its manifest can be read");
+        }
         self.check_dependencies();
     }
 
@@ -301,7 +304,12 @@ impl Registry {
             deps: m
                 .dependencies
                 .iter()
-                .map(|d| (d.name.clone(), d.version.clone()))
+                .enumerate()
+                .map(|(i, d)| {
+                    let file = plugin.dir.join(crate::manifest::MANIFEST_FILE);
+                    let site = format!("{}:{}, dependencies[{i}]", file.display(), d.position);
+                    (d.name.clone(), d.version.clone(), Some(site))
+                })
                 .collect(),
             source: Source::Process(Arc::new(plugin)),
             dep_invalid: false,
@@ -615,7 +623,7 @@ impl Registry {
 type Snapshot = (
     Status,
     Option<semver::Version>,
-    Vec<(String, semver::VersionReq)>,
+    Vec<(String, semver::VersionReq, Option<String>)>,
     bool,
 );
 
@@ -638,15 +646,21 @@ fn dependency_order(
             .filter(|(n, p)| considered(p) && !problems.contains_key(*n))
             .collect();
         for (name, plugin) in pending {
-            for (dep, req) in &plugin.2 {
+            for (dep, req, site) in &plugin.2 {
+                let declared = site
+                    .as_ref()
+                    .map(|s| format!(" (declared at {s})"))
+                    .unwrap_or_default();
                 let problem = match plugins.get(dep) {
-                    None => Some(format!("dependency {dep} ({req}) is missing")),
+                    None => Some(format!("dependency {dep} ({req}) is missing{declared}")),
                     Some(_) if problems.contains_key(dep) => {
                         Some(format!("dependency {dep} is unusable: {}", problems[dep]))
                     }
-                    Some(d) if !usable(dep) => Some(format!("dependency {dep} is {}", d.0)),
+                    Some(d) if !usable(dep) => {
+                        Some(format!("dependency {dep} is {}{declared}", d.0))
+                    }
                     Some(d) if !d.1.as_ref().is_some_and(|v| req.matches(v)) => Some(format!(
-                        "dependency {dep} is version {}, which does not match {req}",
+                        "dependency {dep} is version {}, which does not match {req}{declared}",
                         d.1.as_ref()
                             .map_or_else(|| "unknown".to_owned(), ToString::to_string)
                     )),
@@ -682,7 +696,7 @@ fn dependency_order(
         let Some(next) = ready.pop() else { break };
         order.push(next.clone());
         for name in &candidates {
-            if plugins[*name].2.iter().any(|(d, _)| d == next)
+            if plugins[*name].2.iter().any(|(d, _, _)| d == next)
                 && let Some(d) = indegree.get_mut(*name)
             {
                 *d -= 1;
@@ -694,7 +708,7 @@ fn dependency_order(
     }
     for name in candidates {
         if !order.contains(name) {
-            let deps: Vec<&str> = plugins[name].2.iter().map(|(d, _)| d.as_str()).collect();
+            let deps: Vec<&str> = plugins[name].2.iter().map(|(d, _, _)| d.as_str()).collect();
             problems.insert(
                 name.clone(),
                 format!("dependency cycle through {}", deps.join(", ")),

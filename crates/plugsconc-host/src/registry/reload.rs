@@ -43,6 +43,14 @@ pub enum Change {
         /// Why.
         reason: String,
     },
+    /// The manifest could not be read (an I/O failure): the catalog entry is kept as it was,
+    /// or a new plugin stays out, until the folder's next change or rescan.
+    Deferred {
+        /// The plugin (its folder's name when it is not in the catalog).
+        name: String,
+        /// The read error.
+        reason: String,
+    },
 }
 
 impl Registry {
@@ -68,6 +76,17 @@ impl Registry {
             source: std::io::Error::other(err.to_string()),
         })?;
         let change = match (existing, loaded) {
+            (existing, Some(Err(invalid))) if invalid.error.is_transient() => {
+                let name = existing.map_or_else(
+                    || crate::discovery::folder_name(&invalid.dir),
+                    |slot| slot.name.clone(),
+                );
+                tracing::warn!(plugin = %name, error = %invalid.error, "cannot read the manifest; the catalog keeps what it had and reads it again on the next change or rescan");
+                return Ok(Change::Deferred {
+                    name,
+                    reason: invalid.error.to_string(),
+                });
+            }
             (None, None) => Change::Unchanged,
             (Some(slot), None) => {
                 self.remove(&slot).await;

@@ -45,8 +45,9 @@ impl Source {
 pub(crate) struct State {
     pub info: PluginInfo,
     pub source: Source,
-    /// Dependencies by name and accepted versions.
-    pub deps: Vec<(String, semver::VersionReq)>,
+    /// Dependencies by name and accepted versions, with where each is declared
+    /// (`<manifest>:<line>:<column>, dependencies[<i>]`) for the messages about it.
+    pub deps: Vec<(String, semver::VersionReq, Option<String>)>,
     /// Made invalid by a dependency problem (not by its own manifest), so it recovers when the
     /// dependency is fixed.
     pub dep_invalid: bool,

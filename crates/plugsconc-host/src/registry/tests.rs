@@ -48,11 +48,20 @@ fn dependencies_order_the_start_and_problems_stay_per_plugin() {
 
     let (st, why) = status(&registry, "orphan");
     assert_eq!(st, Status::Invalid);
-    assert_eq!(why, "dependency ghost (*) is missing");
-    let (_, why) = status(&registry, "picky");
+    // The reason says where the dependency is declared: the manifest, line and column.
+    let declared = root.path().join("orphan/manifest.yaml");
     assert_eq!(
         why,
-        "dependency base is version 1.0.0, which does not match ^2"
+        format!(
+            "dependency ghost (*) is missing (declared at {}:11:5, dependencies[0])",
+            declared.display()
+        )
+    );
+    let (_, why) = status(&registry, "picky");
+    assert!(
+        why.starts_with("dependency base is version 1.0.0, which does not match ^2 (declared at ")
+            && why.ends_with("picky/manifest.yaml:11:5, dependencies[0])"),
+        "{why}"
     );
     let (_, why) = status(&registry, "needs-orphan");
     assert!(why.starts_with("dependency orphan is unusable"), "{why}");
@@ -82,9 +91,11 @@ async fn a_dependency_problem_heals_and_disabling_a_dependency_propagates() {
     );
 
     registry.disable("lib").await.unwrap();
-    assert_eq!(
-        status(&registry, "app"),
-        (Status::Invalid, "dependency lib is disabled".into())
+    let (st, why) = status(&registry, "app");
+    assert_eq!(st, Status::Invalid);
+    assert!(
+        why.starts_with("dependency lib is disabled (declared at "),
+        "{why}"
     );
     registry.enable("lib").unwrap();
     assert_eq!(status(&registry, "app").0, Status::Discovered);
@@ -178,4 +189,55 @@ fn backoff_grows_exponentially_with_jitter_and_a_ceiling() {
             "attempt {attempt}: {ms} ms, full {full}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_unreadable_manifest_keeps_the_catalog_entry_until_it_can_be_read() {
+    use crate::manifest::MANIFEST_FILE;
+    use crate::manifest::tests::{fail_reads, stop_failing_reads};
+    let root = tempfile::tempdir().unwrap();
+    let cat = write_plugin(root.path(), "cat", "");
+    let registry = Registry::open(root.path(), RegistryOptions::default())
+        .await
+        .unwrap();
+    let before = registry.get("cat").unwrap();
+
+    // The manifest changed, but cannot be read now: the entry stays as it was, not invalid.
+    write_plugin(root.path(), "cat", "tags: [new]\n");
+    fail_reads(&cat.join(MANIFEST_FILE), libc::EMFILE, usize::MAX);
+    let change = registry.sync_dir(&cat).await.unwrap();
+    let Change::Deferred { name, reason } = change else {
+        panic!("{change:?}");
+    };
+    assert_eq!(name, "cat");
+    assert!(reason.contains("cannot read"), "{reason}");
+    let kept = registry.get("cat").unwrap();
+    assert_eq!(
+        (kept.status, &kept.manifest_sha256, &kept.tags),
+        (before.status, &before.manifest_sha256, &before.tags)
+    );
+
+    // A new plugin that cannot be read stays out of the catalog.
+    let dog = write_plugin(root.path(), "dog", "");
+    fail_reads(&dog.join(MANIFEST_FILE), libc::EIO, usize::MAX);
+    assert!(matches!(
+        registry.sync_dir(&dog).await.unwrap(),
+        Change::Deferred { .. }
+    ));
+    assert!(registry.get("dog").is_none());
+
+    // The next rescan reads both.
+    stop_failing_reads(&cat.join(MANIFEST_FILE));
+    stop_failing_reads(&dog.join(MANIFEST_FILE));
+    let changes = registry.sync_all().await.unwrap();
+    assert!(
+        changes.contains(&Change::Updated("cat".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&Change::Added("dog".into())),
+        "{changes:?}"
+    );
+    assert_eq!(registry.get("cat").unwrap().tags, vec!["new".to_owned()]);
+    assert_eq!(registry.get("dog").unwrap().status, Status::Discovered);
 }

@@ -115,6 +115,9 @@ fn change_json(change: &Change) -> Value {
         Change::Removed(name) => json!({"change": "removed", "plugin": name}),
         Change::Updated(name) => json!({"change": "updated", "plugin": name}),
         Change::Reloaded(name) => json!({"change": "reloaded", "plugin": name}),
+        Change::Deferred { name, reason } => {
+            json!({"change": "deferred", "plugin": name, "reason": reason})
+        }
         Change::Rejected { name, reason } => {
             json!({"change": "rejected", "plugin": name, "reason": reason})
         }

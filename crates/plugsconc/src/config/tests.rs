@@ -161,3 +161,89 @@ fn prod_mode_requires_signatures_unless_told_otherwise() {
     .unwrap();
     assert!(loaded.config.allow_unsigned());
 }
+
+/// Properties over generated values: loading never panics, and an error names the key it is
+/// about.
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A few hundred cases in `cargo test`; `PROPTEST_CASES` asks for more.
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256);
+        ProptestConfig::with_cases(cases)
+    }
+
+    fn keys() -> Vec<String> {
+        Config::load(None, Vec::new(), &[])
+            .map(|loaded| loaded.keys.into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    /// Values of every shape: numbers, booleans, lists, durations, text, nonsense.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "-?[0-9]{1,22}",
+            "(true|false|yes|no|on|off|1|0)",
+            "[a-z0-9_, ]{0,20}",
+            "\\[[a-z0-9, ]{0,12}\\]",
+            "\\PC{0,16}",
+        ]
+    }
+
+    /// Checks an error of a value set for `key`: it says which key.
+    fn names_the_key(result: Result<Loaded, ConfigError>, key: &str) -> Result<(), TestCaseError> {
+        match result {
+            Ok(_) | Err(ConfigError::Syntax { .. }) => Ok(()),
+            Err(
+                ConfigError::Invalid { key: named, .. } | ConfigError::Unknown { key: named, .. },
+            ) => {
+                prop_assert!(
+                    key == named
+                        || key.starts_with(&format!("{named}."))
+                        || named.starts_with(&format!("{key}.")),
+                    "an error about {key} names {named:?}"
+                );
+                Ok(())
+            }
+            Err(other) => Err(TestCaseError::fail(format!("{key}: unexpected {other}"))),
+        }
+    }
+
+    #[test]
+    fn set_and_env_values_never_panic_and_errors_name_the_key() {
+        let keys = keys();
+        assert!(keys.len() > 10, "{keys:?}");
+        proptest!(config(), |(key in proptest::sample::select(keys.clone()), text in value())| {
+            names_the_key(Config::load(None, Vec::new(), &[format!("{key}={text}")]), &key)?;
+            let var = format!("PLUGSCONC_{}", key.replace('.', "_").to_uppercase());
+            names_the_key(Config::load(None, env(&[(&var, &text)]), &[]), &key)?;
+        });
+    }
+
+    #[test]
+    fn file_values_never_panic_and_errors_name_the_key() {
+        let keys = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        proptest!(config(), |(key in proptest::sample::select(keys.clone()), text in value())| {
+            let (section, name) = key.split_once('.').unwrap_or((key.as_str(), ""));
+            std::fs::write(&path, format!("{section}:\n  {name}: {text}\n")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            names_the_key(Config::load(Some(&path), Vec::new(), &[]), &key)?;
+        });
+    }
+
+    #[test]
+    fn any_file_text_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        proptest!(config(), |(text in "[ a-z_:\\-\\[\\]{}#0-9\n]{0,80}")| {
+            std::fs::write(&path, &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let _ = Config::load(Some(&path), Vec::new(), &[]);
+        });
+    }
+}

@@ -77,7 +77,17 @@ fn list_shows_valid_and_invalid_plugins() {
         (&"builtin".into(), &"ready".into())
     );
     let broken = list.iter().find(|p| p["status"] == "invalid").unwrap();
-    assert_eq!(broken["line"], 3);
+    // Every problem, sorted: what is missing (at the mapping it belongs in), then the misspelt
+    // field at its own line.
+    assert_eq!(broken["problem_count"], 4, "{broken}");
+    assert_eq!(broken["line"], 1);
+    assert_eq!(broken["problems"][3]["line"], 3);
+    assert!(
+        broken["problems"][3]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `version`?")
+    );
 
     let out = plugins(root.path(), &["list", "--json", "--tag", "pet"]);
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -116,6 +126,35 @@ fn disable_and_enable_write_the_marker() {
     );
     let out = plugins(root.path(), &["disable", "cow"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("built-in"));
+}
+
+#[test]
+fn info_and_verify_show_the_first_problems_and_their_count() {
+    let root = folder();
+    let mut manifest = String::from("plugin:\n  name: broken\n");
+    for i in 0..7 {
+        manifest.push_str(&format!("  extra{i}: x\n"));
+    }
+    std::fs::write(root.path().join("broken/manifest.yaml"), manifest).unwrap();
+    let out = plugins(root.path(), &["info", "broken"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let problems: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "problems:")
+        .skip(1)
+        .collect();
+    // 11 problems: type, version, entrypoint and handshake missing, 7 unknown fields.
+    assert_eq!(problems.len(), 6, "{text}");
+    assert_eq!(problems[5].trim(), "... and 6 more", "{text}");
+    assert!(text.contains("(and 10 more)"), "{text}");
+
+    let out = plugins(root.path(), &["verify", "broken"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("11 problem(s)") && err.contains("... and 6 more"),
+        "{err}"
+    );
 }
 
 #[test]

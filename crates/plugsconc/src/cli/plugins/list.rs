@@ -6,7 +6,7 @@ use plugsconc_host::registry::Status;
 use plugsconc_host::{Discovery, PluginInfo, Query, Registry, RegistryOptions};
 use serde_json::{Value, json};
 
-use super::print_table;
+use super::{SHOWN_PROBLEMS, add_problems, print_table};
 
 /// Arguments of `plugins list`.
 #[derive(Debug, Args)]
@@ -36,7 +36,29 @@ pub fn run(args: &ListArgs, discovery: &Discovery, json: bool) -> anyhow::Result
         text: args.search.clone(),
     });
     let all: Vec<Value> = plugins.iter().map(|p| info_json(p, discovery)).collect();
-    print(&all, json)
+    print(&all, json)?;
+    if !json {
+        // The table has room for one line per plugin; an invalid manifest's problems follow it.
+        for invalid in discovery
+            .invalid
+            .iter()
+            .filter(|i| plugins.iter().any(|p| p.dir.as_ref() == Some(&i.dir)))
+        {
+            println!();
+            println!(
+                "{} ({} problem(s)):",
+                invalid.dir.display(),
+                invalid.error.problems().len()
+            );
+            for line in invalid.error.summary(SHOWN_PROBLEMS).lines() {
+                println!("  {line}");
+            }
+        }
+        for unreadable in &discovery.unreadable {
+            eprintln!("warning: {} (left out; try again)", unreadable.error);
+        }
+    }
+    Ok(())
 }
 
 /// Prints catalog entries (the JSON views of the local catalog and of the daemon's API share
@@ -100,10 +122,7 @@ fn info_json(info: &PluginInfo, discovery: &Discovery) -> Value {
         .iter()
         .find(|i| Some(&i.dir) == info.dir.as_ref())
     {
-        value["error"] = json!(invalid.error.to_string());
-        value["line"] = json!(invalid.error.line);
-        value["column"] = json!(invalid.error.column);
-        value["field"] = json!(invalid.error.field);
+        add_problems(&mut value, &invalid.error);
     }
     value
 }

@@ -184,15 +184,34 @@ fn plugin_json(plugin: &Discovered) -> Value {
 
 /// The JSON view of an invalid plugin folder.
 fn invalid_json(invalid: &Invalid) -> Value {
-    json!({
+    let mut view = json!({
         "name": invalid.dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         "status": "invalid",
         "dir": invalid.dir,
-        "error": invalid.error.to_string(),
-        "line": invalid.error.line,
-        "column": invalid.error.column,
-        "field": invalid.error.field,
-    })
+    });
+    add_problems(&mut view, &invalid.error);
+    view
+}
+
+/// How many problems of an invalid manifest the text output shows.
+const SHOWN_PROBLEMS: usize = 5;
+
+/// Adds a manifest error to a JSON view: the first problem (`error`, `line`, `column`,
+/// `field`), then every problem and their count.
+fn add_problems(view: &mut Value, error: &plugsconc_host::manifest::ManifestError) {
+    let problems = error.problems();
+    let first = problems.first();
+    view["error"] = json!(error.to_string());
+    view["line"] = json!(first.map_or(0, |p| p.line));
+    view["column"] = json!(first.map_or(0, |p| p.column));
+    view["field"] = json!(first.map_or("", |p| p.field.as_str()));
+    view["problem_count"] = json!(problems.len());
+    view["problems"] = problems
+        .iter()
+        .map(
+            |p| json!({"line": p.line, "column": p.column, "field": p.field, "message": p.message}),
+        )
+        .collect();
 }
 
 /// Prints rows as aligned columns under a header.

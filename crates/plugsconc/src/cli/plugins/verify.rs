@@ -152,7 +152,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     for name in &args.names {
         if !discovery.plugins.iter().any(|p| &p.manifest.name == name) {
+            if let Some(plugsconc_host::Found::Invalid(invalid)) = discovery.find(name) {
+                anyhow::bail!(
+                    "plugin {name:?} has an invalid manifest ({} problem(s)):\n{}",
+                    invalid.error.problems().len(),
+                    invalid.error.summary(super::SHOWN_PROBLEMS)
+                );
+            }
             anyhow::bail!("no valid plugin {name:?} in the folder");
+        }
+    }
+    if args.names.is_empty() {
+        for invalid in &discovery.invalid {
+            eprintln!(
+                "note: {} is not verified, its manifest is invalid: {}",
+                invalid.dir.display(),
+                invalid.error
+            );
         }
     }
     let mut results = Vec::new();
