@@ -53,52 +53,103 @@ impl Drop for Staging {
     }
 }
 
-/// Installs the plugin in folder `source` into `root` (blocking).
-///
-/// # Errors
-///
-/// [`HostError::Install`] saying what is wrong; nothing is left in `root`.
-pub fn install_dir(
-    source: &Path,
-    root: &Path,
-    trust: &Trust,
+/// How a plugin is installed into a plugins folder: under which signature policy, whether it
+/// may replace an installed plugin, and which name it must have. Starts from the safe side: the
+/// checksum sidecar required, no replacement, any name.
+#[derive(Debug, Clone)]
+pub struct Installer<'a> {
+    root: &'a Path,
+    trust: &'a Trust,
     require_checksum: bool,
     replace: bool,
-) -> Result<Installed, HostError> {
-    let staging = Staging::new(root, source)?;
-    copy_tree(source, &staging.pkg(), source, 0)?;
-    finish(
-        &staging,
-        &staging.pkg(),
-        source,
-        root,
-        trust,
-        require_checksum,
-        replace,
-    )
+    expected: Option<&'a str>,
 }
 
-/// Installs the plugin in the `.tar.gz` bundle read from `archive` into `root` (blocking). The
-/// bundle holds the plugin's files at its top level, or inside one top-level folder.
-///
-/// # Errors
-///
-/// [`HostError::Install`] saying what is wrong; nothing is left in `root`.
-pub fn install_tar_gz(
-    archive: impl Read,
-    source: &Path,
-    root: &Path,
-    trust: &Trust,
-    require_checksum: bool,
-    replace: bool,
-) -> Result<Installed, HostError> {
-    let staging = Staging::new(root, source)?;
+impl<'a> Installer<'a> {
+    /// Installs into plugins folder `root` under `trust`.
+    pub fn new(root: &'a Path, trust: &'a Trust) -> Self {
+        Self {
+            root,
+            trust,
+            require_checksum: true,
+            replace: false,
+            expected: None,
+        }
+    }
+
+    /// Installs without a matching `.sha256` sidecar (the digest is still computed for the
+    /// signature check). Insecure.
+    #[must_use]
+    pub fn insecure_skip_checksum(mut self, skip: bool) -> Self {
+        self.require_checksum = !skip;
+        self
+    }
+
+    /// Replaces an installed plugin of the same name (an upgrade).
+    #[must_use]
+    pub fn replace(mut self, replace: bool) -> Self {
+        self.replace = replace;
+        self
+    }
+
+    /// Refuses a plugin whose staged manifest names another plugin than `name` — checked on
+    /// the very manifest that is installed, so a bundle cannot show one name and install
+    /// another.
+    #[must_use]
+    pub fn expect_name(mut self, name: &'a str) -> Self {
+        self.expected = Some(name);
+        self
+    }
+
+    /// Installs the plugin in folder `source` (blocking).
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::Install`] saying what is wrong, or the checksum or signature refusal;
+    /// nothing is left in the plugins folder.
+    pub fn dir(&self, source: &Path) -> Result<Installed, HostError> {
+        let staging = Staging::new(self.root, source)?;
+        copy_tree(source, &staging.pkg(), source, 0)?;
+        self.finish(&staging, &staging.pkg(), source)
+    }
+
+    /// Installs the plugin in the `.tar.gz` bundle read from `archive` (blocking); `source`
+    /// names it in errors. The bundle holds the plugin's files at its top level, or inside one
+    /// top-level folder.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::Install`] saying what is wrong, or the checksum or signature refusal;
+    /// nothing is left in the plugins folder.
+    pub fn tar_gz(&self, archive: impl Read, source: &Path) -> Result<Installed, HostError> {
+        let staging = Staging::new(self.root, source)?;
+        unpack(archive, source, &staging.pkg())?;
+        // One top-level folder holding the manifest: use it as the plugin folder.
+        let pkg = staging.pkg();
+        let top: Vec<PathBuf> = std::fs::read_dir(&pkg)
+            .map_err(|err| fail(source, err.to_string()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        let plugin_dir = match top.as_slice() {
+            [only] if only.is_dir() && !pkg.join(crate::manifest::MANIFEST_FILE).exists() => {
+                only.clone()
+            }
+            _ => pkg,
+        };
+        self.finish(&staging, &plugin_dir, source)
+    }
+}
+
+/// Unpacks the `.tar.gz` read from `archive` into the empty folder `pkg`.
+fn unpack(archive: impl Read, source: &Path, pkg: &Path) -> Result<(), HostError> {
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     // Modes as given, without setuid/setgid/sticky bits: a bundle cannot plant a setuid file.
     tar.set_preserve_permissions(false);
     let entries = tar
         .entries()
         .map_err(|err| fail(source, format!("not a .tar.gz bundle: {err}")))?;
+    let mut seen = std::collections::HashSet::new();
     for entry in entries {
         let mut entry = entry.map_err(|err| fail(source, format!("corrupt bundle: {err}")))?;
         let path = entry
@@ -118,7 +169,14 @@ pub fn install_tar_gz(
         if relative.as_os_str().is_empty() {
             continue;
         }
-        let target = staging.pkg().join(&relative);
+        // Two entries for one path: which one a reader sees would depend on the reader.
+        if !seen.insert(relative.clone()) {
+            return Err(fail(
+                source,
+                format!("{} appears twice in the bundle", relative.display()),
+            ));
+        }
+        let target = pkg.join(&relative);
         if kind.is_dir() {
             std::fs::create_dir_all(&target).map_err(|err| fail(source, err.to_string()))?;
         } else if kind.is_file() {
@@ -138,76 +196,10 @@ pub fn install_tar_gz(
             ));
         }
     }
-    // One top-level folder holding the manifest: use it as the plugin folder.
-    let pkg = staging.pkg();
-    let top: Vec<PathBuf> = std::fs::read_dir(&pkg)
-        .map_err(|err| fail(source, err.to_string()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    let plugin_dir = match top.as_slice() {
-        [only] if only.is_dir() && !pkg.join(crate::manifest::MANIFEST_FILE).exists() => {
-            only.clone()
-        }
-        _ => pkg,
-    };
-    finish(
-        &staging,
-        &plugin_dir,
-        source,
-        root,
-        trust,
-        require_checksum,
-        replace,
-    )
+    Ok(())
 }
 
-/// The name the manifest of a `.tar.gz` bundle declares (at its top level, or in its one
-/// top-level folder), read without installing anything (blocking).
-///
-/// # Errors
-///
-/// [`HostError::Install`] when the bundle cannot be read or holds no readable manifest.
-pub fn bundle_name(bundle: &[u8]) -> Result<String, HostError> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        plugin: Name,
-    }
-    #[derive(serde::Deserialize)]
-    struct Name {
-        name: String,
-    }
-    let source = Path::new("bundle");
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bundle));
-    let entries = tar
-        .entries()
-        .map_err(|err| fail(source, format!("not a .tar.gz bundle: {err}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|err| fail(source, format!("corrupt bundle: {err}")))?;
-        let path = entry
-            .path()
-            .map_err(|err| fail(source, format!("corrupt bundle: {err}")))?
-            .into_owned();
-        let Some(relative) = contained(&path) else {
-            continue;
-        };
-        let depth = relative.components().count();
-        if relative.file_name() != Some(std::ffi::OsStr::new(crate::manifest::MANIFEST_FILE))
-            || depth > 2
-        {
-            continue;
-        }
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut entry, &mut text)
-            .map_err(|err| fail(source, format!("cannot read its manifest: {err}")))?;
-        let named: Named = serde_saphyr::from_str(&text)
-            .map_err(|err| fail(source, format!("its manifest names no plugin: {err}")))?;
-        return Ok(named.plugin.name);
-    }
-    Err(fail(source, "no manifest.yaml in it"))
-}
-
-/// Packs the plugin folder `dir` as a `.tar.gz` bundle that [`install_tar_gz`] installs again
+/// Packs the plugin folder `dir` as a `.tar.gz` bundle that [`Installer::tar_gz`] installs again
 /// (its files at the top level; plain files and folders only) — how a daemon hands an installed
 /// plugin to the daemons sharing its catalog (blocking).
 ///
@@ -335,73 +327,81 @@ fn claimed_name(dir: &Path, source: &Path) -> Result<String, HostError> {
     }
 }
 
-/// Validates the staged plugin in `plugin_dir` and renames it into place.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    staging: &Staging,
-    plugin_dir: &Path,
-    source: &Path,
-    root: &Path,
-    trust: &Trust,
-    require_checksum: bool,
-    replace: bool,
-) -> Result<Installed, HostError> {
-    let name = claimed_name(plugin_dir, source)?;
-    let named = staging.0.join(&name);
-    std::fs::rename(plugin_dir, &named).map_err(|err| fail(source, err.to_string()))?;
-    let staged = load(&named).map_err(|invalid| fail(source, invalid.error.to_string()))?;
-    let entrypoint = staged.entrypoint();
-    let digest = if require_checksum {
-        let expected = read_sidecar(&name, &entrypoint)?;
-        let actual = sha256_file(&entrypoint)
-            .map_err(|err| fail(source, format!("cannot read the entry point: {err}")))?;
-        if actual != expected {
-            return Err(HostError::ChecksumMismatch {
-                plugin: name,
-                path: entrypoint,
-                expected: expected.to_hex(),
-                actual: actual.to_hex(),
-            });
-        }
-        actual
-    } else {
-        sha256_file(&entrypoint)
-            .map_err(|err| fail(source, format!("cannot read the entry point: {err}")))?
-    };
-    let verdict = check(&staged, &digest, trust)?;
-    let target = root.join(&name);
-    let replaced = target.exists();
-    if replaced && !replace {
-        return Err(fail(
-            source,
-            format!(
-                "a plugin named {name:?} is already installed; uninstall it or ask for a replacement"
-            ),
-        ));
-    }
-    if replaced {
-        // Swap by renames: the old folder moves aside, the new one takes its name.
-        let aside = root.join(format!(".replaced-{:016x}", fastrand::u64(..)));
-        std::fs::rename(&target, &aside)
-            .map_err(|err| fail(source, format!("cannot move the old version aside: {err}")))?;
-        if let Err(err) = std::fs::rename(&named, &target) {
-            let _ = std::fs::rename(&aside, &target);
+impl Installer<'_> {
+    /// Validates the staged plugin in `plugin_dir` and renames it into place.
+    fn finish(
+        &self,
+        staging: &Staging,
+        plugin_dir: &Path,
+        source: &Path,
+    ) -> Result<Installed, HostError> {
+        let (root, trust, require_checksum, replace) =
+            (self.root, self.trust, self.require_checksum, self.replace);
+        let name = claimed_name(plugin_dir, source)?;
+        if let Some(expected) = self.expected
+            && name != expected
+        {
             return Err(fail(
                 source,
-                format!("cannot move the plugin into place: {err}"),
+                format!("it holds a plugin named {name:?}, not {expected:?}; not installed"),
             ));
         }
-        let _ = std::fs::remove_dir_all(&aside);
-    } else {
-        std::fs::rename(&named, &target)
-            .map_err(|err| fail(source, format!("cannot move the plugin into place: {err}")))?;
+        let named = staging.0.join(&name);
+        std::fs::rename(plugin_dir, &named).map_err(|err| fail(source, err.to_string()))?;
+        let staged = load(&named).map_err(|invalid| fail(source, invalid.error.to_string()))?;
+        let entrypoint = staged.entrypoint();
+        let digest = if require_checksum {
+            let expected = read_sidecar(&name, &entrypoint)?;
+            let actual = sha256_file(&entrypoint)
+                .map_err(|err| fail(source, format!("cannot read the entry point: {err}")))?;
+            if actual != expected {
+                return Err(HostError::ChecksumMismatch {
+                    plugin: name,
+                    path: entrypoint,
+                    expected: expected.to_hex(),
+                    actual: actual.to_hex(),
+                });
+            }
+            actual
+        } else {
+            sha256_file(&entrypoint)
+                .map_err(|err| fail(source, format!("cannot read the entry point: {err}")))?
+        };
+        let verdict = check(&staged, &digest, trust)?;
+        let target = root.join(&name);
+        let replaced = target.exists();
+        if replaced && !replace {
+            return Err(fail(
+                source,
+                format!(
+                    "a plugin named {name:?} is already installed; uninstall it or ask for a replacement"
+                ),
+            ));
+        }
+        if replaced {
+            // Swap by renames: the old folder moves aside, the new one takes its name.
+            let aside = root.join(format!(".replaced-{:016x}", fastrand::u64(..)));
+            std::fs::rename(&target, &aside)
+                .map_err(|err| fail(source, format!("cannot move the old version aside: {err}")))?;
+            if let Err(err) = std::fs::rename(&named, &target) {
+                let _ = std::fs::rename(&aside, &target);
+                return Err(fail(
+                    source,
+                    format!("cannot move the plugin into place: {err}"),
+                ));
+            }
+            let _ = std::fs::remove_dir_all(&aside);
+        } else {
+            std::fs::rename(&named, &target)
+                .map_err(|err| fail(source, format!("cannot move the plugin into place: {err}")))?;
+        }
+        let plugin = load(&target).map_err(|invalid| fail(source, invalid.error.to_string()))?;
+        Ok(Installed {
+            plugin,
+            verdict,
+            replaced,
+        })
     }
-    let plugin = load(&target).map_err(|invalid| fail(source, invalid.error.to_string()))?;
-    Ok(Installed {
-        plugin,
-        verdict,
-        replaced,
-    })
 }
 
 /// Removes plugin folder `dir` from its plugins folder: renamed aside first (so a watching host

@@ -34,7 +34,10 @@ fn a_folder_is_validated_then_moved_into_place() {
     let root = tempfile::tempdir().unwrap();
     let dir = write_plugin(src.path(), "cat", "");
     // Without a sidecar: refused, nothing left.
-    let err = install_dir(&dir, root.path(), &dev(), true, false).unwrap_err();
+    let err = Installer::new(root.path(), &dev())
+        .replace(false)
+        .dir(&dir)
+        .unwrap_err();
     assert!(
         err.to_string().contains("sha256sum cat > cat.sha256"),
         "{err}"
@@ -42,21 +45,33 @@ fn a_folder_is_validated_then_moved_into_place() {
     assert!(leftovers(root.path()).is_empty() && !root.path().join("cat").exists());
 
     sidecar(&dir, "cat");
-    let installed = install_dir(&dir, root.path(), &dev(), true, false).unwrap();
+    let installed = Installer::new(root.path(), &dev())
+        .replace(false)
+        .dir(&dir)
+        .unwrap();
     assert_eq!(installed.plugin.manifest.name, "cat");
     assert!(!installed.replaced);
     assert!(root.path().join("cat/manifest.yaml").exists());
     assert!(leftovers(root.path()).is_empty());
 
     // Again: refused unless replacing.
-    let err = install_dir(&dir, root.path(), &dev(), true, false).unwrap_err();
+    let err = Installer::new(root.path(), &dev())
+        .replace(false)
+        .dir(&dir)
+        .unwrap_err();
     assert!(err.to_string().contains("already installed"), "{err}");
-    let installed = install_dir(&dir, root.path(), &dev(), true, true).unwrap();
+    let installed = Installer::new(root.path(), &dev())
+        .replace(true)
+        .dir(&dir)
+        .unwrap();
     assert!(installed.replaced);
     assert!(leftovers(root.path()).is_empty());
 
     // Unsigned under the production policy: refused.
-    let err = install_dir(&dir, root.path(), &Trust::default(), true, true).unwrap_err();
+    let err = Installer::new(root.path(), &Trust::default())
+        .replace(true)
+        .dir(&dir)
+        .unwrap_err();
     assert!(matches!(err, HostError::Unsigned { .. }), "{err}");
 
     let aside = uninstall_dir(&root.path().join("cat")).unwrap();
@@ -120,15 +135,9 @@ fn a_bundle_with_one_top_folder_installs() {
         None,
         None,
     );
-    let installed = install_tar_gz(
-        &data[..],
-        Path::new("dog.tar.gz"),
-        root.path(),
-        &dev(),
-        true,
-        false,
-    )
-    .unwrap();
+    let installed = Installer::new(root.path(), &dev())
+        .tar_gz(&data[..], Path::new("dog.tar.gz"))
+        .unwrap();
     assert_eq!(installed.plugin.manifest.name, "dog");
     assert!(root.path().join("dog/dog").exists());
     assert!(
@@ -146,15 +155,9 @@ fn bundles_that_escape_or_hold_links_are_refused() {
         Some("/etc/passwd"),
         None,
     );
-    let err = install_tar_gz(
-        &data[..],
-        Path::new("x.tar.gz"),
-        root.path(),
-        &dev(),
-        true,
-        false,
-    )
-    .unwrap_err();
+    let err = Installer::new(root.path(), &dev())
+        .tar_gz(&data[..], Path::new("x.tar.gz"))
+        .unwrap_err();
     assert!(err.to_string().contains("link or special file"), "{err}");
     assert!(leftovers(root.path()).is_empty());
 
@@ -163,15 +166,9 @@ fn bundles_that_escape_or_hold_links_are_refused() {
         None,
         Some("../evil"),
     );
-    let err = install_tar_gz(
-        &data[..],
-        Path::new("x.tar.gz"),
-        root.path(),
-        &dev(),
-        true,
-        false,
-    )
-    .unwrap_err();
+    let err = Installer::new(root.path(), &dev())
+        .tar_gz(&data[..], Path::new("x.tar.gz"))
+        .unwrap_err();
     assert!(
         err.to_string().contains("escapes the plugin folder"),
         "{err}"
@@ -179,15 +176,9 @@ fn bundles_that_escape_or_hold_links_are_refused() {
     assert!(!root.path().parent().unwrap().join("evil").exists());
     assert!(leftovers(root.path()).is_empty());
 
-    let err = install_tar_gz(
-        &b"not gzip"[..],
-        Path::new("x.tar.gz"),
-        root.path(),
-        &dev(),
-        true,
-        false,
-    )
-    .unwrap_err();
+    let err = Installer::new(root.path(), &dev())
+        .tar_gz(&b"not gzip"[..], Path::new("x.tar.gz"))
+        .unwrap_err();
     assert!(err.to_string().contains("x.tar.gz"), "{err}");
     assert!(leftovers(root.path()).is_empty());
 }
@@ -202,18 +193,10 @@ fn a_packed_folder_installs_elsewhere_the_same_without_setuid_bits() {
     std::fs::write(dir.join("proto/animal.proto"), "syntax = \"proto3\";").unwrap();
     std::fs::set_permissions(dir.join("cat"), std::fs::Permissions::from_mode(0o4755)).unwrap();
     let bundle = bundle_dir(&dir).unwrap();
-    assert_eq!(bundle_name(&bundle).unwrap(), "cat");
-    assert!(bundle_name(b"not a bundle").is_err());
     let root = tempfile::tempdir().unwrap();
-    let installed = install_tar_gz(
-        &bundle[..],
-        Path::new("bundle"),
-        root.path(),
-        &dev(),
-        true,
-        false,
-    )
-    .unwrap();
+    let installed = Installer::new(root.path(), &dev())
+        .tar_gz(&bundle[..], Path::new("bundle"))
+        .unwrap();
     assert_eq!(installed.plugin.manifest.name, "cat");
     let copy = root.path().join("cat");
     assert_eq!(
@@ -229,4 +212,63 @@ fn a_packed_folder_installs_elsewhere_the_same_without_setuid_bits() {
     std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
     let err = bundle_dir(&dir).unwrap_err();
     assert!(err.to_string().contains("link or special file"), "{err}");
+}
+
+#[test]
+fn the_expected_name_is_checked_on_the_staged_manifest_and_duplicates_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let (pup, kv) = (manifest("pup"), manifest("kv"));
+    let source = Path::new("the shared bundle of pup");
+    // A nested manifest naming the expected plugin, before the top-level one naming another.
+    let nested = bundle(
+        &[
+            ("a/manifest.yaml", pup.as_bytes()),
+            ("manifest.yaml", kv.as_bytes()),
+            ("kv", b"impostor"),
+        ],
+        None,
+        None,
+    );
+    let err = Installer::new(root.path(), &dev())
+        .insecure_skip_checksum(true)
+        .expect_name("pup")
+        .tar_gz(&nested[..], source)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("a plugin named \"kv\", not \"pup\""),
+        "{err}"
+    );
+    assert!(!root.path().join("kv").exists() && leftovers(root.path()).is_empty());
+
+    for twice in ["manifest.yaml", "./manifest.yaml"] {
+        let duplicated = bundle(
+            &[
+                ("manifest.yaml", pup.as_bytes()),
+                (twice, kv.as_bytes()),
+                ("kv", b"impostor"),
+                ("pup", b"impostor"),
+            ],
+            None,
+            None,
+        );
+        let err = Installer::new(root.path(), &dev())
+            .insecure_skip_checksum(true)
+            .tar_gz(&duplicated[..], source)
+            .unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+        assert!(leftovers(root.path()).is_empty());
+    }
+    assert!(!root.path().join("kv").exists() && !root.path().join("pup").exists());
+
+    let honest = bundle(
+        &[("manifest.yaml", pup.as_bytes()), ("pup", b"pup")],
+        None,
+        None,
+    );
+    let installed = Installer::new(root.path(), &dev())
+        .insecure_skip_checksum(true)
+        .expect_name("pup")
+        .tar_gz(&honest[..], source)
+        .unwrap();
+    assert_eq!(installed.plugin.manifest.name, "pup");
 }

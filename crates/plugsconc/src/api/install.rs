@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use plugsconc_host::HostError;
-use plugsconc_host::install::{Installed, install_dir, install_tar_gz};
+use plugsconc_host::install::{Installed, Installer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -78,13 +78,16 @@ pub async fn install(
     };
     let from = source.clone();
     let installed: Installed = tokio::task::spawn_blocking(move || {
+        let installer = Installer::new(&root, &trust)
+            .insecure_skip_checksum(!checksum)
+            .replace(replace);
         let result = if !json_body {
-            install_tar_gz(&body[..], &from, &root, &trust, checksum, replace)
+            installer.tar_gz(&body[..], &from)
         } else if from.is_dir() {
-            install_dir(&from, &root, &trust, checksum, replace)
+            installer.dir(&from)
         } else {
             match std::fs::File::open(&from) {
-                Ok(file) => install_tar_gz(file, &from, &root, &trust, checksum, replace),
+                Ok(file) => installer.tar_gz(file, &from),
                 Err(err) => Err(HostError::Install {
                     source_path: from.clone(),
                     reason: err.to_string(),
