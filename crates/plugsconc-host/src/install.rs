@@ -3,14 +3,19 @@
 //! watcher and discovery ignore hidden folders), validated there exactly as the host would before
 //! exec (manifest, contained entry point, checksum sidecar, signature policy), and only then
 //! renamed into place, so a running host never sees a half-copied plugin. Archives may not
-//! escape: absolute paths, `..`, links and special files are refused.
+//! escape: absolute paths, `..`, links, special files and paths given twice are refused. A
+//! bundle is unpacked as it is read, within [`Limits`] (unpacked size, files, compression
+//! ratio), and what it unpacks gets normalised modes: files 0755 when executable by anyone,
+//! else 0644, folders 0755 — never setuid, setgid, sticky or writable by others.
 
+use std::cell::Cell;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::HostError;
 use crate::checksum::{read_sidecar, sha256_file};
 use crate::discovery::{Discovered, load};
+pub use crate::error::BundleLimit;
 use crate::signature::{Trust, Verdict, check};
 
 /// What was installed.
@@ -37,7 +42,9 @@ struct Staging(PathBuf);
 impl Staging {
     fn new(root: &Path, source: &Path) -> Result<Self, HostError> {
         let dir = root.join(format!(".install-{:016x}", fastrand::u64(..)));
-        std::fs::create_dir_all(dir.join("pkg"))
+        std::fs::create_dir_all(root)
+            .and_then(|()| std::fs::create_dir(&dir))
+            .and_then(|()| make_dirs(&dir, Path::new("pkg")))
             .map_err(|err| fail(source, format!("cannot stage in {}: {err}", root.display())))?;
         Ok(Self(dir))
     }
@@ -63,6 +70,7 @@ pub struct Installer<'a> {
     require_checksum: bool,
     replace: bool,
     expected: Option<&'a str>,
+    limits: Limits,
 }
 
 impl<'a> Installer<'a> {
@@ -74,6 +82,7 @@ impl<'a> Installer<'a> {
             require_checksum: true,
             replace: false,
             expected: None,
+            limits: Limits::default(),
         }
     }
 
@@ -101,6 +110,13 @@ impl<'a> Installer<'a> {
         self
     }
 
+    /// Caps on what a bundle may unpack to (default: [`Limits::default`]).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Installs the plugin in folder `source` (blocking).
     ///
     /// # Errors
@@ -123,7 +139,7 @@ impl<'a> Installer<'a> {
     /// nothing is left in the plugins folder.
     pub fn tar_gz(&self, archive: impl Read, source: &Path) -> Result<Installed, HostError> {
         let staging = Staging::new(self.root, source)?;
-        unpack(archive, source, &staging.pkg())?;
+        unpack(archive, source, &staging.pkg(), self.limits)?;
         // One top-level folder holding the manifest: use it as the plugin folder.
         let pkg = staging.pkg();
         let top: Vec<PathBuf> = std::fs::read_dir(&pkg)
@@ -141,17 +157,207 @@ impl<'a> Installer<'a> {
     }
 }
 
-/// Unpacks the `.tar.gz` read from `archive` into the empty folder `pkg`.
-fn unpack(archive: impl Read, source: &Path, pkg: &Path) -> Result<(), HostError> {
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
-    // Modes as given, without setuid/setgid/sticky bits: a bundle cannot plant a setuid file.
-    tar.set_preserve_permissions(false);
+/// Caps on what a bundle may unpack to, so that a small upload cannot fill the disk or stall
+/// the host: its unpacked size, its number of files and folders, and how much larger it
+/// unpacks than it is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes the bundle may unpack to (its tar stream: the files and their headers).
+    pub unpacked_bytes: u64,
+    /// Files and folders it may hold.
+    pub files: u64,
+    /// Unpacked bytes per compressed byte, at most, once `ratio_grace_bytes` are unpacked.
+    pub ratio: u64,
+    /// Bytes unpacked before the ratio is checked (a small bundle of text compresses well).
+    pub ratio_grace_bytes: u64,
+}
+
+impl Default for Limits {
+    /// 1 GiB unpacked, 10,000 files and folders, a ratio of 100 after the first 4 MiB.
+    fn default() -> Self {
+        Self {
+            unpacked_bytes: 1 << 30,
+            files: 10_000,
+            ratio: 100,
+            ratio_grace_bytes: 4 << 20,
+        }
+    }
+}
+
+/// What has gone through the two readers of a bundle, and the cap it went over, if any.
+#[derive(Debug)]
+struct Meter {
+    limits: Limits,
+    compressed: Cell<u64>,
+    unpacked: Cell<u64>,
+    over: Cell<Option<BundleLimit>>,
+}
+
+impl Meter {
+    fn trip(&self, limit: BundleLimit) -> std::io::Error {
+        self.over.set(Some(limit));
+        std::io::Error::other("the bundle goes over an install cap")
+    }
+
+    /// Records that the bundle goes over `limit`, found by the unpacking itself.
+    fn over(&self, limit: BundleLimit, source: &Path) -> HostError {
+        self.over.set(Some(limit));
+        fail(source, "over an install cap")
+    }
+
+    /// The error for the cap that was gone over, if one was.
+    fn refusal(&self, source: &Path) -> Option<HostError> {
+        let limits = &self.limits;
+        let (limit, reason) = match self.over.get()? {
+            BundleLimit::UnpackedBytes => (
+                BundleLimit::UnpackedBytes,
+                format!("it unpacks to more than {} bytes", limits.unpacked_bytes),
+            ),
+            BundleLimit::Files => (
+                BundleLimit::Files,
+                format!("it holds more than {} files and folders", limits.files),
+            ),
+            BundleLimit::Ratio => (
+                BundleLimit::Ratio,
+                format!(
+                    "it unpacks to more than {} times its compressed size",
+                    limits.ratio
+                ),
+            ),
+        };
+        Some(HostError::BundleTooLarge {
+            source_path: source.to_owned(),
+            limit,
+            reason,
+        })
+    }
+}
+
+/// Counts the compressed bytes read.
+struct Compressed<'m, R> {
+    inner: R,
+    meter: &'m Meter,
+}
+
+impl<R: Read> Read for Compressed<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let total = self.meter.compressed.get().saturating_add(n as u64);
+        self.meter.compressed.set(total);
+        Ok(n)
+    }
+}
+
+/// Counts the unpacked bytes read and stops at the size and ratio caps — below the tar reader,
+/// so that nothing it reads on its own (long names, extension headers) escapes them.
+struct Unpacked<'m, R> {
+    inner: R,
+    meter: &'m Meter,
+}
+
+impl<R: Read> Read for Unpacked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let meter = self.meter;
+        let n = self.inner.read(buf)?;
+        let total = meter.unpacked.get().saturating_add(n as u64);
+        meter.unpacked.set(total);
+        let limits = &meter.limits;
+        if total > limits.unpacked_bytes {
+            return Err(meter.trip(BundleLimit::UnpackedBytes));
+        }
+        if total > limits.ratio_grace_bytes
+            && total > meter.compressed.get().saturating_mul(limits.ratio)
+        {
+            return Err(meter.trip(BundleLimit::Ratio));
+        }
+        Ok(n)
+    }
+}
+
+/// The mode an unpacked or copied file gets: executable by all if it was executable by anyone,
+/// else readable by all; writable by its owner only, never setuid, setgid or sticky.
+fn file_mode(mode: u32) -> u32 {
+    if mode & 0o111 == 0 { 0o644 } else { 0o755 }
+}
+
+/// The mode of every installed folder.
+const DIR_MODE: u32 = 0o755;
+
+/// Creates `relative`'s folders under `pkg` that do not exist yet, each with [`DIR_MODE`]
+/// whatever the umask.
+fn make_dirs(pkg: &Path, relative: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let mut here = pkg.to_owned();
+    for part in relative.components() {
+        here.push(part);
+        match std::fs::symlink_metadata(&here) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} is a file, not a folder", relative.display()),
+                ));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new().mode(DIR_MODE).create(&here)?;
+                std::fs::set_permissions(&here, std::fs::Permissions::from_mode(DIR_MODE))?;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `content` to the new file `target` with [`file_mode`] of `mode`.
+fn write_file(target: &Path, content: &mut impl Read, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mode = file_mode(mode);
+    // create_new: never through a file (or link) already there.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(target)?;
+    std::io::copy(content, &mut file)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+/// Unpacks the `.tar.gz` read from `archive` into the empty folder `pkg`, within `limits`.
+fn unpack(archive: impl Read, source: &Path, pkg: &Path, limits: Limits) -> Result<(), HostError> {
+    let meter = Meter {
+        limits,
+        compressed: Cell::new(0),
+        unpacked: Cell::new(0),
+        over: Cell::new(None),
+    };
+    let unpacked = Unpacked {
+        inner: flate2::read::GzDecoder::new(Compressed {
+            inner: archive,
+            meter: &meter,
+        }),
+        meter: &meter,
+    };
+    unpack_entries(unpacked, source, pkg, &meter)
+        .map_err(|err| meter.refusal(source).unwrap_or(err))
+}
+
+fn unpack_entries(
+    unpacked: impl Read,
+    source: &Path,
+    pkg: &Path,
+    meter: &Meter,
+) -> Result<(), HostError> {
+    let mut tar = tar::Archive::new(unpacked);
     let entries = tar
         .entries()
         .map_err(|err| fail(source, format!("not a .tar.gz bundle: {err}")))?;
     let mut seen = std::collections::HashSet::new();
+    let mut declared: u64 = 0;
     for entry in entries {
         let mut entry = entry.map_err(|err| fail(source, format!("corrupt bundle: {err}")))?;
+        if seen.len() as u64 >= meter.limits.files {
+            return Err(meter.over(BundleLimit::Files, source));
+        }
         let path = entry
             .path()
             .map_err(|err| fail(source, format!("corrupt bundle: {err}")))?
@@ -176,16 +382,28 @@ fn unpack(archive: impl Read, source: &Path, pkg: &Path) -> Result<(), HostError
                 format!("{} appears twice in the bundle", relative.display()),
             ));
         }
-        let target = pkg.join(&relative);
+        let cannot = |err: std::io::Error| {
+            fail(
+                source,
+                format!("cannot unpack {}: {err}", relative.display()),
+            )
+        };
         if kind.is_dir() {
-            std::fs::create_dir_all(&target).map_err(|err| fail(source, err.to_string()))?;
+            make_dirs(pkg, &relative).map_err(cannot)?;
         } else if kind.is_file() {
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|err| fail(source, err.to_string()))?;
+            // Refused on its header, before a byte of it is written.
+            declared = declared.saturating_add(entry.size());
+            if declared > meter.limits.unpacked_bytes {
+                return Err(meter.over(BundleLimit::UnpackedBytes, source));
             }
-            entry
-                .unpack(&target)
-                .map_err(|err| fail(source, format!("cannot unpack {}: {err}", path.display())))?;
+            let mode = entry
+                .header()
+                .mode()
+                .map_err(|err| fail(source, format!("corrupt bundle: {err}")))?;
+            if let Some(parent) = relative.parent() {
+                make_dirs(pkg, parent).map_err(cannot)?;
+            }
+            write_file(&pkg.join(&relative), &mut entry, mode).map_err(cannot)?;
         } else {
             return Err(fail(
                 source,
@@ -279,10 +497,15 @@ fn copy_tree(from: &Path, to: &Path, source: &Path, depth: usize) -> Result<(), 
             .map_err(|err| fail(source, err.to_string()))?;
         let target = to.join(entry.file_name());
         if kind.is_dir() {
-            std::fs::create_dir(&target).map_err(|err| fail(source, err.to_string()))?;
+            make_dirs(to, Path::new(&entry.file_name()))
+                .map_err(|err| fail(source, err.to_string()))?;
             copy_tree(&entry.path(), &target, source, depth + 1)?;
         } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target).map_err(|err| {
+            let copied = std::fs::File::open(entry.path()).and_then(|mut file| {
+                let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata()?.permissions());
+                write_file(&target, &mut file, mode)
+            });
+            copied.map_err(|err| {
                 fail(
                     source,
                     format!("cannot copy {}: {err}", entry.path().display()),

@@ -120,6 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             store: store.clone(),
             plugins_dir: install_dir.clone(),
             require_checksum,
+            limits: config.install.limits(),
             applied: applied.clone(),
         };
         // What the catalog's other daemons installed (or uninstalled) before this one started.
@@ -199,6 +200,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         jobs: jobs.clone(),
         plugins_dir: install_dir,
+        installs: Arc::new(crate::api::InstallGate::new(&config.install)),
         base_trust: base_trust.clone(),
         require_checksum,
         applied,

@@ -74,6 +74,8 @@ pub struct Sharing {
     pub plugins_dir: PathBuf,
     /// Whether installs need the `.sha256` sidecar.
     pub require_checksum: bool,
+    /// The caps on what a bundle may unpack to, as for installs through the API.
+    pub limits: plugsconc_host::install::Limits,
     /// What it installed from the store.
     pub applied: Applied,
 }
@@ -144,6 +146,7 @@ fn install_shared(
     root: &Path,
     trust: &plugsconc_host::Trust,
     checksum: bool,
+    limits: plugsconc_host::install::Limits,
 ) -> anyhow::Result<plugsconc_host::install::Installed> {
     let source = PathBuf::from(format!("the shared bundle of {plugin}"));
     // The name is checked on the staged manifest, the one that is installed: a bundle that
@@ -152,6 +155,7 @@ fn install_shared(
         .insecure_skip_checksum(!checksum)
         .replace(true)
         .expect_name(plugin)
+        .limits(limits)
         .tar_gz(bundle, &source)?)
 }
 
@@ -204,9 +208,10 @@ impl Sharing {
             self.registry.trust(),
             self.require_checksum,
         );
+        let limits = self.limits;
         let expected = plugin.to_owned();
         let installed = tokio::task::spawn_blocking(move || {
-            install_shared(&bundle, &expected, &root, &trust, checksum)
+            install_shared(&bundle, &expected, &root, &trust, checksum, limits)
         })
         .await
         .context("the install was interrupted")??;
@@ -234,6 +239,7 @@ mod tests {
     use std::io::Write as _;
 
     use super::*;
+    use plugsconc_host::install::Limits;
 
     fn manifest(name: &str) -> String {
         format!(
@@ -283,7 +289,8 @@ mod tests {
             ]),
         ];
         for data in hostile {
-            let result = install_shared(&data, "pup", root.path(), &trust, false);
+            let result =
+                install_shared(&data, "pup", root.path(), &trust, false, Limits::default());
             assert!(
                 result.is_err(),
                 "installed {:?}",
@@ -293,7 +300,15 @@ mod tests {
             assert!(!root.path().join("pup").exists());
         }
         let honest = bundle(&[("manifest.yaml", pup.as_bytes()), ("pup", b"pup")]);
-        let installed = install_shared(&honest, "pup", root.path(), &trust, false).unwrap();
+        let installed = install_shared(
+            &honest,
+            "pup",
+            root.path(),
+            &trust,
+            false,
+            Limits::default(),
+        )
+        .unwrap();
         assert_eq!(installed.plugin.manifest.name, "pup");
     }
 }

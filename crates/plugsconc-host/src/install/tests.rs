@@ -1,7 +1,7 @@
 //! Installing from folders and bundles: what is accepted, what is refused, and that a refusal
 //! leaves nothing behind.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 
 use super::*;
 use crate::discovery::tests::write_plugin;
@@ -235,7 +235,8 @@ fn the_expected_name_is_checked_on_the_staged_manifest_and_duplicates_are_refuse
         .tar_gz(&nested[..], source)
         .unwrap_err();
     assert!(
-        err.to_string().contains("a plugin named \"kv\", not \"pup\""),
+        err.to_string()
+            .contains("a plugin named \"kv\", not \"pup\""),
         "{err}"
     );
     assert!(!root.path().join("kv").exists() && leftovers(root.path()).is_empty());
@@ -271,4 +272,160 @@ fn the_expected_name_is_checked_on_the_staged_manifest_and_duplicates_are_refuse
         .tar_gz(&honest[..], source)
         .unwrap();
     assert_eq!(installed.plugin.manifest.name, "pup");
+}
+
+/// A bundle of the plugin `pup` (unsigned, no sidecar) with `extra` entries: (path, size, mode),
+/// each file `size` bytes of `fill`.
+fn pup_with(extra: &[(&str, u64, u32)], fill: u8) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::best(),
+    ));
+    let manifest = manifest("pup");
+    let mut entries: Vec<(&str, u64, u32, Option<&[u8]>)> = vec![
+        (
+            "manifest.yaml",
+            manifest.len() as u64,
+            0o644,
+            Some(manifest.as_bytes()),
+        ),
+        ("pup", 3, 0o755, Some(b"pup")),
+    ];
+    entries.extend(extra.iter().map(|&(p, s, m)| (p, s, m, None)));
+    for (path, size, mode, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(mode);
+        if path.ends_with('/') {
+            header.set_entry_type(tar::EntryType::Directory);
+        }
+        header.set_cksum();
+        match data {
+            Some(data) => builder.append_data(&mut header, path, data),
+            None => builder.append_data(&mut header, path, std::io::repeat(fill).take(size)),
+        }
+        .unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+fn install_pup(data: &[u8], root: &Path, limits: Limits) -> Result<Installed, HostError> {
+    Installer::new(root, &dev())
+        .insecure_skip_checksum(true)
+        .limits(limits)
+        .tar_gz(data, Path::new("pup.tar.gz"))
+}
+
+fn over(result: Result<Installed, HostError>) -> BundleLimit {
+    match result {
+        Err(HostError::BundleTooLarge { limit, .. }) => limit,
+        other => panic!(
+            "expected a cap refusal, got {:?}",
+            other.map(|i| i.plugin.dir)
+        ),
+    }
+}
+
+#[test]
+fn a_compression_bomb_is_stopped_by_the_ratio() {
+    let root = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        ratio_grace_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    // 16 MiB of zeros compress about a thousand times.
+    let bomb = pup_with(&[("zeros", 16 << 20, 0o644)], 0);
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    assert_eq!(
+        over(install_pup(&bomb, root.path(), limits)),
+        BundleLimit::Ratio
+    );
+    assert!(leftovers(root.path()).is_empty() && !root.path().join("pup").exists());
+    // The same bytes within the grace install.
+    let small = pup_with(&[("zeros", 512 << 10, 0o644)], 0);
+    install_pup(&small, root.path(), limits).unwrap();
+}
+
+#[test]
+fn too_many_files_or_bytes_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        files: 20,
+        unpacked_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let names: Vec<String> = (0..19).map(|i| format!("data/{i}")).collect();
+    let many: Vec<(&str, u64, u32)> = names.iter().map(|n| (n.as_str(), 1, 0o644)).collect();
+    // manifest, pup, 19 files: 21 entries.
+    let err = install_pup(&pup_with(&many, b'x'), root.path(), limits).unwrap_err();
+    assert!(err.to_string().contains("more than 20 files"), "{err}");
+    assert_eq!(over(Err(err)), BundleLimit::Files);
+    assert!(leftovers(root.path()).is_empty());
+    install_pup(&pup_with(&many[1..], b'x'), root.path(), limits).unwrap();
+
+    // Declared larger than the cap: refused on the header.
+    let root = tempfile::tempdir().unwrap();
+    let large = pup_with(&[("big", 2 << 20, 0o644)], b'x');
+    assert_eq!(
+        over(install_pup(&large, root.path(), limits)),
+        BundleLimit::UnpackedBytes
+    );
+    // A long name the tar reader reads on its own counts as well.
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_path("././@LongLink").unwrap();
+    header.set_size(2 << 20);
+    header.set_cksum();
+    builder
+        .append(&header, std::io::repeat(b'a').take(2 << 20))
+        .unwrap();
+    let long = builder.into_inner().unwrap().finish().unwrap();
+    assert_eq!(
+        over(install_pup(&long, root.path(), limits)),
+        BundleLimit::UnpackedBytes
+    );
+    assert!(leftovers(root.path()).is_empty() && !root.path().join("pup").exists());
+}
+
+#[test]
+fn unpacked_modes_are_normalised() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let data = pup_with(
+        &[
+            ("open/", 0, 0o777),
+            ("open/all", 1, 0o777),
+            ("open/rw", 1, 0o666),
+            ("implied/user-exec", 1, 0o100),
+            ("implied/none", 1, 0o000),
+            ("sticky", 1, 0o7777),
+        ],
+        b'x',
+    );
+    let installed = install_pup(&data, root.path(), Limits::default()).unwrap();
+    let mode = |path: &str| {
+        std::fs::metadata(installed.plugin.dir.join(path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for (path, want) in [
+        ("", 0o755),
+        ("open", 0o755),
+        ("implied", 0o755),
+        ("open/all", 0o755),
+        ("open/rw", 0o644),
+        ("implied/user-exec", 0o755),
+        ("implied/none", 0o644),
+        ("sticky", 0o755),
+        ("manifest.yaml", 0o644),
+        ("pup", 0o755),
+    ] {
+        assert_eq!(mode(path), want, "{path}: {:o}", mode(path));
+    }
 }
