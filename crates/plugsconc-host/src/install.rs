@@ -125,8 +125,9 @@ impl<'a> Installer<'a> {
     /// nothing is left in the plugins folder.
     pub fn dir(&self, source: &Path) -> Result<Installed, HostError> {
         let staging = Staging::new(self.root, source)?;
-        copy_tree(source, &staging.pkg(), source, 0)?;
-        self.finish(&staging, &staging.pkg(), source)
+        copy_tree(source, &staging.pkg(), source, 0)
+            .and_then(|()| self.finish(&staging, &staging.pkg(), source))
+            .map_err(|err| relative(err, &staging.0, self.root))
     }
 
     /// Installs the plugin in the `.tar.gz` bundle read from `archive` (blocking); `source`
@@ -139,6 +140,16 @@ impl<'a> Installer<'a> {
     /// nothing is left in the plugins folder.
     pub fn tar_gz(&self, archive: impl Read, source: &Path) -> Result<Installed, HostError> {
         let staging = Staging::new(self.root, source)?;
+        self.unpack_and_finish(archive, source, &staging)
+            .map_err(|err| relative(err, &staging.0, self.root))
+    }
+
+    fn unpack_and_finish(
+        &self,
+        archive: impl Read,
+        source: &Path,
+        staging: &Staging,
+    ) -> Result<Installed, HostError> {
         unpack(archive, source, &staging.pkg(), self.limits)?;
         // One top-level folder holding the manifest: use it as the plugin folder.
         let pkg = staging.pkg();
@@ -153,7 +164,7 @@ impl<'a> Installer<'a> {
             }
             _ => pkg,
         };
-        self.finish(&staging, &plugin_dir, source)
+        self.finish(staging, &plugin_dir, source)
     }
 }
 
@@ -470,6 +481,55 @@ pub fn bundle_dir(dir: &Path) -> Result<Vec<u8>, HostError> {
     tar.into_inner()
         .and_then(flate2::write::GzEncoder::finish)
         .map_err(|err| fail(dir, format!("cannot pack it: {err}")))
+}
+
+/// `err` with the paths inside plugins folder `root` shown relative to it and without the
+/// staging folder (`pup/manifest.yaml`; `<bundle>/...` before the plugin folder has its name):
+/// what the operator needs is the plugin's file, not the installer's scratch space.
+fn relative(mut err: HostError, staging: &Path, root: &Path) -> HostError {
+    let pkg = staging.join("pkg");
+    let bundle = Path::new("<bundle>");
+    let path = |path: &mut PathBuf| {
+        let shown = if let Ok(rest) = path.strip_prefix(&pkg) {
+            bundle.join(rest)
+        } else if let Ok(rest) = path.strip_prefix(staging) {
+            rest.to_owned()
+        } else if let Ok(rest) = path.strip_prefix(root) {
+            rest.to_owned()
+        } else {
+            return;
+        };
+        *path = shown;
+    };
+    let text = |text: &mut String| {
+        for (from, to) in [(pkg.as_path(), "<bundle>/"), (staging, ""), (root, "")] {
+            *text = text.replace(&format!("{}/", from.display()), to);
+        }
+    };
+    match &mut err {
+        HostError::Install { reason, .. } => text(reason),
+        HostError::Sidecar {
+            path: p, reason, ..
+        }
+        | HostError::Signature {
+            path: p, reason, ..
+        }
+        | HostError::Sign {
+            path: p, reason, ..
+        } => {
+            path(p);
+            text(reason);
+        }
+        HostError::ChecksumMismatch { path: p, .. }
+        | HostError::ChecksumRead { path: p, .. }
+        | HostError::UntrustedKey { path: p, .. }
+        | HostError::BadSignature { path: p, .. }
+        | HostError::SignedForOther { path: p, .. }
+        | HostError::SignedBinaryMismatch { path: p, .. }
+        | HostError::Unsigned { dir: p, .. } => path(p),
+        _ => {}
+    }
+    err
 }
 
 /// The path with `.` removed, if it has no root, prefix or `..`.

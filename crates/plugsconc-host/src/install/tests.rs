@@ -429,3 +429,53 @@ fn unpacked_modes_are_normalised() {
         assert_eq!(mode(path), want, "{path}: {:o}", mode(path));
     }
 }
+
+#[test]
+fn errors_name_files_relative_to_the_plugins_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let staged = |err: &HostError| {
+        let text = err.to_string();
+        assert!(
+            !text.contains(".install-") && !text.contains(&*root.path().to_string_lossy()),
+            "{text}"
+        );
+        text
+    };
+    let broken = manifest("pup").replace("version: 1.0.0", "version: one");
+    let data = bundle(
+        &[
+            ("pkg/manifest.yaml", broken.as_bytes()),
+            ("pkg/pup", b"pup"),
+        ],
+        None,
+        None,
+    );
+    let err = Installer::new(root.path(), &dev())
+        .tar_gz(&data[..], Path::new("pup.tar.gz"))
+        .unwrap_err();
+    assert!(staged(&err).contains("pup/manifest.yaml"), "{err}");
+
+    let sidecar = format!("{}  pup\n", "0".repeat(64));
+    let data = bundle(
+        &[
+            ("manifest.yaml", manifest("pup").as_bytes()),
+            ("pup", b"pup"),
+            ("pup.sha256", sidecar.as_bytes()),
+        ],
+        None,
+        None,
+    );
+    let err = Installer::new(root.path(), &dev())
+        .tar_gz(&data[..], Path::new("pup.tar.gz"))
+        .unwrap_err();
+    assert!(matches!(err, HostError::ChecksumMismatch { .. }), "{err}");
+    assert!(staged(&err).contains(" pup/pup"), "{err}");
+
+    let err = Installer::new(root.path(), &Trust::default())
+        .insecure_skip_checksum(true)
+        .tar_gz(&data[..], Path::new("pup.tar.gz"))
+        .unwrap_err();
+    assert!(matches!(err, HostError::Unsigned { .. }), "{err}");
+    assert!(staged(&err).contains("plugsconc sign pup`"), "{err}");
+    assert!(leftovers(root.path()).is_empty());
+}
