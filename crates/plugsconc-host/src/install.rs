@@ -6,7 +6,9 @@
 //! escape: absolute paths, `..`, links, special files and paths given twice are refused. A
 //! bundle is unpacked as it is read, within [`Limits`] (unpacked size, files, compression
 //! ratio), and what it unpacks gets normalised modes: files 0755 when executable by anyone,
-//! else 0644, folders 0755 — never setuid, setgid, sticky or writable by others.
+//! else 0644, folders 0755 — never setuid, setgid, sticky or writable by others. What an
+//! install killed midway leaves behind is cleared by [`remove_leftovers`], which whoever opens
+//! the plugins folder for installs calls first.
 
 use std::cell::Cell;
 use std::io::Read;
@@ -36,28 +38,123 @@ fn fail(source: &Path, reason: impl Into<String>) -> HostError {
     }
 }
 
-/// A hidden staging folder in `root` (removed on drop) with the files in `pkg/` inside it.
-struct Staging(PathBuf);
+/// Name prefixes of what an install or uninstall keeps, hidden, in the plugins folder while it
+/// runs: the staging folder, an old version moved aside by an upgrade, an uninstalled plugin
+/// moved aside before its files are deleted.
+const STAGING_PREFIX: &str = ".install-";
+const REPLACED_PREFIX: &str = ".replaced-";
+const REMOVED_PREFIX: &str = ".removed-";
+
+/// The file in a staging folder that its install holds locked while it runs (the kernel drops
+/// the lock when the process dies, however it dies).
+const STAGING_LOCK: &str = ".lock";
+
+/// A hidden staging folder in `root` (removed on drop) with the files in `pkg/` inside it,
+/// locked while it is in use.
+struct Staging {
+    dir: PathBuf,
+    /// Held for as long as the folder is in use.
+    _lock: std::fs::File,
+}
 
 impl Staging {
     fn new(root: &Path, source: &Path) -> Result<Self, HostError> {
-        let dir = root.join(format!(".install-{:016x}", fastrand::u64(..)));
-        std::fs::create_dir_all(root)
+        let dir = root.join(format!("{STAGING_PREFIX}{:016x}", fastrand::u64(..)));
+        let lock = std::fs::create_dir_all(root)
             .and_then(|()| std::fs::create_dir(&dir))
-            .and_then(|()| make_dirs(&dir, Path::new("pkg")))
-            .map_err(|err| fail(source, format!("cannot stage in {}: {err}", root.display())))?;
-        Ok(Self(dir))
+            .and_then(|()| std::fs::File::create(dir.join(STAGING_LOCK)))
+            .and_then(|lock| lock.lock().map(|()| lock))
+            .and_then(|lock| make_dirs(&dir, Path::new("pkg")).map(|()| lock));
+        match lock {
+            Ok(lock) => Ok(Self { dir, _lock: lock }),
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(fail(
+                    source,
+                    format!("cannot stage in {}: {err}", root.display()),
+                ))
+            }
+        }
     }
 
     fn pkg(&self) -> PathBuf {
-        self.0.join("pkg")
+        self.dir.join("pkg")
     }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether the staging folder `dir` belongs to an install still running (its lock is held).
+fn in_use(dir: &Path) -> bool {
+    std::fs::File::open(dir.join(STAGING_LOCK))
+        .is_ok_and(|lock| matches!(lock.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
+/// Clears what installs and uninstalls that were killed midway left in plugins folder `root`
+/// (blocking): their staging folders and the plugins they had moved aside to delete are
+/// removed; an old version an upgrade had moved aside is put back when the new one never took
+/// its place. Staging folders of installs still running (in another process) are left alone,
+/// and so is everything moved aside while one runs. Returns what was removed or put back.
+///
+/// # Errors
+///
+/// [`HostError::PluginsDir`] when the folder cannot be read; a leftover that cannot be removed
+/// is skipped (and tried again next time).
+pub fn remove_leftovers(root: &Path) -> Result<Vec<PathBuf>, HostError> {
+    let entries = std::fs::read_dir(root).map_err(|source| HostError::PluginsDir {
+        path: root.to_owned(),
+        source,
+    })?;
+    let hidden: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| {
+            [STAGING_PREFIX, REPLACED_PREFIX, REMOVED_PREFIX]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
+        .collect();
+    let mut cleared = Vec::new();
+    let mut running = false;
+    for (name, path) in &hidden {
+        if name.starts_with(STAGING_PREFIX) {
+            if in_use(path) {
+                running = true;
+            } else if std::fs::remove_dir_all(path).is_ok() {
+                cleared.push(path.clone());
+            }
+        }
+    }
+    // An install running elsewhere may be between its two renames: what it moved aside is its.
+    if running {
+        return Ok(cleared);
+    }
+    for (name, path) in &hidden {
+        if let Some(rest) = name.strip_prefix(REPLACED_PREFIX) {
+            // `.replaced-<16 hex digits>-<plugin>`.
+            let plugin = rest
+                .get(17..)
+                .filter(|p| !p.is_empty() && !p.starts_with('.'));
+            if let Some(plugin) = plugin
+                && !root.join(plugin).exists()
+                && std::fs::rename(path, root.join(plugin)).is_ok()
+            {
+                cleared.push(root.join(plugin));
+                continue;
+            }
+        } else if !name.starts_with(REMOVED_PREFIX) {
+            continue;
+        }
+        if std::fs::remove_dir_all(path).is_ok() {
+            cleared.push(path.clone());
+        }
+    }
+    Ok(cleared)
 }
 
 /// How a plugin is installed into a plugins folder: under which signature policy, whether it
@@ -127,7 +224,7 @@ impl<'a> Installer<'a> {
         let staging = Staging::new(self.root, source)?;
         copy_tree(source, &staging.pkg(), source, 0)
             .and_then(|()| self.finish(&staging, &staging.pkg(), source))
-            .map_err(|err| relative(err, &staging.0, self.root))
+            .map_err(|err| relative(err, &staging.dir, self.root))
     }
 
     /// Installs the plugin in the `.tar.gz` bundle read from `archive` (blocking); `source`
@@ -141,7 +238,7 @@ impl<'a> Installer<'a> {
     pub fn tar_gz(&self, archive: impl Read, source: &Path) -> Result<Installed, HostError> {
         let staging = Staging::new(self.root, source)?;
         self.unpack_and_finish(archive, source, &staging)
-            .map_err(|err| relative(err, &staging.0, self.root))
+            .map_err(|err| relative(err, &staging.dir, self.root))
     }
 
     fn unpack_and_finish(
@@ -629,7 +726,7 @@ impl Installer<'_> {
                 format!("it holds a plugin named {name:?}, not {expected:?}; not installed"),
             ));
         }
-        let named = staging.0.join(&name);
+        let named = staging.dir.join(&name);
         std::fs::rename(plugin_dir, &named).map_err(|err| fail(source, err.to_string()))?;
         let staged = load(&named).map_err(|invalid| fail(source, invalid.error.to_string()))?;
         let entrypoint = staged.entrypoint();
@@ -663,7 +760,12 @@ impl Installer<'_> {
         }
         if replaced {
             // Swap by renames: the old folder moves aside, the new one takes its name.
-            let aside = root.join(format!(".replaced-{:016x}", fastrand::u64(..)));
+            // Named after the plugin, so that if the process dies before the new version
+            // takes its place, `remove_leftovers` puts the old one back.
+            let aside = root.join(format!(
+                "{REPLACED_PREFIX}{:016x}-{name}",
+                fastrand::u64(..)
+            ));
             std::fs::rename(&target, &aside)
                 .map_err(|err| fail(source, format!("cannot move the old version aside: {err}")))?;
             if let Err(err) = std::fs::rename(&named, &target) {
@@ -698,7 +800,7 @@ pub fn uninstall_dir(dir: &Path) -> Result<PathBuf, HostError> {
     let root = dir
         .parent()
         .ok_or_else(|| fail(dir, "not inside a plugins folder"))?;
-    let aside = root.join(format!(".removed-{:016x}", fastrand::u64(..)));
+    let aside = root.join(format!("{REMOVED_PREFIX}{:016x}", fastrand::u64(..)));
     std::fs::rename(dir, &aside).map_err(|err| fail(dir, format!("cannot remove it: {err}")))?;
     Ok(aside)
 }

@@ -59,6 +59,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let plugins_dir = config.directories.plugins_dir.clone();
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create the plugins folder {}", plugins_dir.display()))?;
+    // Installs killed midway (kill -9, power loss) leave hidden folders no one else removes.
+    let leftovers = {
+        let dir = plugins_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            plugsconc_host::install::remove_leftovers(&dir).map_err(anyhow::Error::from)
+        })
+        .await
+        .context("clearing the plugins folder was interrupted")??
+    };
+    for path in leftovers {
+        tracing::warn!(path = %path.display(), "cleared what an interrupted install left");
+    }
     let options = registry_options(&config)?;
     let (base_trust, require_checksum) = (options.trust.clone(), !options.insecure_skip_checksum);
     let registry = Registry::open(&plugins_dir, options).await?;

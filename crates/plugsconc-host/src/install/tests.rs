@@ -479,3 +479,41 @@ fn errors_name_files_relative_to_the_plugins_folder() {
     assert!(staged(&err).contains("plugsconc sign pup`"), "{err}");
     assert!(leftovers(root.path()).is_empty());
 }
+
+#[test]
+fn leftovers_of_killed_installs_are_cleared_but_not_those_of_running_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let stale = root.path().join(".install-00000000000000aa");
+    std::fs::create_dir_all(stale.join("pkg/deep")).unwrap();
+    std::fs::write(stale.join("pkg/deep/big"), b"left by a kill -9").unwrap();
+    std::fs::write(stale.join(STAGING_LOCK), b"").unwrap();
+    let removed = root.path().join(".removed-00000000000000bb");
+    std::fs::create_dir(&removed).unwrap();
+    // An upgrade killed between its renames: the old version is put back.
+    let aside = root.path().join(".replaced-00000000000000cc-pup");
+    std::fs::create_dir(&aside).unwrap();
+    std::fs::write(aside.join("manifest.yaml"), manifest("pup")).unwrap();
+    // One killed after them: the old version goes.
+    write_plugin(root.path(), "cat", "");
+    std::fs::create_dir(root.path().join(".replaced-00000000000000dd-cat")).unwrap();
+
+    let mut cleared = remove_leftovers(root.path()).unwrap();
+    cleared.sort();
+    assert_eq!(cleared.len(), 4, "{cleared:?}");
+    assert!(
+        leftovers(root.path()).is_empty(),
+        "{:?}",
+        leftovers(root.path())
+    );
+    assert!(root.path().join("pup/manifest.yaml").exists());
+    assert!(root.path().join("cat/manifest.yaml").exists());
+
+    // A running install's staging folder (locked) is left alone, and so is what it moved aside.
+    let running = Staging::new(root.path(), Path::new("x")).unwrap();
+    std::fs::create_dir(root.path().join(".replaced-00000000000000ee-dog")).unwrap();
+    assert!(remove_leftovers(root.path()).unwrap().is_empty());
+    assert!(running.pkg().exists());
+    drop(running);
+    assert_eq!(remove_leftovers(root.path()).unwrap().len(), 1);
+    assert!(root.path().join("dog").exists() && leftovers(root.path()).is_empty());
+}

@@ -6,7 +6,7 @@ mod call;
 mod config_cli;
 mod go_host;
 mod go_plugin;
-mod install_caps;
+mod install;
 mod jobs;
 mod plugins_cli;
 mod python;

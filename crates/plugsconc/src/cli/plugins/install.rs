@@ -37,6 +37,7 @@ pub async fn install(args: InstallArgs, root: &Path, trust: Trust) -> anyhow::Re
     let root = root.to_owned();
     let installed = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         std::fs::create_dir_all(&root)?;
+        plugsconc_host::install::remove_leftovers(&root)?;
         let installer = Installer::new(&root, &trust)
             .insecure_skip_checksum(args.insecure_skip_checksum)
             .replace(args.replace);

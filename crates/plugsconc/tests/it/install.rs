@@ -1,6 +1,7 @@
-//! Installs through the daemon's API within the `install` caps: an upload declared larger than
+//! Installs through the daemon: within the `install` caps an upload declared larger than
 //! the cap is answered 413 before its body is sent, a streamed one is cut off at the cap, and a
-//! bundle within the caps streams in and installs.
+//! bundle within the caps streams in and installs; what installs killed midway left is cleared
+//! when the daemon starts.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
@@ -141,4 +142,18 @@ fn uploads_over_the_cap_are_refused_and_those_within_stream_in() {
         .map(|e| e.file_name())
         .collect();
     assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+#[test]
+fn the_daemon_clears_what_killed_installs_left_before_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let stale = root.path().join("plugins/.install-0123456789abcdef");
+    std::fs::create_dir_all(stale.join("pkg")).unwrap();
+    std::fs::write(stale.join("pkg/half-unpacked"), vec![0; 1 << 20]).unwrap();
+    std::fs::write(stale.join(".lock"), b"").unwrap();
+    let removed = root.path().join("plugins/.removed-0123456789abcdef");
+    std::fs::create_dir_all(&removed).unwrap();
+    // The daemon says it is listening once it is ready to serve.
+    let (_daemon, _address, _) = serve(root.path(), &[]);
+    assert!(!stale.exists() && !removed.exists());
 }
