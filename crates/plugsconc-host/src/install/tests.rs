@@ -517,3 +517,191 @@ fn leftovers_of_killed_installs_are_cleared_but_not_those_of_running_ones() {
     assert_eq!(remove_leftovers(root.path()).unwrap().len(), 1);
     assert!(root.path().join("dog").exists() && leftovers(root.path()).is_empty());
 }
+
+mod hostile {
+    //! Arbitrary bundles (names with `..`, absolute, empty or repeated; links, devices, fifos,
+    //! odd modes and sizes; cut short) never panic the installer, never write outside the
+    //! staging folder, and either install a valid plugin or give an error, leaving nothing
+    //! hidden behind. `PROPTEST_CASES` sets how many (64 unless told).
+
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Entry {
+        name: Vec<u8>,
+        kind: u8,
+        mode: u32,
+        data: Vec<u8>,
+        link: Vec<u8>,
+    }
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        let part = prop::sample::select(vec![
+            "manifest.yaml",
+            "pup",
+            "pup.sha256",
+            "a",
+            "..",
+            ".",
+            "",
+            ".hidden",
+        ]);
+        (any::<bool>(), prop::collection::vec(part, 1..4)).prop_map(|(absolute, parts)| {
+            let joined = parts.join("/");
+            let name = if absolute {
+                format!("/{joined}")
+            } else {
+                joined
+            };
+            name.into_bytes()
+        })
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let kind = prop::sample::select(vec![
+            b'0', b'0', b'0', b'5', b'5', b'1', b'2', b'3', b'4', b'6', b'7', b'L', b'x', b'g',
+        ]);
+        let data = prop_oneof![
+            Just(manifest("pup").into_bytes()),
+            Just(b"#!/bin/sh\n".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..2048),
+        ];
+        let link = prop::sample::select(vec!["/etc/passwd", "../outside", "pup", "a/../.."]);
+        (name(), kind, any::<u32>(), data, link).prop_map(|(name, kind, mode, data, link)| Entry {
+            name,
+            kind,
+            mode: mode & 0o7777,
+            data,
+            link: link.as_bytes().to_vec(),
+        })
+    }
+
+    /// The tar, with each header written as given (the builder would refuse these names).
+    fn pack(entries: &[Entry], cut: Option<usize>) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for entry in entries {
+            let mut header = tar::Header::new_gnu();
+            let gnu = header.as_gnu_mut().unwrap();
+            let name = &entry.name[..entry.name.len().min(100)];
+            gnu.name[..name.len()].copy_from_slice(name);
+            let link = &entry.link[..entry.link.len().min(100)];
+            gnu.linkname[..link.len()].copy_from_slice(link);
+            header.set_entry_type(tar::EntryType::new(entry.kind));
+            header.set_mode(entry.mode);
+            header.set_size(entry.data.len() as u64);
+            header.set_cksum();
+            builder.append(&header, &entry.data[..]).unwrap();
+        }
+        let tar = builder.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let mut data = gz.finish().unwrap();
+        if let Some(cut) = cut {
+            data.truncate(cut % (data.len() + 1));
+        }
+        data
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(64)
+    }
+
+    /// Everything under `dir`: no links or special files, modes normalised.
+    fn check_tree(dir: &Path) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o7777;
+            assert!(
+                !kind.is_symlink() && !kind.is_fifo() && !kind.is_char_device(),
+                "{}",
+                entry.path().display()
+            );
+            if kind.is_dir() {
+                assert_eq!(mode, 0o755, "{}", entry.path().display());
+                check_tree(&entry.path());
+            } else {
+                assert!(
+                    mode == 0o755 || mode == 0o644,
+                    "{} {mode:o}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bundles_install_a_plugin_or_fail_cleanly(
+            entries in prop::collection::vec(entry(), 0..12),
+            top in any::<bool>(),
+            cut in prop::option::weighted(0.1, any::<usize>()),
+            small in any::<bool>(),
+            valid in any::<bool>(),
+        ) {
+            let mut entries = entries;
+            if valid {
+                // A valid plugin first, so that what follows it decides the outcome.
+                let file = |name: &str, data: Vec<u8>, mode| Entry {
+                    name: name.as_bytes().to_vec(),
+                    kind: b'0',
+                    mode,
+                    data,
+                    link: Vec::new(),
+                };
+                entries.splice(0..0, [
+                    file("manifest.yaml", manifest("pup").into_bytes(), 0o644),
+                    file("pup", b"#!/bin/sh\n".to_vec(), 0o755),
+                ]);
+            }
+            let entries: Vec<Entry> = if top {
+                // Inside one top-level folder, as `tar czf pup.tar.gz pup` makes them.
+                entries.into_iter().map(|mut e| {
+                    e.name = [b"pkg/".as_slice(), &e.name].concat();
+                    e
+                }).collect()
+            } else {
+                entries
+            };
+            let data = pack(&entries, cut);
+            let outer = tempfile::tempdir().unwrap();
+            let root = outer.path().join("plugins");
+            std::fs::create_dir(&root).unwrap();
+            let limits = if small {
+                Limits { unpacked_bytes: 8 << 10, files: 6, ratio: 4, ratio_grace_bytes: 1 << 10 }
+            } else {
+                Limits::default()
+            };
+            let result = Installer::new(&root, &dev())
+                .insecure_skip_checksum(true)
+                .limits(limits)
+                .tar_gz(&data[..], Path::new("arbitrary.tar.gz"));
+            let beside: Vec<_> = std::fs::read_dir(outer.path()).unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            prop_assert_eq!(beside, vec![std::ffi::OsString::from("plugins")]);
+            prop_assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
+            let installed: Vec<_> = std::fs::read_dir(&root).unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            match result {
+                Ok(done) => {
+                    prop_assert_eq!(&done.plugin.manifest.name, "pup");
+                    prop_assert_eq!(installed, vec![std::ffi::OsString::from("pup")]);
+                    prop_assert!(crate::discovery::load(&root.join("pup")).is_ok());
+                    check_tree(&root);
+                }
+                Err(_) => prop_assert!(installed.is_empty(), "{:?}", installed),
+            }
+        }
+    }
+}
