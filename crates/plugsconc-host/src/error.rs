@@ -271,6 +271,16 @@ pub enum HostError {
         /// Why.
         reason: String,
     },
+    /// A bundle goes over one of the install caps; nothing was installed.
+    #[error("cannot install {source_path}: {reason}")]
+    BundleTooLarge {
+        /// The bundle.
+        source_path: PathBuf,
+        /// The cap it went over.
+        limit: BundleLimit,
+        /// By how much, in words.
+        reason: String,
+    },
     /// The plugins folder cannot be watched.
     #[error("cannot watch the plugins folder {path}: {reason}")]
     Watch {
@@ -374,6 +384,18 @@ pub enum HostError {
     },
 }
 
+/// The install cap a bundle went over ([`HostError::BundleTooLarge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BundleLimit {
+    /// The bytes it unpacks to.
+    UnpackedBytes,
+    /// The files and folders it holds.
+    Files,
+    /// How much larger it unpacks than it is compressed.
+    Ratio,
+}
+
 impl HostError {
     /// A failed connection to `plugin`: [`HostError::Impersonation`] when the address belongs
     /// to another process, else [`HostError::Connect`].
@@ -407,6 +429,7 @@ impl HostError {
                 | HostError::ChecksumSyntax { .. }
                 | HostError::Sidecar { .. }
                 | HostError::Install { .. }
+                | HostError::BundleTooLarge { .. }
                 | HostError::Unsigned { .. }
                 | HostError::Signature { .. }
                 | HostError::UntrustedKey { .. }

@@ -67,6 +67,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let plugins_dir = config.directories.plugins_dir.clone();
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create the plugins folder {}", plugins_dir.display()))?;
+    // Installs killed midway (kill -9, power loss) leave hidden folders no one else removes.
+    let leftovers = {
+        let dir = plugins_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            plugsconc_host::install::remove_leftovers(&dir).map_err(anyhow::Error::from)
+        })
+        .await
+        .context("clearing the plugins folder was interrupted")??
+    };
+    for path in leftovers {
+        tracing::warn!(path = %path.display(), "cleared what an interrupted install left");
+    }
     let store: Arc<dyn Store> = Arc::from(
         crate::store::open(
             &config.store.url,
@@ -137,6 +149,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             store: store.clone(),
             plugins_dir: install_dir.clone(),
             require_checksum,
+            limits: config.install.limits(),
             applied: applied.clone(),
         };
         // What the catalog's other daemons installed (or uninstalled) before this one started.
@@ -220,6 +233,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         jobs: jobs.clone(),
         plugins_dir: install_dir,
+        installs: Arc::new(crate::api::InstallGate::new(&config.install)),
         base_trust: base_trust.clone(),
         require_checksum,
         applied,

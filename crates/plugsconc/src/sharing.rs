@@ -74,6 +74,8 @@ pub struct Sharing {
     pub plugins_dir: PathBuf,
     /// Whether installs need the `.sha256` sidecar.
     pub require_checksum: bool,
+    /// The caps on what a bundle may unpack to, as for installs through the API.
+    pub limits: plugsconc_host::install::Limits,
     /// What it installed from the store.
     pub applied: Applied,
 }
@@ -137,6 +139,26 @@ pub async fn uninstall(registry: &Registry, name: &str) -> Result<bool, plugscon
     Ok(true)
 }
 
+/// Installs (or upgrades) `plugin` from the bundle shared under its name (blocking).
+fn install_shared(
+    bundle: &[u8],
+    plugin: &str,
+    root: &Path,
+    trust: &plugsconc_host::Trust,
+    checksum: bool,
+    limits: plugsconc_host::install::Limits,
+) -> anyhow::Result<plugsconc_host::install::Installed> {
+    let source = PathBuf::from(format!("the shared bundle of {plugin}"));
+    // The name is checked on the staged manifest, the one that is installed: a bundle that
+    // holds another plugin must not replace that one.
+    Ok(plugsconc_host::install::Installer::new(root, trust)
+        .insecure_skip_checksum(!checksum)
+        .replace(true)
+        .expect_name(plugin)
+        .limits(limits)
+        .tar_gz(bundle, &source)?)
+}
+
 impl Sharing {
     /// Does what another daemon announced it did to `plugin`.
     pub async fn apply(&self, plugin: &str, action: Action) {
@@ -186,28 +208,14 @@ impl Sharing {
             self.registry.trust(),
             self.require_checksum,
         );
+        let limits = self.limits;
         let expected = plugin.to_owned();
-        let source = PathBuf::from(format!("the shared bundle of {plugin}"));
         // Recorded before the plugin lands (the watcher may show it at once), so a daemon killed
         // right after still knows where it came from and applies a later uninstall at start.
         let previous = self.applied.get(plugin);
         self.applied.set(plugin, Some(&sha256));
         let installed = tokio::task::spawn_blocking(move || {
-            // Checked before anything is installed: a bundle that holds another plugin must
-            // not replace that one.
-            let named = plugsconc_host::install::bundle_name(&bundle)?;
-            anyhow::ensure!(
-                named == expected,
-                "the shared bundle of {expected:?} holds a plugin named {named:?}; not installed"
-            );
-            Ok(plugsconc_host::install::install_tar_gz(
-                &bundle[..],
-                &source,
-                &root,
-                &trust,
-                checksum,
-                true,
-            )?)
+            install_shared(&bundle, &expected, &root, &trust, checksum, limits)
         })
         .await
         .context("the install was interrupted")
@@ -234,5 +242,84 @@ impl Sharing {
             self.registry.sync_dir(&dir).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use plugsconc_host::install::Limits;
+
+    fn manifest(name: &str) -> String {
+        format!(
+            "plugin:\n  name: {name}\n  type: animal\n  version: 1.0.0\n  entrypoint: ./{name}\nhandshake:\n  protocol_version: 1\n  magic_cookie_key: K\n  magic_cookie_value: v\n"
+        )
+    }
+
+    fn bundle(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o755);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        let mut gz = builder.into_inner().unwrap();
+        gz.flush().unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_shared_bundle_installs_only_the_plugin_it_is_shared_as() {
+        let root = tempfile::tempdir().unwrap();
+        let kv = root.path().join("kv");
+        std::fs::create_dir(&kv).unwrap();
+        std::fs::write(kv.join("manifest.yaml"), manifest("kv")).unwrap();
+        std::fs::write(kv.join("kv"), b"the real kv").unwrap();
+        let trust = plugsconc_host::Trust::allow_unsigned();
+        let (pup, kv_manifest) = (manifest("pup"), manifest("kv"));
+        let hostile = [
+            // A nested manifest naming the plugin it is shared as, before the real one.
+            bundle(&[
+                ("a/manifest.yaml", pup.as_bytes()),
+                ("manifest.yaml", kv_manifest.as_bytes()),
+                ("kv", b"impostor"),
+            ]),
+            // The same top-level file twice: whichever is read, another is unpacked.
+            bundle(&[
+                ("manifest.yaml", pup.as_bytes()),
+                ("manifest.yaml", kv_manifest.as_bytes()),
+                ("kv", b"impostor"),
+                ("pup", b"impostor"),
+            ]),
+        ];
+        for data in hostile {
+            let result =
+                install_shared(&data, "pup", root.path(), &trust, false, Limits::default());
+            assert!(
+                result.is_err(),
+                "installed {:?}",
+                result.map(|i| i.plugin.dir)
+            );
+            assert_eq!(std::fs::read(kv.join("kv")).unwrap(), b"the real kv");
+            assert!(!root.path().join("pup").exists());
+        }
+        let honest = bundle(&[("manifest.yaml", pup.as_bytes()), ("pup", b"pup")]);
+        let installed = install_shared(
+            &honest,
+            "pup",
+            root.path(),
+            &trust,
+            false,
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(installed.plugin.manifest.name, "pup");
     }
 }

@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use auth::load_or_create as load_token;
+pub use install::InstallGate;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -62,6 +63,8 @@ pub struct ApiState {
     pub logs: Option<Arc<logs::LogSource>>,
     /// The job pool.
     pub jobs: crate::jobs::Pool,
+    /// The caps of installs and the turns they take.
+    pub installs: Arc<InstallGate>,
 }
 
 /// Every route.
@@ -82,10 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/publishers", get(publishers::list).post(publishers::add))
         .route("/publishers/{name}/remove", post(publishers::remove))
-        .route(
-            "/plugins/install",
-            post(install::install).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
-        )
+        .route("/plugins/install", post(install::install))
         .route("/plugins/{name}/uninstall", post(install::uninstall))
         .route("/plugins/{name}/call/{service}/{method}", post(call::call))
         .route_layer(middleware::from_fn_with_state(

@@ -1,5 +1,5 @@
 //! The daemon's configuration: `config.yaml` in the seeds' sections (application, directories,
-//! logging, file_watcher, worker_pool) plus api, store and security. Every key has a default;
+//! logging, file_watcher, worker_pool) plus api, install, store and security. Every key has a default;
 //! the file overrides defaults, `PLUGSCONC_<SECTION>_<KEY>` environment variables override the
 //! file, and `--set section.key=value` flags override everything. The layers are merged as
 //! trees, each key remembering where its value came from ([`Source`]), then parsed into the
@@ -259,6 +259,55 @@ impl Default for Api {
     }
 }
 
+/// `install`: caps on plugin installs through the API and on bundles shared by other daemons.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Install {
+    /// Largest bundle upload, MiB; a larger `Content-Length` gets 413 before the body is read,
+    /// and a streamed body is cut off there.
+    pub max_upload_mib: u64,
+    /// Most a bundle may unpack to, MiB.
+    pub max_unpacked_mib: u64,
+    /// Most files and folders a bundle may hold.
+    pub max_files: u64,
+    /// Most unpacked bytes per compressed byte, once `ratio_grace_mib` are unpacked.
+    pub max_ratio: u64,
+    /// MiB a bundle may unpack before its compression ratio is checked.
+    pub ratio_grace_mib: u64,
+    /// Installs at once; another waits up to 10 s for a turn, then gets 503.
+    pub max_concurrent: u64,
+}
+
+impl Default for Install {
+    fn default() -> Self {
+        Self {
+            max_upload_mib: 256,
+            max_unpacked_mib: 1024,
+            max_files: 10_000,
+            max_ratio: 100,
+            ratio_grace_mib: 4,
+            max_concurrent: 2,
+        }
+    }
+}
+
+impl Install {
+    /// The unpacking caps, in the installer's units.
+    pub fn limits(&self) -> plugsconc_host::install::Limits {
+        plugsconc_host::install::Limits {
+            unpacked_bytes: self.max_unpacked_mib.saturating_mul(1 << 20),
+            files: self.max_files,
+            ratio: self.max_ratio,
+            ratio_grace_bytes: self.ratio_grace_mib.saturating_mul(1 << 20),
+        }
+    }
+
+    /// The upload cap in bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_mib.saturating_mul(1 << 20)
+    }
+}
+
 /// `store`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -315,6 +364,8 @@ pub struct Config {
     pub worker_pool: WorkerPool,
     /// `api`.
     pub api: Api,
+    /// `install`.
+    pub install: Install,
     /// `store`.
     pub store: Store,
     /// `security`.
@@ -510,6 +561,27 @@ impl Config {
             self.api.max_connections,
             1,
             "connection",
+        )?;
+        let install = &self.install;
+        at_least("install.max_upload_mib", install.max_upload_mib, 1, "MiB")?;
+        at_least(
+            "install.max_unpacked_mib",
+            install.max_unpacked_mib,
+            1,
+            "MiB",
+        )?;
+        at_least("install.max_files", install.max_files, 1, "file")?;
+        at_least(
+            "install.max_ratio",
+            install.max_ratio,
+            1,
+            "(unpacked bytes per compressed byte)",
+        )?;
+        at_least(
+            "install.max_concurrent",
+            install.max_concurrent,
+            1,
+            "install",
         )?;
         Ok(())
     }

@@ -9,6 +9,7 @@ mod connections;
 mod daemon_files;
 mod go_host;
 mod go_plugin;
+mod install;
 mod jobs;
 mod orphans;
 mod plugins_cli;

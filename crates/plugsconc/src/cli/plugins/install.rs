@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use plugsconc_host::Discovery;
-use plugsconc_host::install::{install_dir, install_tar_gz, uninstall_dir};
+use plugsconc_host::install::{Installer, uninstall_dir};
 use plugsconc_host::signature::Trust;
 
 /// Arguments of `plugins install`.
@@ -37,15 +37,12 @@ pub async fn install(args: InstallArgs, root: &Path, trust: Trust) -> anyhow::Re
     let root = root.to_owned();
     let installed = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         std::fs::create_dir_all(&root)?;
-        let checksum = !args.insecure_skip_checksum;
+        plugsconc_host::install::remove_leftovers(&root)?;
+        let installer = Installer::new(&root, &trust)
+            .insecure_skip_checksum(args.insecure_skip_checksum)
+            .replace(args.replace);
         if args.source.is_dir() {
-            return Ok(install_dir(
-                &args.source,
-                &root,
-                &trust,
-                checksum,
-                args.replace,
-            )?);
+            return Ok(installer.dir(&args.source)?);
         }
         let file = std::fs::File::open(&args.source)
             .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", args.source.display()))?;
@@ -56,14 +53,7 @@ pub async fn install(args: InstallArgs, root: &Path, trust: Trust) -> anyhow::Re
                 .progress_chars("=> "),
         );
         bar.set_message(format!("unpacking {}", args.source.display()));
-        let result = install_tar_gz(
-            bar.wrap_read(file),
-            &args.source,
-            &root,
-            &trust,
-            checksum,
-            args.replace,
-        );
+        let result = installer.tar_gz(bar.wrap_read(file), &args.source);
         bar.finish_and_clear();
         Ok(result?)
     })
