@@ -49,6 +49,7 @@ pub(crate) fn registry_options(config: &Config) -> anyhow::Result<RegistryOption
             .chain(config.security.plugin_env.iter().cloned())
             .collect(),
         config_dir: Some(config.directories.plugin_configs_dir.clone()),
+        backoff: config.supervisor.backoff(),
         ..RegistryOptions::default()
     })
 }
