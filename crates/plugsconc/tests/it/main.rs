@@ -4,6 +4,7 @@
 
 mod call;
 mod config_cli;
+mod faults;
 mod go_host;
 mod go_plugin;
 mod jobs;
