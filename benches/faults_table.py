@@ -47,9 +47,10 @@ for r in rows:
         print("Daemon crash points: `kill -9` of the daemon at a random point of an operation, restart,"
               " catalog / plugins folder / store compared\n")
         table(
-            ["runs", "operations", "disagreements", "lost jobs", "leftovers", "plugins left running by the killed daemon",
+            ["runs", "operations", "answered before the kill", "disagreements", "lost jobs", "leftovers", "plugins left running by the killed daemon",
              "restart→settled p50 ms", "seconds"],
-            [[r["runs"], ", ".join(f"{k} {v}" for k, v in r["operations"].items()), r["disagreements"],
+            [[r["runs"], ", ".join(f"{k} {v}" for k, v in r["operations"].items()),
+              r["answered_before_the_kill"], r["disagreements"],
               r["lost_jobs"], r["leftovers"], r["plugins_running_after_daemon_kill"],
               ms(r["restart_to_settled_ms_p50"]), f"{r['seconds']:.0f}"]],
         )
@@ -73,9 +74,11 @@ for r in rows:
             continue
         print("Two daemons on one PostgreSQL store: changes through each in turn, listener connections cut\n")
         table(
-            ["changes", "listener cuts", "disagreements", "converged after ms", "changes took s", "answers"],
+            ["changes", "listener cuts", "disagreements", "converged after ms", "changes took s",
+             "answer p50 ms", "answers"],
             [[r["changes"], f"{r['listener_connections_cut']}/{r['listener_cuts_asked']}", r["disagreements"],
               ms(r["converged_ms"]), f"{r['changes_seconds']:.0f}",
+              ", ".join(f"{k} {ms(v)}" for k, v in r.get("answer_ms_p50", {}).items()),
               ", ".join(f"{k}: {v}" for k, v in r["outcomes"].items())]],
         )
         for d in r["disagreement_details"]:

@@ -232,6 +232,7 @@ pub async fn run(
     let mut clients = [a.client(), b.client()];
     let mut rng = fastrand::Rng::new();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut took: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut cut_done = 0;
     let cut_at: BTreeSet<usize> = (1..=cuts).map(|i| i * changes / (cuts + 1)).collect();
     let began = Instant::now();
@@ -248,6 +249,7 @@ pub async fn run(
         } else {
             NATIVE[rng.usize(0..NATIVE.len())]
         };
+        let asked = Instant::now();
         let (what, response) = match rng.u8(0..6) {
             0 | 1 => (
                 "enable",
@@ -274,6 +276,9 @@ pub async fn run(
             |r| r.status.to_string(),
         );
         *outcomes.entry(format!("{what} {status}")).or_default() += 1;
+        took.entry(what)
+            .or_default()
+            .push(asked.elapsed().as_secs_f64() * 1000.0);
     }
     let changes_seconds = began.elapsed().as_secs_f64();
     let settle_began = Instant::now();
@@ -298,6 +303,13 @@ pub async fn run(
         "suite": "two daemons on PostgreSQL",
         "changes": changes,
         "outcomes": outcomes,
+        "answer_ms_p50": took
+            .into_iter()
+            .map(|(what, mut ms)| {
+                ms.sort_by(f64::total_cmp);
+                (what, ms.get(ms.len() / 2).copied())
+            })
+            .collect::<BTreeMap<_, _>>(),
         "listener_cuts_asked": cuts,
         "listener_connections_cut": cut_done,
         "changes_seconds": changes_seconds,

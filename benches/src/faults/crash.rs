@@ -17,7 +17,6 @@ use crate::http::Client;
 use crate::procs;
 
 const PUPS: [&str; 3] = ["pup1", "pup2", "pup3"];
-const KILL_WINDOW_MS: u64 = 400;
 
 /// An operation the daemon is killed in.
 #[derive(Debug, Clone)]
@@ -43,6 +42,17 @@ impl Op {
             Self::Enable(_) => "enable",
             Self::Disable(_) => "disable",
             Self::Jobs => "submit jobs",
+        }
+    }
+
+    /// The kill lands uniformly in [0, this) ms after the request: about as long as the
+    /// operation takes here (debug build), so most kills fall inside it.
+    fn window_ms(&self) -> u64 {
+        match self {
+            Self::InstallBundle(_) | Self::InstallFolder(_) => 400,
+            Self::Jobs => 300,
+            Self::Uninstall(_) | Self::Reload(_) | Self::ReloadAll => 60,
+            Self::Enable(_) | Self::Disable(_) => 15,
         }
     }
 }
@@ -107,8 +117,11 @@ pub async fn run(
     let plugsconc = plugsconc.to_owned();
     let began = Instant::now();
     let (mut disagreements, mut lost_jobs) = (Vec::new(), 0usize);
+    // A disagreement stays until something mends it: counted once, in the run it appeared.
+    let mut standing: BTreeSet<String> = BTreeSet::new();
     let mut leftovers = BTreeSet::new();
     let mut plugins_left_by_crash = 0usize;
+    let mut answered_before_kill = 0usize;
     let mut by_op: BTreeMap<&str, usize> = BTreeMap::new();
     let mut acked_jobs: Vec<u64> = Vec::new();
     let mut restart_ms = Vec::new();
@@ -118,8 +131,9 @@ pub async fn run(
         settle(&mut client)?;
         let op = pick(&mut rng, &mut client)?;
         *by_op.entry(op.label()).or_default() += 1;
-        let delay = Duration::from_millis(rng.u64(0..KILL_WINDOW_MS));
-        let acked = run_and_kill(daemon, op.clone(), &sources, delay).await?;
+        let delay = Duration::from_millis(rng.u64(0..op.window_ms()));
+        let (acked, answered) = run_and_kill(daemon, op.clone(), &sources, delay).await?;
+        answered_before_kill += usize::from(answered);
         acked_jobs.extend(acked);
         // Plugins the killed daemon had started, still running: the next start must deal with
         // them (counted, then left for it).
@@ -137,12 +151,12 @@ pub async fn run(
             }
         }
         acked_jobs.clear();
+        let now: BTreeSet<String> = check.disagreements.into_iter().collect();
         disagreements.extend(
-            check
-                .disagreements
-                .into_iter()
+            now.difference(&standing)
                 .map(|d| format!("run {run} ({}): {d}", op.label())),
         );
+        standing = now;
         leftovers.extend(check.leftovers);
         daemon.stop()?;
         // Plugins of the stopped daemon are its to stop; anything left is killed so the next
@@ -156,9 +170,10 @@ pub async fn run(
         "suite": "daemon crash points",
         "runs": runs,
         "seed": seed,
-        "kill_window_ms": KILL_WINDOW_MS,
+        "answered_before_the_kill": answered_before_kill,
         "operations": by_op,
         "disagreements": disagreements.len(),
+        "disagreements_standing_at_end": standing.len(),
         "disagreement_details": disagreements.iter().take(20).collect::<Vec<_>>(),
         // Distinct hidden entries in the plugins folder seen after a restart.
         "leftovers": leftovers.len(),
@@ -231,20 +246,21 @@ fn pick(rng: &mut fastrand::Rng, client: &mut Client) -> anyhow::Result<Op> {
 }
 
 /// Starts `op` on its own thread, kills the daemon after `delay`; returns the ids of the jobs
-/// whose submission was acknowledged before the kill.
+/// whose submission was acknowledged before the kill, and whether the operation was answered
+/// before it (the kill then fell after the operation).
 async fn run_and_kill(
     daemon: Daemon,
     op: Op,
     sources: &Sources,
     delay: Duration,
-) -> anyhow::Result<Vec<u64>> {
+) -> anyhow::Result<(Vec<u64>, bool)> {
     let mut client = daemon.client();
     let folder: PathBuf = sources.dir.path().to_owned();
     let bundles = sources.bundles.clone();
     let worker = std::thread::spawn(move || {
         let mut acked = Vec::new();
         // Errors are expected: the daemon dies under the request.
-        let _ = match &op {
+        let response = match &op {
             Op::InstallBundle(name) => client.send(
                 "POST",
                 "/api/v1/plugins/install?replace=true",
@@ -274,7 +290,7 @@ async fn run_and_kill(
                             }
                         }
                         Ok(_) => {}
-                        Err(_) => break,
+                        Err(err) => return (acked, Err(err)),
                     }
                 }
                 Ok(crate::http::Response {
@@ -283,14 +299,14 @@ async fn run_and_kill(
                 })
             }
         };
-        acked
+        (acked, response)
     });
     tokio::time::sleep(delay).await;
     daemon.kill9();
-    let acked = tokio::task::spawn_blocking(move || worker.join())
+    let (acked, response) = tokio::task::spawn_blocking(move || worker.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the operation thread panicked"))?;
-    Ok(acked)
+    Ok((acked, response.is_ok()))
 }
 
 /// Compares the catalog, the folder and the store.

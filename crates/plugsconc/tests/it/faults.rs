@@ -63,6 +63,8 @@ fn a_daemon_killed_during_operations_restarts_in_agreement() {
     example_plugins(root.path());
     let report = suite(root.path(), &["crash", "--runs", "3"]);
     assert_eq!(report["runs"], 3, "{report}");
+    // Holds once a start reconciles the `.disabled` markers with the store: today a kill
+    // between the store's write and the marker's leaves them apart after the restart.
     assert_eq!(report["disagreements"], 0, "{report}");
     assert_eq!(report["lost_jobs"], 0, "{report}");
 }
