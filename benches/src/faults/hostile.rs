@@ -207,8 +207,8 @@ fn all_cases(daemon: &Daemon, sizes: &Sizes) -> anyhow::Result<Vec<serde_json::V
         daemon,
         "gzip bomb",
         &format!(
-            "{:.1} MB .tar.gz unpacking to {} MiB",
-            bomb.len() as f64 / 1e6,
+            "{} .tar.gz unpacking to {} MiB",
+            size(bomb.len()),
             sizes.bomb_mib
         ),
         || install(&address, &token, &bomb),
@@ -219,11 +219,7 @@ fn all_cases(daemon: &Daemon, sizes: &Sizes) -> anyhow::Result<Vec<serde_json::V
     cases.push(case(
         daemon,
         "many files",
-        &format!(
-            "{:.1} MB .tar.gz of {} files",
-            many.len() as f64 / 1e6,
-            sizes.tar_files
-        ),
+        &format!("{} .tar.gz of {} files", size(many.len()), sizes.tar_files),
         || install(&address, &token, &many),
     ));
     drop(many);
@@ -500,6 +496,15 @@ fn chatty_plugin(dir: &Path) -> anyhow::Result<()> {
     )
     .context("writing the chatty manifest")?;
     Ok(())
+}
+
+/// A byte count for people.
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / 1048576.0)
+    } else {
+        format!("{:.0} KiB", bytes as f64 / 1024.0)
+    }
 }
 
 fn mem_available_mib() -> Option<u64> {
