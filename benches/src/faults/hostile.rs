@@ -298,7 +298,7 @@ fn answer(response: anyhow::Result<crate::http::Response>) -> anyhow::Result<Str
         .as_str()
         .unwrap_or_default()
         .chars()
-        .take(100)
+        .take(300)
         .collect();
     Ok(format!("{} {} {message}", response.status, response.code())
         .trim_end()
