@@ -53,6 +53,7 @@ pub(crate) fn registry_options(config: &Config) -> anyhow::Result<RegistryOption
         config_dir: Some(config.directories.plugin_configs_dir.clone()),
         // What a daemon killed without stopping its plugins left is ended at the next start.
         launch_record: Some(config.directories.data_dir.join("launched")),
+        backoff: config.supervisor.backoff(),
         ..RegistryOptions::default()
     })
 }

@@ -1,4 +1,4 @@
-//! The example contracts, generated from `proto/`: `animal` (the seeds' sample), `kv` (go-plugin's
+//! The example contracts, generated from `proto/`: `animal` (a small sample contract), `kv` (go-plugin's
 //! gRPC example, wire-exact) and `counter` (go-plugin's bidirectional example: the plugin calls
 //! the host back through the broker).
 

@@ -1,4 +1,4 @@
-//! The REST API under `/api/v1` (and the seeds' `GET /plugins`, `GET /plugins/{name}`): the
+//! The REST API under `/api/v1` (and the unversioned `GET /plugins`, `GET /plugins/{name}`): the
 //! catalog, the daemon's health and readiness, and — behind the bearer token — enable, disable
 //! (recorded in the store, announced to daemons sharing it), reload, the audit log, and a
 //! generic JSON call of any unary plugin method. Errors are JSON with a stable code and a

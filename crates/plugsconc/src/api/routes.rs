@@ -1,4 +1,4 @@
-//! Plugins' own HTTP endpoints (seed 003): a manifest declares `http` routes (method, path, and
+//! Plugins' own HTTP endpoints: a manifest declares `http` routes (method, path, and
 //! the unary gRPC method serving it), and the daemon serves them under `/plugins/<name>/...`.
 //! The routes are read from the catalog on each request, so they follow the plugin: gone when
 //! it is disabled or removed, swapped when a new version is reloaded. The request becomes the

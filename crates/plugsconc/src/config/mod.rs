@@ -1,10 +1,10 @@
-//! The daemon's configuration: `config.yaml` in the seeds' sections (application, directories,
-//! logging, file_watcher, worker_pool) plus api, install, store and security. Every key has a default;
-//! the file overrides defaults, `PLUGSCONC_<SECTION>_<KEY>` environment variables override the
-//! file, and `--set section.key=value` flags override everything. The layers are merged as
-//! trees, each key remembering where its value came from ([`Source`]), then parsed into the
-//! typed, validated [`Config`]. Errors name the key, the layer it came from and what was
-//! expected.
+//! The daemon's configuration: `config.yaml` in sections application, directories, logging,
+//! file_watcher, worker_pool, api, install, store, supervisor and security. Every key has a
+//! default; the file overrides defaults, `PLUGSCONC_<SECTION>_<KEY>` environment variables
+//! override the file, and `--set section.key=value` flags override everything. The layers are
+//! merged as trees, each key remembering where its value came from ([`Source`]), then parsed
+//! into the typed, validated [`Config`]. Errors name the key, the layer it came from and what
+//! was expected.
 
 mod layers;
 
@@ -327,6 +327,49 @@ impl Default for Store {
     }
 }
 
+/// `supervisor`: how crashed plugin processes are restarted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Supervisor {
+    /// Restarts in a row before a plugin is marked `failed`.
+    pub restart_max: u32,
+    /// Delay before the first restart, ms; doubled on each restart in a row.
+    pub restart_initial_ms: u64,
+    /// Ceiling of the delay between restarts, ms.
+    pub restart_max_ms: u64,
+    /// A plugin that ran this long since its last start has its restart count reset, seconds.
+    pub restart_reset_secs: u64,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        let backoff = plugsconc_host::registry::Backoff::default();
+        Self {
+            restart_max: backoff.max_restarts,
+            restart_initial_ms: duration_ms(backoff.initial),
+            restart_max_ms: duration_ms(backoff.max),
+            restart_reset_secs: backoff.reset_after.as_secs(),
+        }
+    }
+}
+
+impl Supervisor {
+    /// The registry's restart schedule.
+    pub fn backoff(&self) -> plugsconc_host::registry::Backoff {
+        use std::time::Duration;
+        plugsconc_host::registry::Backoff {
+            initial: Duration::from_millis(self.restart_initial_ms),
+            max: Duration::from_millis(self.restart_max_ms),
+            max_restarts: self.restart_max,
+            reset_after: Duration::from_secs(self.restart_reset_secs),
+        }
+    }
+}
+
+fn duration_ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `security`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -368,6 +411,8 @@ pub struct Config {
     pub install: Install,
     /// `store`.
     pub store: Store,
+    /// `supervisor`.
+    pub supervisor: Supervisor,
     /// `security`.
     pub security: Security,
 }
@@ -583,6 +628,20 @@ impl Config {
             1,
             "install",
         )?;
+        // A zero delay would let a plugin that dies at once spin the host.
+        at_least(
+            "supervisor.restart_initial_ms",
+            self.supervisor.restart_initial_ms,
+            1,
+            "ms",
+        )?;
+        if self.supervisor.restart_max_ms < self.supervisor.restart_initial_ms {
+            return Err(ConfigError::Invalid {
+                key: "supervisor.restart_max_ms".into(),
+                origin: tree.source("supervisor.restart_max_ms"),
+                problem: "must be at least supervisor.restart_initial_ms".into(),
+            });
+        }
         Ok(())
     }
 

@@ -58,6 +58,27 @@ fn defaults_then_file_then_env_then_flags() {
 }
 
 #[test]
+fn the_restart_schedule_defaults_to_the_registry_s_and_can_be_set() {
+    let c = Config::load(None, env(&[]), &[]).unwrap().config;
+    let default = plugsconc_host::registry::Backoff::default();
+    assert_eq!(c.supervisor.backoff().max_restarts, default.max_restarts);
+    assert_eq!(c.supervisor.backoff().reset_after, default.reset_after);
+    let c = Config::load(
+        None,
+        env(&[]),
+        &[
+            "supervisor.restart_max=100000".into(),
+            "supervisor.restart_reset_secs=1".into(),
+        ],
+    )
+    .unwrap()
+    .config;
+    let backoff = c.supervisor.backoff();
+    assert_eq!(backoff.max_restarts, 100_000);
+    assert_eq!(backoff.reset_after, std::time::Duration::from_secs(1));
+}
+
+#[test]
 fn errors_name_the_key_the_source_and_the_expectation() {
     let (_dir, path) = file("logging:\n  log_levle: debug\n");
     let err = Config::load(Some(&path), env(&[]), &[])
@@ -132,6 +153,17 @@ fn errors_name_the_key_the_source_and_the_expectation() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("postgres://"), "{err}");
+    let err = Config::load(
+        None,
+        env(&[]),
+        &[
+            "supervisor.restart_initial_ms=500".into(),
+            "supervisor.restart_max_ms=100".into(),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("supervisor.restart_max_ms"), "{err}");
     let err = Config::load(None, env(&[]), &["nonsense".into()])
         .unwrap_err()
         .to_string();

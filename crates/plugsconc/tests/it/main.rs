@@ -7,6 +7,7 @@ mod call;
 mod config_cli;
 mod connections;
 mod daemon_files;
+mod faults;
 mod go_host;
 mod go_plugin;
 mod install;
