@@ -100,7 +100,8 @@ fn a_job_running_when_the_daemon_is_killed_is_settled_by_the_next_one() {
     assert_eq!(stats["pool"]["recovered"], 2, "{stats}");
 }
 
-/// A daemon on the shared queue `schema`, with one worker and a short lease.
+/// A daemon on the shared queue `schema`, with one worker and a short lease (long enough that a
+/// loaded machine does not delay a renewal past it, which would hand a running job over).
 fn shared_daemon(root: &Path, schema: &str) -> (Daemon, String, String) {
     example_plugins(root);
     let url = format!("store.url={PG_URL}");
@@ -115,7 +116,7 @@ fn shared_daemon(root: &Path, schema: &str) -> (Daemon, String, String) {
             "--set",
             "worker_pool.wp_max_workers=1",
             "--set",
-            "worker_pool.wp_job_lease_ms=1000",
+            "worker_pool.wp_job_lease_ms=3000",
             "--set",
             "worker_pool.wp_poll_ms=20",
         ],
