@@ -5,11 +5,13 @@
 # low-priority busy loops; the other suites once. One JSON line per suite (per case for the
 # hostile inputs) in target/bench/faults.jsonl, then tables.
 #
-# Usage: benches/faults.sh [--quick]    # --quick: CI-sized (a few minutes)
+# Usage: benches/faults.sh [--quick] [suite...]
+#   --quick: CI-sized (a few minutes); suites: registry api crash hostile converge (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=
-[ "${1:-}" = "--quick" ] && quick=1
+if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
+wanted=" ${*:-registry api crash hostile converge} "
 cargo build -q -p plugsconc -p cat -p dog -p kv -p plugsconc-bench
 target=${CARGO_TARGET_DIR:-target}/debug
 case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
@@ -36,6 +38,7 @@ fi
 
 suite() { # suite <condition> <harness arguments...>: runs one suite, records its lines
     local condition=$1; shift
+    case "$wanted" in *" $1 "*) ;; *) return 0 ;; esac
     echo "== $* ($condition)" >&2
     "$target/plugsconc-bench-faults" --plugins "$work/plugins" --plugsconc "$target/plugsconc" "$@" |
         python3 -c 'import json,sys
@@ -46,6 +49,7 @@ for line in sys.stdin:
 }
 
 for condition in idle busy; do
+    case "$wanted" in *" registry "* | *" api "*) ;; *) break ;; esac
     if [ "$condition" = busy ]; then
         for _ in 1 2; do nice -n 19 bash -c 'while :; do :; done' & busy_pids+=($!); done
     fi

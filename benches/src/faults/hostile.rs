@@ -480,10 +480,14 @@ fn many_files(files: usize) -> anyhow::Result<Vec<u8>> {
     Ok(tar.into_inner()?.finish()?)
 }
 
-/// A plugin whose first stdout line (the handshake) is 10 MB, written by the shell alone (the
-/// sandbox lets a plugin exec its interpreter).
+/// A plugin whose first stdout line (the handshake) is 10 MB, written by the shell's builtins
+/// alone: the sandbox lets a plugin exec its interpreter but not fork (no command substitution).
+/// The host stops reading long before the end, so the script blocks on its full pipe.
 fn chatty_plugin(dir: &Path) -> anyhow::Result<()> {
-    let script = "#!/bin/sh\ns=$(printf '%01000d' 0)\ni=0\nwhile [ $i -lt 10000 ]; do printf %s \"$s\"; i=$((i+1)); done\necho\nsleep 60\n";
+    let chunk = "0".repeat(1000);
+    let script = format!(
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 10000 ]; do printf %s {chunk}; i=$((i+1)); done\necho\n"
+    );
     let entry = dir.join("chatty");
     std::fs::write(&entry, script)?;
     use std::os::unix::fs::PermissionsExt as _;
