@@ -54,6 +54,7 @@ pub(crate) fn registry_options(config: &Config) -> anyhow::Result<RegistryOption
         // What a daemon killed without stopping its plugins left is ended at the next start.
         launch_record: Some(config.directories.data_dir.join("launched")),
         backoff: config.supervisor.backoff(),
+        restart_wait: Duration::from_secs(config.supervisor.restart_wait_secs),
         ..RegistryOptions::default()
     })
 }

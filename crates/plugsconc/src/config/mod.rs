@@ -339,6 +339,8 @@ pub struct Supervisor {
     pub restart_max_ms: u64,
     /// A plugin that ran this long since its last start has its restart count reset, seconds.
     pub restart_reset_secs: u64,
+    /// How long a call waits for a plugin being restarted before it is refused, seconds.
+    pub restart_wait_secs: u64,
 }
 
 impl Default for Supervisor {
@@ -349,6 +351,9 @@ impl Default for Supervisor {
             restart_initial_ms: duration_ms(backoff.initial),
             restart_max_ms: duration_ms(backoff.max),
             restart_reset_secs: backoff.reset_after.as_secs(),
+            restart_wait_secs: plugsconc_host::RegistryOptions::default()
+                .restart_wait
+                .as_secs(),
         }
     }
 }

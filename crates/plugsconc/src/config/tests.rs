@@ -63,16 +63,19 @@ fn the_restart_schedule_defaults_to_the_registry_s_and_can_be_set() {
     let default = plugsconc_host::registry::Backoff::default();
     assert_eq!(c.supervisor.backoff().max_restarts, default.max_restarts);
     assert_eq!(c.supervisor.backoff().reset_after, default.reset_after);
+    assert_eq!(c.supervisor.restart_wait_secs, 30);
     let c = Config::load(
         None,
         env(&[]),
         &[
             "supervisor.restart_max=100000".into(),
             "supervisor.restart_reset_secs=1".into(),
+            "supervisor.restart_wait_secs=0".into(),
         ],
     )
     .unwrap()
     .config;
+    assert_eq!(c.supervisor.restart_wait_secs, 0);
     let backoff = c.supervisor.backoff();
     assert_eq!(backoff.max_restarts, 100_000);
     assert_eq!(backoff.reset_after, std::time::Duration::from_secs(1));
