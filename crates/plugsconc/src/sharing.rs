@@ -66,6 +66,8 @@ impl Applied {
 /// How this daemon installs what others share.
 #[derive(Debug, Clone)]
 pub struct Sharing {
+    /// The plugins' states, kept to the store's.
+    pub states: crate::states::States,
     /// The catalog.
     pub registry: Registry,
     /// The shared store.
@@ -199,6 +201,9 @@ impl Sharing {
     }
 
     async fn install(&self, plugin: &str) -> anyhow::Result<()> {
+        // Held until the store's state is applied to what was installed: a state change
+        // announced meanwhile waits, then reads the store.
+        let guard = self.states.lock(plugin).await;
         let Some(bundle) = self.store.shared_bundle(plugin).await? else {
             return Ok(());
         };
@@ -228,10 +233,13 @@ impl Sharing {
             }
         };
         self.registry.sync_dir(&installed.plugin.dir).await?;
+        // The bundle may carry the installing daemon's `.disabled` marker, or none.
+        self.states.converge_locked(plugin, &guard).await?;
         Ok(())
     }
 
     async fn remove(&self, plugin: &str) -> anyhow::Result<()> {
+        let _guard = self.states.lock(plugin).await;
         uninstall(&self.registry, plugin).await?;
         self.applied.set(plugin, None);
         Ok(())

@@ -285,6 +285,9 @@ async fn installed_response(
     installed: Installed,
 ) -> Result<Json<Value>, ApiError> {
     let name = installed.plugin.manifest.name.clone();
+    // Held until the store's state is applied: a change announced meanwhile waits, then reads
+    // the store.
+    let guard = state.states.lock(&name).await;
     let change = state
         .registry
         .sync_dir(&installed.plugin.dir)
@@ -322,6 +325,12 @@ async fn installed_response(
     {
         tracing::warn!(plugin = %name, error = %format!("{err:#}"), "installed here, but not shared with the other daemons");
     }
+    if state.store.shared()
+        && let Err(err) = state.states.converge_locked(&name, &guard).await
+    {
+        tracing::warn!(plugin = %name, error = %err, "cannot read the plugin's state from the store");
+    }
+    drop(guard);
     let info = state.registry.get(&name).map(|i| plugin_json(&i));
     Ok(Json(json!({
         "plugin": info,
@@ -351,6 +360,7 @@ pub async fn uninstall(
             format!("{name:?} is built into the daemon; disable it instead"),
         ));
     }
+    let _guard = state.states.lock(&name).await;
     crate::sharing::uninstall(&state.registry, &name)
         .await
         .map_err(install_error)?;
