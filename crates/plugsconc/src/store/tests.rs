@@ -282,6 +282,39 @@ async fn postgres_forgets_an_uninstalled_plugins_state() {
     drop_postgres_schema(PG_URL, &schema).await;
 }
 
+#[tokio::test]
+async fn postgres_listens_again_before_asking_for_a_resync() {
+    let schema = fresh_schema("relisten");
+    let Some(first) = postgres(&schema).await else {
+        return;
+    };
+    let second = open(PG_URL, &schema, std::path::Path::new("."))
+        .await
+        .unwrap();
+    let mut heard = second.listen().await.unwrap().expect("postgres listens");
+    let admin = sqlx::PgPool::connect(PG_URL).await.unwrap();
+    let cut: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%{schema}%'"
+    )))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, 1, "one listener connection to cut");
+    let wait = std::time::Duration::from_secs(30);
+    let resync = tokio::time::timeout(wait, heard.recv()).await;
+    assert!(matches!(resync, Ok(Some(Heard::Resync))), "{resync:?}");
+    // Listening again already: a change made right after the resync is heard.
+    first.set_enabled("cat", false, "api@a", "a").await.unwrap();
+    let change = tokio::time::timeout(wait, heard.recv()).await;
+    assert!(
+        matches!(&change, Ok(Some(Heard::Change(notice))) if notice.plugin == "cat"),
+        "{change:?}"
+    );
+    admin.close().await;
+    drop((first, second));
+    drop_postgres_schema(PG_URL, &schema).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_hands_each_job_out_once() {
     let dir = tempfile::tempdir().unwrap();
