@@ -365,13 +365,14 @@ pub async fn uninstall(
         .await
         .map_err(install_error)?;
     state.applied.set(&name, None);
-    if state.store.shared()
-        && let Err(err) = state
-            .store
-            .share_uninstall(&name, &format!("api@{}", state.origin), &state.origin)
-            .await
+    // On any store, not only a shared one: the recorded state goes with the plugin, so one
+    // installed again later starts enabled rather than in the state this one had.
+    if let Err(err) = state
+        .store
+        .share_uninstall(&name, &format!("api@{}", state.origin), &state.origin)
+        .await
     {
-        tracing::warn!(plugin = %name, error = %err, "uninstalled here, but not on the other daemons");
+        tracing::warn!(plugin = %name, error = %err, "uninstalled here, but its state stays in the store and the other daemons were not told");
     }
     if let Err(err) = state
         .store
