@@ -2,9 +2,10 @@
 //! The daemon that installs a plugin keeps its folder, packed as a bundle, in the store and
 //! announces it; every other daemon installs that bundle into its own plugins folder — through
 //! the same staging, checksum and signature policy as any install, under its own trust — and
-//! hot-reloads it. An uninstall leaves a tombstone and is announced; a reload is announced. A
-//! daemon that starts, or whose listener reconnects, installs the bundles it lacks and removes
-//! what it had installed from the store and was uninstalled since.
+//! hot-reloads it, then applies the state the store records for it. An uninstall leaves a
+//! tombstone (and forgets the plugin's state) and is announced; a reload is announced. A daemon
+//! that starts, or whose listener reconnects, installs the bundles it lacks and removes what it
+//! had installed from the store and was uninstalled since.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -68,7 +68,8 @@ pub struct Notice {
     pub origin: String,
     /// The plugin.
     pub plugin: String,
-    /// Its new state.
+    /// Its new state when it was announced; the daemons hearing it read the store's row
+    /// instead, which may be newer.
     pub enabled: bool,
     /// The trusted publishers changed instead (`plugin` and `enabled` are then unused).
     #[serde(default)]
