@@ -50,6 +50,20 @@ fn disagreements(schema: &str, daemons: &[&str], plugins: &[&str]) -> Vec<String
     found
 }
 
+/// Polls until the daemons agree with the store, bounded (they may still be applying the last
+/// notifications); answers the disagreements left.
+fn settle(schema: &str, daemons: &[&str], plugins: &[&str]) -> Vec<String> {
+    let mut last = Vec::new();
+    for _ in 0..1200 {
+        last = disagreements(schema, daemons, plugins);
+        if last.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    last
+}
+
 #[test]
 fn daemons_sharing_a_store_agree_after_interleaved_changes() {
     if !postgres_available("daemons_sharing_a_store_agree_after_interleaved_changes") {
@@ -113,6 +127,12 @@ fn daemons_sharing_a_store_agree_after_interleaved_changes() {
         }
     });
 
+    let last = settle(&schema, &[&a, &b], &plugins);
+    assert!(
+        last.is_empty(),
+        "after the interleaved changes, the daemons disagree with the store: {last:?}"
+    );
+
     // Disabled, uninstalled through B, installed again through A: it starts enabled, on both
     // daemons and in the store.
     let (status, _) = request(&b, "POST", "/api/v1/plugins/pup/disable", Some(&token_b));
@@ -143,18 +163,10 @@ fn daemons_sharing_a_store_agree_after_interleaved_changes() {
         "B never reinstalled pup"
     );
 
-    // Bounded: the daemons may still be applying the last notifications.
-    let mut last = Vec::new();
-    for _ in 0..1200 {
-        last = disagreements(&schema, &[&a, &b], &plugins);
-        if last.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let last = settle(&schema, &[&a, &b], &plugins);
     assert!(
         last.is_empty(),
-        "the daemons disagree with the store: {last:?}"
+        "after the reinstall, the daemons disagree with the store: {last:?}"
     );
     assert_ne!(
         get(&b, "/api/v1/plugins/pup").1["status"],
