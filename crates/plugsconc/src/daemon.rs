@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use plugsconc_host::registry::Status;
 use plugsconc_host::sandbox::SandboxOptions;
 use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
 use plugsconc_host::{DISABLED_MARKER, Event, Query, Registry, RegistryOptions};
@@ -144,9 +143,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let install_dir = registry
         .root()
         .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned);
+    let states = crate::states::States::new(registry.clone(), store.clone());
     let applied = crate::sharing::Applied::new(config.directories.data_dir.join("shared-bundles"));
     if let Some(heard) = store.listen().await? {
         let sharing = crate::sharing::Sharing {
+            states: states.clone(),
             registry: registry.clone(),
             store: store.clone(),
             plugins_dir: install_dir.clone(),
@@ -154,6 +155,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             limits: config.install.limits(),
             applied: applied.clone(),
         };
+        // What changed between reading the states above and listening.
+        if let Err(err) = states.converge_all().await {
+            tracing::warn!(error = %err, "cannot read the plugin states; trying again when the listener reconnects");
+        }
         // What the catalog's other daemons installed (or uninstalled) before this one started.
         if let Err(err) = sharing.resync().await {
             tracing::warn!(error = %err, "cannot read the shared bundles; trying again when the listener reconnects");
@@ -239,6 +244,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         base_trust: base_trust.clone(),
         require_checksum,
         applied,
+        states,
         logs: (config.logging.log_enable_persistent_queue
             && !config.logging.log_remove_on_complete)
             .then(|| {
@@ -391,29 +397,13 @@ fn reconcile_markers(plugins_dir: &Path, states: &BTreeMap<String, bool>) -> usi
     changed
 }
 
-/// Makes each plugin's status follow the state recorded in the store.
+/// Makes each plugin's status follow the state recorded in the store (at start, before anything
+/// else can change one).
 async fn apply_states(registry: &Registry, store: &dyn Store) -> anyhow::Result<()> {
     for (name, enabled) in store.states().await? {
-        apply(registry, &name, enabled).await;
+        crate::states::apply(registry, &name, enabled).await;
     }
     Ok(())
-}
-
-async fn apply(registry: &Registry, name: &str, enabled: bool) {
-    let Some(info) = registry.get(name) else {
-        return;
-    };
-    let disabled = info.status == Status::Disabled;
-    let result = if enabled && disabled {
-        registry.enable(name)
-    } else if !enabled && !disabled {
-        registry.disable(name).await
-    } else {
-        Ok(())
-    };
-    if let Err(err) = result {
-        tracing::warn!(plugin = name, error = %err, "cannot apply the stored state");
-    }
 }
 
 /// Applies changes other daemons announce; rereads everything after a lost connection.
@@ -425,6 +415,7 @@ async fn follow(
     sharing: crate::sharing::Sharing,
     mut heard: tokio::sync::mpsc::Receiver<Heard>,
 ) {
+    let states = sharing.states.clone();
     while let Some(event) = heard.recv().await {
         match event {
             Heard::Change(notice) if *notice.origin == *origin => {}
@@ -441,13 +432,16 @@ async fn follow(
                 }
             }
             Heard::Change(notice) if *notice.origin != *origin => {
-                tracing::info!(plugin = %notice.plugin, enabled = notice.enabled, from = %notice.origin, "change from another daemon");
-                apply(&registry, &notice.plugin, notice.enabled).await;
+                tracing::info!(plugin = %notice.plugin, from = %notice.origin, "change from another daemon");
+                // The notice's own state may be older than the store's by now.
+                if let Err(err) = states.converge(&notice.plugin).await {
+                    tracing::warn!(plugin = %notice.plugin, error = %err, "cannot read the plugin's state; it is read again at the next resynchronisation");
+                }
             }
             Heard::Change(_) => {}
             Heard::Resync => {
                 tracing::info!("catalog listener reconnected; resynchronising");
-                if let Err(err) = apply_states(&registry, store.as_ref()).await {
+                if let Err(err) = states.converge_all().await {
                     tracing::warn!(error = %err, "resynchronisation failed");
                 }
                 if let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await {

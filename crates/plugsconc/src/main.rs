@@ -11,6 +11,7 @@ mod logqueue;
 mod metrics;
 mod reflection;
 mod sharing;
+mod states;
 mod store;
 mod transcode;
 

@@ -2,9 +2,10 @@
 //! The daemon that installs a plugin keeps its folder, packed as a bundle, in the store and
 //! announces it; every other daemon installs that bundle into its own plugins folder — through
 //! the same staging, checksum and signature policy as any install, under its own trust — and
-//! hot-reloads it. An uninstall leaves a tombstone and is announced; a reload is announced. A
-//! daemon that starts, or whose listener reconnects, installs the bundles it lacks and removes
-//! what it had installed from the store and was uninstalled since.
+//! hot-reloads it, then applies the state the store records for it. An uninstall leaves a
+//! tombstone (and forgets the plugin's state) and is announced; a reload is announced. A daemon
+//! that starts, or whose listener reconnects, installs the bundles it lacks and removes what it
+//! had installed from the store and was uninstalled since.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +67,8 @@ impl Applied {
 /// How this daemon installs what others share.
 #[derive(Debug, Clone)]
 pub struct Sharing {
+    /// The plugins' states, kept to the store's.
+    pub states: crate::states::States,
     /// The catalog.
     pub registry: Registry,
     /// The shared store.
@@ -199,6 +202,9 @@ impl Sharing {
     }
 
     async fn install(&self, plugin: &str) -> anyhow::Result<()> {
+        // Held until the store's state is applied to what was installed: a state change
+        // announced meanwhile waits, then reads the store.
+        let guard = self.states.lock(plugin).await;
         let Some(bundle) = self.store.shared_bundle(plugin).await? else {
             return Ok(());
         };
@@ -228,10 +234,13 @@ impl Sharing {
             }
         };
         self.registry.sync_dir(&installed.plugin.dir).await?;
+        // The bundle may carry the installing daemon's `.disabled` marker, or none.
+        self.states.converge_locked(plugin, &guard).await?;
         Ok(())
     }
 
     async fn remove(&self, plugin: &str) -> anyhow::Result<()> {
+        let _guard = self.states.lock(plugin).await;
         uninstall(&self.registry, plugin).await?;
         self.applied.set(plugin, None);
         Ok(())

@@ -285,6 +285,9 @@ async fn installed_response(
     installed: Installed,
 ) -> Result<Json<Value>, ApiError> {
     let name = installed.plugin.manifest.name.clone();
+    // Held until the store's state is applied: a change announced meanwhile waits, then reads
+    // the store.
+    let guard = state.states.lock(&name).await;
     let change = state
         .registry
         .sync_dir(&installed.plugin.dir)
@@ -322,6 +325,12 @@ async fn installed_response(
     {
         tracing::warn!(plugin = %name, error = %format!("{err:#}"), "installed here, but not shared with the other daemons");
     }
+    if state.store.shared()
+        && let Err(err) = state.states.converge_locked(&name, &guard).await
+    {
+        tracing::warn!(plugin = %name, error = %err, "cannot read the plugin's state from the store");
+    }
+    drop(guard);
     let info = state.registry.get(&name).map(|i| plugin_json(&i));
     Ok(Json(json!({
         "plugin": info,
@@ -351,17 +360,19 @@ pub async fn uninstall(
             format!("{name:?} is built into the daemon; disable it instead"),
         ));
     }
+    let _guard = state.states.lock(&name).await;
     crate::sharing::uninstall(&state.registry, &name)
         .await
         .map_err(install_error)?;
     state.applied.set(&name, None);
-    if state.store.shared()
-        && let Err(err) = state
-            .store
-            .share_uninstall(&name, &format!("api@{}", state.origin), &state.origin)
-            .await
+    // On any store, not only a shared one: the recorded state goes with the plugin, so one
+    // installed again later starts enabled rather than in the state this one had.
+    if let Err(err) = state
+        .store
+        .share_uninstall(&name, &format!("api@{}", state.origin), &state.origin)
+        .await
     {
-        tracing::warn!(plugin = %name, error = %err, "uninstalled here, but not on the other daemons");
+        tracing::warn!(plugin = %name, error = %err, "uninstalled here, but its state stays in the store and the other daemons were not told");
     }
     if let Err(err) = state
         .store

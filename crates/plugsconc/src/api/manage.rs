@@ -89,6 +89,9 @@ pub async fn enable(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let _known = current(&state, &name)?;
+    // Held from the store write to the status here: a change another daemon announces
+    // meanwhile is applied after, read from the store then.
+    let _guard = state.states.lock(&name).await;
     record(&state, &name, true).await?;
     marker(&state, &name, false).await?;
     state.registry.enable(&name).map_err(host_error)?;
@@ -102,6 +105,9 @@ pub async fn disable(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let _known = current(&state, &name)?;
+    // Held from the store write to the status here: a change another daemon announces
+    // meanwhile is applied after, read from the store then.
+    let _guard = state.states.lock(&name).await;
     record(&state, &name, false).await?;
     marker(&state, &name, true).await?;
     state.registry.disable(&name).await.map_err(host_error)?;

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub require_checksum: bool,
     /// Which shared bundle each plugin here came from (daemons sharing a catalog).
     pub applied: crate::sharing::Applied,
+    /// Serialises each plugin's state changes with those other daemons announce.
+    pub states: crate::states::States,
     /// The persistent log queue's records, when the daemon keeps them.
     pub logs: Option<Arc<logs::LogSource>>,
     /// The job pool.

@@ -68,7 +68,8 @@ pub struct Notice {
     pub origin: String,
     /// The plugin.
     pub plugin: String,
-    /// Its new state.
+    /// Its new state when it was announced; the daemons hearing it read the store's row
+    /// instead, which may be newer.
     pub enabled: bool,
     /// The trusted publishers changed instead (`plugin` and `enabled` are then unused).
     #[serde(default)]
@@ -133,6 +134,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every plugin with a recorded state: name → enabled.
     async fn states(&self) -> Result<BTreeMap<String, bool>, StoreError>;
 
+    /// One plugin's recorded state (enabled?); `None` when none is recorded.
+    async fn state(&self, plugin: &str) -> Result<Option<bool>, StoreError>;
+
     /// Records a plugin's state and the audit entry; with PostgreSQL, announces it to the other
     /// daemons (as `origin`).
     async fn set_enabled(
@@ -190,7 +194,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Keeps the bundle of a plugin just installed (or upgraded) for the daemons sharing the
-    /// store, and announces it (as `origin`).
+    /// store, and announces it (as `origin`). A plugin installed anew (no bundle kept, or an
+    /// uninstalled one) is recorded enabled; an upgrade keeps its state.
     async fn share_install(
         &self,
         plugin: &str,
@@ -199,7 +204,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         origin: &str,
     ) -> Result<(), StoreError>;
 
-    /// Marks a plugin's bundle uninstalled, and announces it.
+    /// Marks a plugin's bundle uninstalled and forgets its state, and announces it.
     async fn share_uninstall(
         &self,
         plugin: &str,

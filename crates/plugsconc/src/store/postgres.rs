@@ -92,8 +92,8 @@ impl PgStore {
         Ok(())
     }
 
-    /// Changes the other daemons announce, from a `LISTEN` connection.
-    async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError> {
+    /// A connection listening on the catalog channel.
+    async fn listener(&self) -> Result<PgListener, StoreError> {
         let mut listener = PgListener::connect_with(&self.pool)
             .await
             .map_err(|source| StoreError::Open {
@@ -104,30 +104,53 @@ impl PgStore {
             .listen(&self.channel)
             .await
             .map_err(query_error("listen for changes"))?;
+        Ok(listener)
+    }
+
+    /// Changes the other daemons announce, from a `LISTEN` connection.
+    async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError> {
+        let mut listener = self.listener().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let store = self.clone();
         // Ends when the daemon drops the receiver.
         tokio::spawn(async move {
             loop {
-                let heard = match listener.try_recv().await {
+                match listener.try_recv().await {
                     Ok(Some(notification)) => {
-                        match serde_json::from_str::<Notice>(notification.payload()) {
+                        let heard = match serde_json::from_str::<Notice>(notification.payload()) {
                             Ok(notice) => Heard::Change(notice),
                             Err(err) => {
                                 tracing::warn!(error = %err, "ignoring a malformed catalog notification");
                                 continue;
                             }
+                        };
+                        if tx.send(heard).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(None) => {
+                        tracing::warn!("catalog listener lost its connection; reconnecting");
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "catalog listener lost its connection; reconnecting");
+                    }
+                }
+                // Listening again before asking for a resync: a change committed between the
+                // daemon's rereading and a later `LISTEN` would be missed for good.
+                listener = loop {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    match store.listener().await {
+                        Ok(listener) => break listener,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot listen for catalog changes; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
-                    // The connection was lost; the next call reconnects. Whatever was sent
-                    // meanwhile is lost, so the daemon rereads everything.
-                    Ok(None) => Heard::Resync,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "catalog listener lost its connection; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        Heard::Resync
-                    }
                 };
-                if tx.send(heard).await.is_err() {
+                if tx.send(Heard::Resync).await.is_err() {
                     return;
                 }
             }

@@ -33,6 +33,19 @@ macro_rules! shared_store {
                     .map_err(query_error(what))
             }
 
+            async fn state(&self, plugin: &str) -> Result<Option<bool>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let what = "read a plugin's state";
+                let row = sqlx::query("SELECT enabled FROM plugin_state WHERE name = $1")
+                    .bind(plugin)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_error(what))?;
+                row.map(|row| row.try_get("enabled"))
+                    .transpose()
+                    .map_err(query_error(what))
+            }
+
             async fn set_enabled(
                 &self,
                 plugin: &str,
@@ -241,7 +254,24 @@ macro_rules! shared_store {
                 origin: &str,
             ) -> Result<(), $crate::store::StoreError> {
                 let sha256 = $crate::store::bundle_sha256(bundle);
+                let now = $crate::store::now_ms();
                 let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+                // A plugin installed anew (not an upgrade of one installed) starts enabled on
+                // every daemon, whatever was recorded before it was uninstalled or by a daemon
+                // that had not applied the uninstall yet; an upgrade keeps its state.
+                sqlx::query(
+                    "INSERT INTO plugin_state (name, enabled, updated_ms, updated_by)
+                     SELECT $1, TRUE, $2, $3
+                     WHERE NOT EXISTS (SELECT 1 FROM plugin_bundle WHERE name = $1 AND removed = FALSE)
+                     ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled,
+                         updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
+                )
+                .bind(plugin)
+                .bind(now)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("record a new plugin's state"))?;
                 sqlx::query(
                     "INSERT INTO plugin_bundle (name, sha256, bundle, removed, updated_ms, updated_by)
                      VALUES ($1, $2, $3, FALSE, $4, $5)
@@ -251,7 +281,7 @@ macro_rules! shared_store {
                 .bind(plugin)
                 .bind(sha256)
                 .bind(bundle)
-                .bind($crate::store::now_ms())
+                .bind(now)
                 .bind(actor)
                 .execute(&mut *tx)
                 .await
@@ -282,6 +312,12 @@ macro_rules! shared_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error("mark the plugin's bundle uninstalled"))?;
+                // Its state goes with it: a plugin installed again starts enabled.
+                sqlx::query("DELETE FROM plugin_state WHERE name = $1")
+                    .bind(plugin)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("forget the plugin's state"))?;
                 self.announce(&mut tx, &$crate::store::Notice::action(origin, plugin, $crate::store::Action::Uninstall))
                     .await?;
                 tx.commit().await.map_err(query_error("commit"))

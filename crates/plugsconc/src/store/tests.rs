@@ -236,6 +236,85 @@ async fn sqlite_keeps_states_versions_and_the_audit_log() {
     exercise_jobs(store.jobs()).await;
 }
 
+/// A plugin's state goes with its bundle: an uninstall forgets it, a fresh install records it
+/// enabled, an upgrade keeps it.
+async fn exercise_shared_states(store: &dyn Store) {
+    assert_eq!(store.state("pup").await.unwrap(), None);
+    store
+        .share_install("pup", b"one", "api@a", "a")
+        .await
+        .unwrap();
+    assert_eq!(store.state("pup").await.unwrap(), Some(true));
+    store.set_enabled("pup", false, "api@a", "a").await.unwrap();
+    store
+        .share_install("pup", b"two", "api@b", "b")
+        .await
+        .unwrap();
+    assert_eq!(store.state("pup").await.unwrap(), Some(false), "upgraded");
+    store.share_uninstall("pup", "api@a", "a").await.unwrap();
+    assert_eq!(store.state("pup").await.unwrap(), None, "uninstalled");
+    // A daemon that had not applied the uninstall yet disables it: installed again, it starts
+    // enabled all the same.
+    store.set_enabled("pup", false, "api@b", "b").await.unwrap();
+    store
+        .share_install("pup", b"one", "api@a", "a")
+        .await
+        .unwrap();
+    assert_eq!(store.state("pup").await.unwrap(), Some(true), "reinstalled");
+    assert!(!store.states().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_forgets_an_uninstalled_plugins_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open("", "plugsconc", dir.path()).await.unwrap();
+    exercise_shared_states(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn postgres_forgets_an_uninstalled_plugins_state() {
+    let schema = fresh_schema("reinstall");
+    let Some(store) = postgres(&schema).await else {
+        return;
+    };
+    exercise_shared_states(store.as_ref()).await;
+    drop(store);
+    drop_postgres_schema(PG_URL, &schema).await;
+}
+
+#[tokio::test]
+async fn postgres_listens_again_before_asking_for_a_resync() {
+    let schema = fresh_schema("relisten");
+    let Some(first) = postgres(&schema).await else {
+        return;
+    };
+    let second = open(PG_URL, &schema, std::path::Path::new("."))
+        .await
+        .unwrap();
+    let mut heard = second.listen().await.unwrap().expect("postgres listens");
+    let admin = sqlx::PgPool::connect(PG_URL).await.unwrap();
+    let cut: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%{schema}%'"
+    )))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, 1, "one listener connection to cut");
+    let wait = std::time::Duration::from_secs(30);
+    let resync = tokio::time::timeout(wait, heard.recv()).await;
+    assert!(matches!(resync, Ok(Some(Heard::Resync))), "{resync:?}");
+    // Listening again already: a change made right after the resync is heard.
+    first.set_enabled("cat", false, "api@a", "a").await.unwrap();
+    let change = tokio::time::timeout(wait, heard.recv()).await;
+    assert!(
+        matches!(&change, Ok(Some(Heard::Change(notice))) if notice.plugin == "cat"),
+        "{change:?}"
+    );
+    admin.close().await;
+    drop((first, second));
+    drop_postgres_schema(PG_URL, &schema).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_hands_each_job_out_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,5 +16,6 @@ mod orphans;
 mod plugins_cli;
 mod python;
 mod serve;
+mod shared_states;
 mod signing_cli;
 mod support;

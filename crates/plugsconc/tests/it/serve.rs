@@ -120,7 +120,7 @@ pub(crate) fn serve(
 }
 
 /// A plugin folder `pup` (the dog's binary under another name) with its sidecar, in `dir`.
-fn pup_folder(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn pup_folder(dir: &Path) -> std::path::PathBuf {
     let pup = dir.join("pup");
     std::fs::create_dir(&pup).unwrap();
     std::fs::copy(support::example_bin("dog"), pup.join("pup")).unwrap();
@@ -625,7 +625,7 @@ pub(crate) fn postgres_available(test: &str) -> bool {
 }
 
 /// Polls `path` on `address` until it answers `status`; `false` if it never does (bounded).
-fn wait_status(address: &str, path: &str, status: u16) -> bool {
+pub(crate) fn wait_status(address: &str, path: &str, status: u16) -> bool {
     for _ in 0..600 {
         if get(address, path).0 == status {
             return true;
