@@ -640,11 +640,28 @@ impl Config {
             1,
             "ms",
         )?;
-        if self.supervisor.restart_max_ms < self.supervisor.restart_initial_ms {
+        let supervisor = &self.supervisor;
+        if supervisor.restart_max_ms < supervisor.restart_initial_ms {
+            // Named after the key the operator set (the ceiling when both are set), so the error
+            // points at the value to change.
+            let (initial, max) = ("supervisor.restart_initial_ms", "supervisor.restart_max_ms");
+            let (key, problem) = if matches!(tree.source(max), Source::Default) {
+                let problem = format!(
+                    "must be at most {max} ({} ms), or raise that",
+                    supervisor.restart_max_ms
+                );
+                (initial, problem)
+            } else {
+                let problem = format!(
+                    "must be at least {initial} ({} ms)",
+                    supervisor.restart_initial_ms
+                );
+                (max, problem)
+            };
             return Err(ConfigError::Invalid {
-                key: "supervisor.restart_max_ms".into(),
-                origin: tree.source("supervisor.restart_max_ms"),
-                problem: "must be at least supervisor.restart_initial_ms".into(),
+                key: key.into(),
+                origin: tree.source(key),
+                problem,
             });
         }
         Ok(())
