@@ -343,6 +343,21 @@ pub struct Supervisor {
     pub restart_wait_secs: u64,
 }
 
+/// Whether `section.key = value`, over the defaults, makes a valid [`Config`].
+fn fits_alone(key: &str, value: &serde_json::Value) -> bool {
+    let Ok(mut tree) = serde_json::to_value(Config::default()) else {
+        return false;
+    };
+    let Some((section, name)) = key.split_once('.') else {
+        return false;
+    };
+    match tree.get_mut(section).and_then(|s| s.get_mut(name)) {
+        Some(slot) => *slot = value.clone(),
+        None => return false,
+    }
+    serde_json::from_value::<Config>(tree).is_ok()
+}
+
 impl Default for Supervisor {
     fn default() -> Self {
         let backoff = plugsconc_host::registry::Backoff::default();
@@ -473,12 +488,22 @@ impl Config {
                 .ok_or_else(|| ConfigError::SetSyntax(set.clone()))?;
             tree.set_text(key.trim(), value, Source::Flag)?;
         }
-        let config: Config =
-            serde_json::from_value(tree.value().clone()).map_err(|err| ConfigError::Invalid {
-                key: String::new(),
-                origin: Source::Default,
+        let config: Config = serde_json::from_value(tree.value().clone()).map_err(|err| {
+            // The layers checked each value's type; what is left is a range (a number too large
+            // for its key): find the key by trying each value set, alone, over the defaults.
+            let key = tree
+                .keys()
+                .into_iter()
+                .filter(|(_, (_, source))| !matches!(source, Source::Default))
+                .find(|(key, (value, _))| !fits_alone(key, value))
+                .map(|(key, _)| key)
+                .unwrap_or_default();
+            ConfigError::Invalid {
+                origin: tree.source(&key),
+                key,
                 problem: err.to_string(),
-            })?;
+            }
+        })?;
         config.validate(&tree)?;
         Ok(Loaded {
             config,
@@ -639,6 +664,12 @@ impl Config {
             self.supervisor.restart_initial_ms,
             1,
             "ms",
+        )?;
+        at_least(
+            "supervisor.restart_wait_secs",
+            self.supervisor.restart_wait_secs,
+            1,
+            "second",
         )?;
         let supervisor = &self.supervisor;
         if supervisor.restart_max_ms < supervisor.restart_initial_ms {

@@ -70,15 +70,27 @@ fn the_restart_schedule_defaults_to_the_registry_s_and_can_be_set() {
         &[
             "supervisor.restart_max=100000".into(),
             "supervisor.restart_reset_secs=1".into(),
-            "supervisor.restart_wait_secs=0".into(),
+            "supervisor.restart_wait_secs=1".into(),
         ],
     )
     .unwrap()
     .config;
-    assert_eq!(c.supervisor.restart_wait_secs, 0);
+    assert_eq!(c.supervisor.restart_wait_secs, 1);
     let backoff = c.supervisor.backoff();
     assert_eq!(backoff.max_restarts, 100_000);
     assert_eq!(backoff.reset_after, std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn a_number_too_large_for_its_key_names_the_key() {
+    let (_dir, path) = file("supervisor:\n  restart_max: 4300000000\n");
+    let err = Config::load(Some(&path), env(&[]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`supervisor.restart_max`") && err.contains("config.yaml"),
+        "{err}"
+    );
 }
 
 #[test]
