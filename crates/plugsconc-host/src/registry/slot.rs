@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use tokio_util::task::TaskTracker;
@@ -90,7 +90,7 @@ pub(crate) struct Slot {
     pub wake: tokio::sync::Notify,
     /// A restart with backoff is under way (set before the start lock is let go, so a caller
     /// never starts a process of its own meanwhile); calls wait on `settled`.
-    pub restarting: AtomicBool,
+    pub restarting: AtomicUsize,
     /// Notified when a restart ends, well or not.
     pub settled: tokio::sync::Notify,
 }
@@ -106,7 +106,7 @@ impl Slot {
             start: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
-            restarting: AtomicBool::new(false),
+            restarting: AtomicUsize::new(0),
             settled: tokio::sync::Notify::new(),
         }
     }
@@ -169,13 +169,18 @@ impl Slot {
         Some((instance.clone(), instance.leases.token()))
     }
 
+    /// Whether a restart with backoff is under way.
+    pub fn restarting(&self) -> bool {
+        self.restarting.load(Ordering::Acquire) > 0
+    }
+
     /// Waits for a restart under way to end; `false` at once when none is.
     pub async fn wait_for_restart(&self) -> bool {
         let settled = self.settled.notified();
         tokio::pin!(settled);
         // Registered before the flag is read, so an end signalled in between is not missed.
         settled.as_mut().enable();
-        if !self.restarting.load(Ordering::Acquire) {
+        if !self.restarting() {
             return false;
         }
         settled.await;
@@ -261,29 +266,16 @@ impl<C: Contract> Handle<C> {
         {
             return Ok(lease);
         }
-        let wait = self.inner.options.restart_wait;
-        match tokio::time::timeout(wait, self.acquire()).await {
-            Ok(result) => result,
-            Err(_) => {
-                let (status, reason) = {
-                    let state = self.slot.state();
-                    let reason = state.info.reason.clone().unwrap_or_default();
-                    (state.info.status.to_string(), reason)
-                };
-                Err(HostError::NotAvailable {
-                    plugin: self.slot.name.clone(),
-                    status,
-                    reason: format!(
-                        "still not running after waiting {:.1} s: {reason}",
-                        wait.as_secs_f64()
-                    ),
-                })
-            }
-        }
+        self.acquire().await
     }
 
-    /// The slow path of [`Handle::get`]: waits out a restart, or starts the plugin.
+    /// The slow path of [`Handle::get`]: waits out a restart or another call's start (bounded
+    /// by `restart_wait`), or starts the plugin. The start itself is not cut short by that
+    /// bound (it has its own, `start_timeout`): a start abandoned halfway would leave the plugin
+    /// neither restarted nor failed.
     async fn acquire(&self) -> Result<Lease<'static, C>, HostError> {
+        let wait = self.inner.options.restart_wait;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if !self.slot.callable.load(Ordering::Acquire)
                 || self.slot.removed.load(Ordering::Acquire)
@@ -293,10 +285,15 @@ impl<C: Contract> Handle<C> {
             if let Some(lease) = self.lease() {
                 return Ok(lease);
             }
-            if self.slot.wait_for_restart().await {
-                continue;
+            match tokio::time::timeout_at(deadline, self.slot.wait_for_restart()).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(_) => return Err(self.waited_too_long(wait)),
             }
-            let _starting = self.slot.start.lock().await;
+            let Ok(_starting) = tokio::time::timeout_at(deadline, self.slot.start.lock()).await
+            else {
+                return Err(self.waited_too_long(wait));
+            };
             if let Some(lease) = self.lease() {
                 return Ok(lease);
             }
@@ -305,15 +302,31 @@ impl<C: Contract> Handle<C> {
             {
                 return Err(self.slot.not_available());
             }
-            if self.slot.restarting.load(Ordering::Acquire) {
+            if self.slot.restarting() {
                 // A restart began while this call waited for the lock: wait for it instead.
                 continue;
             }
             if let Err(err) = Registry::start_locked(&self.inner, &self.slot).await
-                && !self.slot.restarting.load(Ordering::Acquire)
+                && !self.slot.restarting()
             {
                 return Err(err);
             }
+        }
+    }
+
+    fn waited_too_long(&self, wait: std::time::Duration) -> HostError {
+        let (status, reason) = {
+            let state = self.slot.state();
+            let reason = state.info.reason.clone().unwrap_or_default();
+            (state.info.status.to_string(), reason)
+        };
+        HostError::NotAvailable {
+            plugin: self.slot.name.clone(),
+            status,
+            reason: format!(
+                "still not running after waiting {:.1} s: {reason}",
+                wait.as_secs_f64()
+            ),
         }
     }
 

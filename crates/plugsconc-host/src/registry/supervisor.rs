@@ -375,6 +375,7 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
                         why.push_str(&format!("; last stderr line: {last}"));
                     }
                     tracing::warn!(plugin = %slot.name, "{why}");
+                    slot.restarting.fetch_add(1, Ordering::AcqRel);
                     restart(&inner, &slot, Some(instance.started.elapsed()), why).await;
                 }
                 return;
@@ -399,7 +400,7 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
                         let reason = format!("{reason} ({failures} of {} failures allowed)", options.health_failures);
                         inner.set_status(&slot, Status::Degraded, Some(reason.clone()));
                         if failures >= options.health_failures && slot.take_if(instance.id).is_some() {
-                            slot.restarting.store(true, Ordering::Release);
+                            slot.restarting.fetch_add(1, Ordering::AcqRel);
                             let _ = instance.client.kill().await;
                             restart(&inner, &slot, Some(instance.started.elapsed()), reason).await;
                             return;
@@ -480,7 +481,7 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, instance: Arc<Instance>) 
 /// Starts [`restart`] in the background for a plugin whose start failed, flagging it first so
 /// that calls wait for it rather than start a process of their own.
 fn begin_restart(inner: &Arc<Inner>, slot: &Arc<Slot>, ran_for: Option<Duration>, why: String) {
-    slot.restarting.store(true, Ordering::Release);
+    slot.restarting.fetch_add(1, Ordering::AcqRel);
     let (inner2, slot2) = (inner.clone(), slot.clone());
     inner
         .tasks
@@ -488,15 +489,15 @@ fn begin_restart(inner: &Arc<Inner>, slot: &Arc<Slot>, ran_for: Option<Duration>
 }
 
 /// Restarts a crashed (or hopelessly unhealthy) plugin with backoff, holding the slot's start
-/// lock, and flagged as restarting, so that calls wait for the new instance instead of racing
-/// to start their own. `ran_for` is how long the previous instance ran, if there was one.
+/// lock, so that calls wait for the new instance instead of racing to start their own. The
+/// caller counts the restart in `slot.restarting` before it lets the lock go; this ends that
+/// count. `ran_for` is how long the previous instance ran, if there was one.
 async fn restart(inner: &Arc<Inner>, slot: &Arc<Slot>, ran_for: Option<Duration>, why: String) {
-    slot.restarting.store(true, Ordering::Release);
     {
         let _starting = slot.start.lock().await;
         restart_locked(inner, slot, ran_for, why).await;
     }
-    slot.restarting.store(false, Ordering::Release);
+    slot.restarting.fetch_sub(1, Ordering::AcqRel);
     slot.settled.notify_waiters();
 }
 

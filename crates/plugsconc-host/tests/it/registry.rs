@@ -82,6 +82,17 @@ fn options() -> RegistryOptions {
     }
 }
 
+/// Restarts `initial_ms` apart, doubling up to `max_ms`, `max_restarts` in a row; the count is
+/// never reset during a test.
+fn quick_restarts(initial_ms: u64, max_ms: u64, max_restarts: u32) -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(initial_ms),
+        max: Duration::from_millis(max_ms),
+        max_restarts,
+        reset_after: Duration::from_secs(3600),
+    }
+}
+
 async fn wait_for(
     events: &mut broadcast::Receiver<Event>,
     what: &str,
@@ -226,12 +237,7 @@ async fn a_crashed_plugin_is_restarted_and_a_crash_loop_ends_failed() {
     let registry = Registry::open(
         root.path(),
         RegistryOptions {
-            backoff: Backoff {
-                initial: Duration::from_millis(1),
-                max: Duration::from_millis(5),
-                max_restarts: 2,
-                reset_after: Duration::from_secs(3600),
-            },
+            backoff: quick_restarts(1, 5, 2),
             ..options()
         },
     )
@@ -288,12 +294,7 @@ async fn a_failed_plugin_stays_failed_until_its_folder_changes_or_an_operator_re
     let registry = Registry::open(
         root.path(),
         RegistryOptions {
-            backoff: Backoff {
-                initial: Duration::from_millis(1),
-                max: Duration::from_millis(5),
-                max_restarts: 2,
-                reset_after: Duration::from_secs(3600),
-            },
+            backoff: quick_restarts(1, 5, 2),
             ..options()
         },
     )
@@ -369,12 +370,7 @@ async fn a_call_waits_for_the_restart_of_a_plugin_whose_start_failed() {
     let registry = Registry::open(
         root.path(),
         RegistryOptions {
-            backoff: Backoff {
-                initial: Duration::from_millis(50),
-                max: Duration::from_millis(100),
-                max_restarts: 3,
-                reset_after: Duration::from_secs(3600),
-            },
+            backoff: quick_restarts(50, 100, 3),
             ..unconfined()
         },
     )
@@ -403,6 +399,34 @@ async fn a_call_waits_for_the_restart_of_a_plugin_whose_start_failed() {
             "{event:?}"
         );
     }
+    registry.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_start_that_outlasts_the_callers_wait_still_ends_restarted_or_failed() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = put_plugin(root.path(), "cat", &example_bin("cat"), "1.0.0");
+    // Never prints a handshake: each start runs into the start timeout.
+    let hangs = script(root.path(), "exec sleep 600");
+    std::fs::copy(&hangs, dir.join("cat")).unwrap();
+    write_sidecar(&dir, "cat");
+    let registry = Registry::open(
+        root.path(),
+        RegistryOptions {
+            start_timeout: Duration::from_secs(2),
+            // Shorter than a start: the caller gives up waiting, the start goes on.
+            restart_wait: Duration::from_millis(200),
+            backoff: quick_restarts(1, 5, 1),
+            ..unconfined()
+        },
+    )
+    .await
+    .unwrap();
+    let mut events = registry.subscribe();
+    assert!(speak(&registry, "cat").await.is_err());
+    wait_for(&mut events, "cat failed", is_status("cat", Status::Failed)).await;
+    let reason = registry.get("cat").unwrap().reason.unwrap();
+    assert!(reason.contains("gave up after 1 restarts"), "{reason}");
     registry.shutdown().await;
 }
 
