@@ -226,9 +226,28 @@ fn clean_up(dir: &Path, host: Identity, boot_id: &str) {
     }
 }
 
+/// Whether any process has this pid.
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Kills what is left of `launch` (only if it still is the recorded process) and removes its
 /// cgroup and socket folder.
 fn end(launch: &Launch, same_boot: bool) {
+    if let Some(process) = launch.process
+        && same_boot
+        && !process.still_running()
+        && !process_exists(process.pid)
+        && let Ok(group) = libc::pid_t::try_from(process.pid)
+    {
+        // The leader died with its host, but what it forked (a wrapper's child) may live on in
+        // its group. The kernel never hands out a pid that is still a live group's id, so a group
+        // of that id can only be the recorded one.
+        // SAFETY: a plain syscall.
+        unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        }
+    }
     if let Some(process) = launch.process
         && same_boot
         && process.still_running()
@@ -369,6 +388,53 @@ mod tests {
         drop(ledger);
         recycled.kill().unwrap();
         recycled.wait().unwrap();
+    }
+
+    #[test]
+    fn what_a_dead_leader_forked_is_ended_with_its_group() {
+        use std::io::BufRead as _;
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("launched");
+        std::fs::create_dir(&records).unwrap();
+        // A wrapper that forks the real plugin, as a script would, then waits.
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(leader.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let forked: u32 = line.trim().parse().unwrap();
+        let identity = Identity::of(leader.id());
+        // The leader dies with its host (its death signal); what it forked lives on.
+        leader.kill().unwrap();
+        leader.wait().unwrap();
+        let alive = |pid: u32| ProcessStat::read(pid).is_some_and(|stat| stat.alive());
+        assert!(alive(forked));
+        write_record(
+            &records,
+            dead_host(),
+            vec![Launch {
+                plugin: "wrapped".into(),
+                process: identity,
+                socket_dir: None,
+                cgroup: None,
+            }],
+        );
+        let _ledger = Ledger::open(&records).unwrap();
+        let mut ended = false;
+        for _ in 0..500 {
+            if !alive(forked) {
+                ended = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(ended, "the process the dead leader forked was left running");
     }
 
     #[test]
