@@ -25,7 +25,7 @@ use plugsconc_host::HostError;
 use plugsconc_host::install::{BundleLimit, Installed, Installer, Limits};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::StreamExt as _;
 
 use super::extract::Params;
@@ -43,7 +43,7 @@ const MAX_JSON_BODY: usize = 64 << 10;
 pub struct InstallGate {
     max_upload: u64,
     limits: Limits,
-    turns: Semaphore,
+    turns: Arc<Semaphore>,
 }
 
 impl InstallGate {
@@ -52,13 +52,16 @@ impl InstallGate {
         Self {
             max_upload: config.max_upload_bytes(),
             limits: config.limits(),
-            turns: Semaphore::new(usize::try_from(config.max_concurrent).unwrap_or(usize::MAX)),
+            turns: Arc::new(Semaphore::new(
+                usize::try_from(config.max_concurrent).unwrap_or(usize::MAX),
+            )),
         }
     }
 
-    /// A turn to install, waiting up to [`TURN_WAIT`] for one.
-    async fn turn(&self) -> Result<SemaphorePermit<'_>, Busy> {
-        match tokio::time::timeout(TURN_WAIT, self.turns.acquire()).await {
+    /// A turn to install, waiting up to [`TURN_WAIT`] for one. Owned, so that it moves into the
+    /// blocking install and is held until that ends, even if the client hangs up first.
+    async fn turn(&self) -> Result<OwnedSemaphorePermit, Busy> {
+        match tokio::time::timeout(TURN_WAIT, self.turns.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Busy),
         }
@@ -195,7 +198,7 @@ pub async fn install(
     if !json_body && declared.is_some_and(|len| len > gate.max_upload) {
         return Err(gate.too_large().into_response());
     }
-    let _turn = gate.turn().await.map_err(IntoResponse::into_response)?;
+    let turn = gate.turn().await.map_err(IntoResponse::into_response)?;
     let policy = Policy {
         root: state.plugins_dir.clone(),
         trust: state.registry.trust(),
@@ -227,6 +230,7 @@ pub async fn install(
         })?;
         let from = request.path.clone();
         let installed = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let installer = policy.installer();
             let result = if from.is_dir() {
                 installer.dir(&from)
@@ -260,6 +264,7 @@ pub async fn install(
         let source = PathBuf::from("request body");
         let from = source.clone();
         let installed = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             policy
                 .installer()
                 .tar_gz(capped, &from)
