@@ -2,36 +2,20 @@
 //! plugins exit (the kernel kills them with their host), and the next daemon on the same data
 //! folder ends whatever a dead one left running and removes its socket folders.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::serve::{Daemon, example_plugins, send, token};
+use crate::serve::{Daemon, example_plugins, send, serve_env, token};
 use crate::support;
 
 /// Starts the daemon on `root` with its temp folder (where socket folders go) in `tmp`.
 fn serve_in(root: &Path, tmp: &Path) -> (Daemon, String) {
-    let mut child = Command::new(support::plugsconc_bin())
-        .current_dir(root)
-        .args(["serve", "--set", "api.listen=127.0.0.1:0"])
-        .env("TMPDIR", tmp)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let (daemon, address, stdout) = serve_env(root, &[], &[("TMPDIR", tmp.as_os_str())]);
     // Keep reading stdout so the daemon never blocks on a full pipe.
     std::thread::spawn(move || for _ in stdout.lines() {});
-    (Daemon(child), address)
+    (daemon, address)
 }
 
 /// The `/proc/<pid>/stat` fields after the command name: state, ppid, ..., start time.

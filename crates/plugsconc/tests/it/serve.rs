@@ -99,10 +99,20 @@ pub(crate) fn serve(
     root: &Path,
     extra: &[&str],
 ) -> (Daemon, String, BufReader<std::process::ChildStdout>) {
+    serve_env(root, extra, &[])
+}
+
+/// [`serve`] with these environment variables set for the daemon.
+pub(crate) fn serve_env(
+    root: &Path,
+    extra: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Daemon, String, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(support::plugsconc_bin())
         .current_dir(root)
         .args(["serve", "--set", "api.listen=127.0.0.1:0"])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
