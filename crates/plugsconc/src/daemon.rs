@@ -264,6 +264,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_secs(config.api.header_read_timeout_secs),
         idle_timeout: Duration::from_secs(config.api.idle_timeout_secs),
         max_connections: usize::try_from(config.api.max_connections).unwrap_or(usize::MAX),
+        body_idle_timeout: Duration::from_secs(config.api.body_idle_timeout_secs),
     };
     let server = crate::api::server::serve(listener, app, limits, {
         let signalled = signalled.clone();

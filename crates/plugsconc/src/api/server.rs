@@ -42,6 +42,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// While a handler reads a request's body, the longest wait for its next byte.
+    pub body_idle_timeout: Duration,
 }
 
 /// Serves `app` on `listener` until `stop` resolves, then drains: stops accepting, closes the
@@ -105,7 +107,12 @@ pub async fn serve(
             let connection = connection.clone();
             let app = app.clone();
             hyper::service::service_fn(move |request: Request<Incoming>| {
-                respond(app.clone(), connection.begin(), request)
+                respond(
+                    app.clone(),
+                    connection.begin(),
+                    request,
+                    limits.body_idle_timeout,
+                )
             })
         };
         let serving = http.serve_connection(io, service);
@@ -145,6 +152,7 @@ async fn respond(
     app: Router,
     busy: Option<Busy>,
     request: Request<Incoming>,
+    body_idle_timeout: Duration,
 ) -> Result<Response<Body>, Infallible> {
     let Some(busy) = busy else {
         // Closed to make room as this request's head arrived.
@@ -159,11 +167,66 @@ async fn respond(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(response);
     };
+    let request = request.map(|body| {
+        Body::new(Trickle {
+            body,
+            limit: body_idle_timeout,
+            stall: None,
+        })
+    });
     let response = match tower::ServiceExt::oneshot(app, request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
     Ok(response.map(|body| Body::new(Tracked { body, _busy: busy })))
+}
+
+/// A request body that fails once no byte of it arrived for `limit` while its handler waited
+/// for one, so a client trickling a body cannot hold its connection (or an install's turn)
+/// forever. The clock runs only while the handler is reading.
+struct Trickle {
+    body: Incoming,
+    limit: Duration,
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl hyper::body::Body for Trickle {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.stall = None;
+            return Poll::Ready(frame.map(|result| result.map_err(io::Error::other)));
+        }
+        let limit = this.limit;
+        let stall = this
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if stall.as_mut().poll(cx).is_ready() {
+            this.stall = None;
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no byte of the request body arrived for {} s (api.body_idle_timeout_secs)",
+                    limit.as_secs()
+                ),
+            ))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The open connections, for closing the idlest at the cap.
@@ -454,6 +517,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4,
+            body_idle_timeout: Duration::from_secs(30),
         }
     }
 

@@ -238,6 +238,9 @@ pub struct Api {
     /// Seconds a client may take to send a request's head, from its first byte; the
     /// connection is closed after that.
     pub header_read_timeout_secs: u64,
+    /// Seconds a handler reading a request's body may wait for its next byte before the request
+    /// fails (and its connection is closed).
+    pub body_idle_timeout_secs: u64,
     /// Seconds a connection may stay open without a request in flight (a new one, or a kept-alive
     /// one between requests) before it is closed.
     pub idle_timeout_secs: u64,
@@ -253,6 +256,7 @@ impl Default for Api {
             listen: "127.0.0.1:7400".into(),
             token: String::new(),
             header_read_timeout_secs: 10,
+            body_idle_timeout_secs: 30,
             idle_timeout_secs: 60,
             max_connections: 1024,
         }
@@ -622,6 +626,12 @@ impl Config {
         at_least(
             "api.header_read_timeout_secs",
             self.api.header_read_timeout_secs,
+            1,
+            "second",
+        )?;
+        at_least(
+            "api.body_idle_timeout_secs",
+            self.api.body_idle_timeout_secs,
             1,
             "second",
         )?;

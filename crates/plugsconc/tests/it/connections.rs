@@ -1,6 +1,7 @@
 //! The API under idle and slow clients: connections beyond `api.max_connections` do not keep
 //! the health check out, a request head that never completes is closed after
-//! `api.header_read_timeout_secs`, and a connection without a request after
+//! `api.header_read_timeout_secs`, a request whose body stops arriving fails after
+//! `api.body_idle_timeout_secs`, and a connection without a request after
 //! `api.idle_timeout_secs`.
 
 use std::io::{ErrorKind, Read as _, Write as _};
@@ -119,4 +120,34 @@ fn connections_without_a_request_are_closed_after_the_idle_timeout() {
     );
     wait_closed(&silent, "a connection that never sent a request");
     wait_closed(&kept, "a kept-alive connection without a next request");
+}
+
+#[test]
+fn a_request_whose_body_stops_arriving_fails_and_frees_its_connection() {
+    let root = tempfile::tempdir().unwrap();
+    crate::serve::example_plugins(root.path());
+    let (_daemon, address, _stdout) =
+        serve(root.path(), &["--set", "api.body_idle_timeout_secs=1"]);
+    let token = crate::serve::token(root.path());
+    for (path, content_type) in [
+        ("/api/v1/jobs", "application/json"),
+        ("/api/v1/plugins/install", "application/gzip"),
+    ] {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: {content_type}\r\nContent-Length: 100000\r\n\r\n{{\"task\""
+        )
+        .unwrap();
+        // The rest never comes: the daemon answers with an error and closes the connection.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 4"), "{path}: {answer}");
+        assert!(answer.contains("\"error\""), "{path}: {answer}");
+    }
+    assert_eq!(get(&address, "/api/v1/health").0, 200);
 }
