@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::daemon::{Daemon, copy_dir, plugins_folder};
+use crate::daemon::{Daemon, plugins_folder, pup_folder};
 use crate::http::Client;
 
 const PUPS: [&str; 3] = ["pup1", "pup2", "pup3"];
@@ -203,28 +203,8 @@ pub async fn run(
     );
     plugins_folder(plugins, root_a.path(), &NATIVE)?;
     plugins_folder(plugins, root_b.path(), &NATIVE)?;
-    let manifest = std::fs::read_to_string(plugins.join("dog/manifest.yaml"))?;
     for name in PUPS {
-        let folder = sources.path().join(name);
-        copy_dir(&plugins.join("dog"), &folder)?;
-        std::fs::rename(folder.join("dog"), folder.join(name))?;
-        let digest = std::fs::read_to_string(folder.join("dog.sha256"))?;
-        std::fs::remove_file(folder.join("dog.sha256"))?;
-        let digest = digest
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        std::fs::write(
-            folder.join(format!("{name}.sha256")),
-            format!("{digest}  {name}\n"),
-        )?;
-        std::fs::write(
-            folder.join("manifest.yaml"),
-            manifest
-                .replace("name: dog", &format!("name: {name}"))
-                .replace("./dog", &format!("./{name}")),
-        )?;
+        pup_folder(plugins, name, &sources.path().join(name))?;
     }
     let a = Daemon::start(plugsconc, root_a.path(), &sets)?;
     let b = Daemon::start(plugsconc, root_b.path(), &sets)?;

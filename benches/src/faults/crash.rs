@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::daemon::{Daemon, plugins_folder};
+use crate::daemon::{Daemon, plugins_folder, pup_folder};
 use crate::http::Client;
 use crate::procs;
 
@@ -66,24 +66,10 @@ struct Sources {
 impl Sources {
     fn new(plugins: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let manifest = std::fs::read_to_string(plugins.join("dog/manifest.yaml"))?;
         let mut bundles = BTreeMap::new();
         for name in PUPS {
             let folder = dir.path().join(name);
-            std::fs::create_dir_all(&folder)?;
-            std::fs::copy(plugins.join("dog/dog"), folder.join(name))?;
-            let digest = std::fs::read_to_string(plugins.join("dog/dog.sha256"))?;
-            let digest = digest.split_whitespace().next().unwrap_or_default();
-            std::fs::write(
-                folder.join(format!("{name}.sha256")),
-                format!("{digest}  {name}\n"),
-            )?;
-            std::fs::write(
-                folder.join("manifest.yaml"),
-                manifest
-                    .replace("name: dog", &format!("name: {name}"))
-                    .replace("./dog", &format!("./{name}")),
-            )?;
+            pup_folder(plugins, name, &folder)?;
             let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
                 Vec::new(),
                 // Stored, not compressed: building the bundles should not dominate the run.

@@ -116,6 +116,28 @@ pub fn plugins_folder(from: &Path, root: &Path, names: &[&str]) -> anyhow::Resul
     Ok(())
 }
 
+/// Writes plugin `name` into folder `to`: the example dog (from the assembled plugins folder)
+/// under another name, with its checksum sidecar and manifest renamed to match.
+pub fn pup_folder(plugins: &Path, name: &str, to: &Path) -> anyhow::Result<()> {
+    copy_dir(&plugins.join("dog"), to)?;
+    std::fs::rename(to.join("dog"), to.join(name))?;
+    let digest = std::fs::read_to_string(to.join("dog.sha256"))?;
+    std::fs::remove_file(to.join("dog.sha256"))?;
+    let digest = digest.split_whitespace().next().unwrap_or_default();
+    std::fs::write(
+        to.join(format!("{name}.sha256")),
+        format!("{digest}  {name}\n"),
+    )?;
+    let manifest = std::fs::read_to_string(to.join("manifest.yaml"))?;
+    std::fs::write(
+        to.join("manifest.yaml"),
+        manifest
+            .replace("name: dog", &format!("name: {name}"))
+            .replace("./dog", &format!("./{name}")),
+    )?;
+    Ok(())
+}
+
 /// Copies a folder tree (files and folders).
 pub fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
