@@ -622,6 +622,19 @@ impl Drop for DropSchema {
     }
 }
 
+/// A fresh PostgreSQL schema, dropped with the guard, and the `--set` flags of a daemon whose
+/// store it is.
+pub(crate) fn shared_store() -> (DropSchema, Vec<String>) {
+    let schema = format!("plugsconc_it_{}_{}", std::process::id(), fastrand::u32(..));
+    let flags = vec![
+        "--set".to_owned(),
+        format!("store.url={PG_URL}"),
+        "--set".to_owned(),
+        format!("store.schema={schema}"),
+    ];
+    (DropSchema(schema), flags)
+}
+
 pub(crate) fn postgres_available(test: &str) -> bool {
     if TcpStream::connect("127.0.0.1:5432").is_ok() {
         return true;
@@ -668,14 +681,8 @@ fn daemons_sharing_a_postgres_catalog_follow_each_other() {
     if !postgres_available("daemons_sharing_a_postgres_catalog_follow_each_other") {
         return;
     }
-    let schema = format!("plugsconc_it_{}_{}", std::process::id(), fastrand::u32(..));
-    let _cleanup = DropSchema(schema.clone());
-    let store = [
-        "--set".to_owned(),
-        format!("store.url={PG_URL}"),
-        "--set".to_owned(),
-        format!("store.schema={schema}"),
-    ];
+    let (cleanup, store) = shared_store();
+    let schema = cleanup.0.clone();
     let store: Vec<&str> = store.iter().map(String::as_str).collect();
     let (root_a, root_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     example_plugins(root_a.path());

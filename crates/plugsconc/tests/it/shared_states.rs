@@ -5,8 +5,7 @@
 use std::process::Command;
 
 use crate::serve::{
-    DropSchema, PG_URL, get, postgres_available, pup_folder, request, send, serve, token,
-    wait_status,
+    get, postgres_available, pup_folder, request, send, serve, shared_store, token, wait_status,
 };
 
 /// The store's recorded state of `plugin` (`None`: none recorded, which means enabled).
@@ -76,14 +75,8 @@ fn daemons_sharing_a_store_agree_after_interleaved_changes() {
         );
         return;
     }
-    let schema = format!("plugsconc_it_{}_{}", std::process::id(), fastrand::u32(..));
-    let _cleanup = DropSchema(schema.clone());
-    let store = [
-        "--set".to_owned(),
-        format!("store.url={PG_URL}"),
-        "--set".to_owned(),
-        format!("store.schema={schema}"),
-    ];
+    let (cleanup, store) = shared_store();
+    let schema = cleanup.0.clone();
     let store: Vec<&str> = store.iter().map(String::as_str).collect();
     let (root_a, root_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     crate::serve::example_plugins(root_a.path());
