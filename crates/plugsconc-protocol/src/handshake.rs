@@ -352,15 +352,6 @@ mod properties {
 
     use super::*;
 
-    /// A few hundred cases in `cargo test`; `PROPTEST_CASES` asks for more.
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(256);
-        ProptestConfig::with_cases(cases)
-    }
-
     /// Lines shaped like handshake lines, with each field sometimes wrong.
     fn lineish() -> impl Strategy<Value = String> {
         (
@@ -407,17 +398,17 @@ mod properties {
 
     #[test]
     fn any_text_parses_or_fails_without_panicking() {
-        proptest!(config(), |(line in any::<String>())| {
+        proptest!(|(line in any::<String>())| {
             let _ = HandshakeLine::parse(&line);
         });
-        proptest!(config(), |(line in lineish())| {
+        proptest!(|(line in lineish())| {
             let _ = HandshakeLine::parse(&line);
         });
     }
 
     #[test]
     fn a_formatted_valid_line_round_trips() {
-        proptest!(config(), |(line in valid())| {
+        proptest!(|(line in valid())| {
             let text = line.to_string();
             let parsed = HandshakeLine::parse(&text).map_err(|err| TestCaseError::fail(format!("{text}: {err}")))?;
             prop_assert_eq!(parsed, line.clone(), "{}", text);

@@ -412,15 +412,6 @@ mod properties {
 
     use super::*;
 
-    /// A few hundred cases in `cargo test`; `PROPTEST_CASES` asks for more.
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(256);
-        ProptestConfig::with_cases(cases)
-    }
-
     fn level() -> impl Strategy<Value = Level> {
         prop_oneof![
             Just(Level::Trace),
@@ -445,19 +436,19 @@ mod properties {
 
     #[test]
     fn any_line_is_classified_without_panicking() {
-        proptest!(config(), |(line in any::<String>())| {
+        proptest!(|(line in any::<String>())| {
             let mut classifier = LineClassifier::default();
             let _ = classifier.classify(&line);
             let _ = Entry::from_json(&line);
         });
-        proptest!(config(), |(line in jsonish())| {
+        proptest!(|(line in jsonish())| {
             let _ = LineClassifier::default().classify(&line);
         });
     }
 
     #[test]
     fn a_json_entry_keeps_its_level_and_message() {
-        proptest!(config(), |(
+        proptest!(|(
             level in level(),
             message in any::<String>(),
             module in proptest::option::of("[a-z.]{1,12}"),

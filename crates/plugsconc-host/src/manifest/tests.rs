@@ -1096,15 +1096,6 @@ mod properties {
 
     use super::*;
 
-    /// A few hundred cases in `cargo test`; `PROPTEST_CASES` asks for more.
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(256);
-        ProptestConfig::with_cases(cases)
-    }
-
     fn check(dir: &Path, bytes: &[u8]) -> Result<(), TestCaseError> {
         let file = dir.join(MANIFEST_FILE);
         let Err(err) = Manifest::parse(&file, dir, bytes) else {
@@ -1192,7 +1183,7 @@ mod properties {
     #[test]
     fn yaml_like_text_never_panics_and_problems_are_in_the_file() {
         let (_root, dir) = folder();
-        proptest!(config(), |(text in yamlish())| {
+        proptest!(|(text in yamlish())| {
             check(&dir, text.as_bytes())?;
         });
     }
@@ -1200,7 +1191,7 @@ mod properties {
     #[test]
     fn arbitrary_bytes_never_panic_and_problems_are_in_the_file() {
         let (_root, dir) = folder();
-        proptest!(config(), |(bytes in proptest::collection::vec(any::<u8>(), 0..300))| {
+        proptest!(|(bytes in proptest::collection::vec(any::<u8>(), 0..300))| {
             check(&dir, &bytes)?;
         });
     }
@@ -1208,7 +1199,7 @@ mod properties {
     #[test]
     fn mutated_manifests_never_panic_and_problems_are_in_the_file() {
         let (_root, dir) = folder();
-        proptest!(config(), |(mutations in proptest::collection::vec(mutation(), 1..6))| {
+        proptest!(|(mutations in proptest::collection::vec(mutation(), 1..6))| {
             check(&dir, &apply(&mutations))?;
         });
     }

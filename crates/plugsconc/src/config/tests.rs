@@ -216,15 +216,6 @@ mod properties {
 
     use super::*;
 
-    /// A few hundred cases in `cargo test`; `PROPTEST_CASES` asks for more.
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(256);
-        ProptestConfig::with_cases(cases)
-    }
-
     fn keys() -> Vec<String> {
         Config::load(None, Vec::new(), &[])
             .map(|loaded| loaded.keys.into_keys().collect())
@@ -265,7 +256,7 @@ mod properties {
     fn set_and_env_values_never_panic_and_errors_name_the_key() {
         let keys = keys();
         assert!(keys.len() > 10, "{keys:?}");
-        proptest!(config(), |(key in proptest::sample::select(keys.clone()), text in value())| {
+        proptest!(|(key in proptest::sample::select(keys.clone()), text in value())| {
             names_the_key(Config::load(None, Vec::new(), &[format!("{key}={text}")]), &key)?;
             let var = format!("PLUGSCONC_{}", key.replace('.', "_").to_uppercase());
             names_the_key(Config::load(None, env(&[(&var, &text)]), &[]), &key)?;
@@ -277,7 +268,7 @@ mod properties {
         let keys = keys();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
-        proptest!(config(), |(key in proptest::sample::select(keys.clone()), text in value())| {
+        proptest!(|(key in proptest::sample::select(keys.clone()), text in value())| {
             let (section, name) = key.split_once('.').unwrap_or((key.as_str(), ""));
             std::fs::write(&path, format!("{section}:\n  {name}: {text}\n")).map_err(|e| TestCaseError::fail(e.to_string()))?;
             names_the_key(Config::load(Some(&path), Vec::new(), &[]), &key)?;
@@ -288,7 +279,7 @@ mod properties {
     fn any_file_text_never_panics() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
-        proptest!(config(), |(text in "[ a-z_:\\-\\[\\]{}#0-9\n]{0,80}")| {
+        proptest!(|(text in "[ a-z_:\\-\\[\\]{}#0-9\n]{0,80}")| {
             std::fs::write(&path, &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let _ = Config::load(Some(&path), Vec::new(), &[]);
         });
