@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Job pool throughput (`plugsconc bench-jobs`): jobs/s through the durable queue with the no-op
+# Job pool throughput (`plugsconc-bench-jobs`): jobs/s through the durable queue with the no-op
 # task and with a plugin call (kv.KV/Echo on the release kv plugin, JSON in and out), on SQLite
 # and, when it is running, on the local PostgreSQL; alternating, on an idle machine and with two
 # low-priority busy loops. Prints one JSON line per run.
@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${1:-5000}
-cargo build --release -q -p plugsconc -p kv -p cat -p dog
+cargo build --release -q -p plugsconc -p plugsconc-bench --bin plugsconc-bench-jobs -p kv -p cat -p dog
 target=${CARGO_TARGET_DIR:-target}/release
 case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 work=$(mktemp -d)
@@ -29,9 +29,9 @@ for condition in idle busy; do
     fi
     for store in "${stores[@]}"; do
         for task in noop call; do
-            args=(bench-jobs --task "$task" --jobs "$jobs" --plugins "$work/plugins")
+            args=(--task "$task" --jobs "$jobs" --plugins "$work/plugins")
             [ -n "$store" ] && args+=(--store "$store")
-            report=$(cd "$work" && "$target/plugsconc" "${args[@]}" 2>/dev/null)
+            report=$(cd "$work" && "$target/plugsconc-bench-jobs" "${args[@]}" 2>/dev/null)
             echo "{\"condition\": \"$condition\", \"report\": $report}"
         done
     done

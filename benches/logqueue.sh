@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Throughput of the daemon's persistent log queue (`plugsconc bench-logs`, a hidden subcommand):
+# Throughput of the daemon's persistent log queue (`plugsconc-bench-logs`):
 # N tracing events through the queue's layer into its SQLite outbox and on into the rotating
 # log file, set up as the daemon sets them up. Per run: seconds and lines/s until every line was
 # acknowledged (committed to SQLite) and until every line was in the log file; the run fails
@@ -7,13 +7,13 @@
 # low-priority busy loops; one JSON line per run, then medians per condition.
 #
 # Usage: benches/logqueue.sh [lines per run, default 200000] [runs per condition, default 3]
-#        [more bench-logs arguments, e.g. --remove-on-complete]
+#        [more plugsconc-bench-logs arguments, e.g. --remove-on-complete]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-200000}
 runs=${2:-3}
 shift $(($# < 2 ? $# : 2))
-cargo build --release -q -p plugsconc
+cargo build --release -q -p plugsconc-bench --bin plugsconc-bench-logs
 target=${CARGO_TARGET_DIR:-target}/release
 results=$(mktemp)
 busy_pids=()
@@ -27,7 +27,7 @@ for _ in $(seq "$runs"); do
         if [ "$condition" = busy ]; then
             for _ in 1 2; do nice -n 19 bash -c 'while :; do :; done' & busy_pids+=($!); done
         fi
-        report=$("$target/plugsconc" bench-logs --lines "$lines" "$@")
+        report=$("$target/plugsconc-bench-logs" --lines "$lines" "$@")
         stop_busy
         echo "{\"condition\": \"$condition\", \"report\": $report}" | tee -a "$results"
     done

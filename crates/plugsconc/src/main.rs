@@ -1,21 +1,10 @@
 //! `plugsconc`: the command line of the plugin framework.
 
-mod api;
 mod cli;
-mod config;
-mod daemon;
-mod jobs;
-mod locator;
-mod logging;
-mod logqueue;
-mod metrics;
-mod reflection;
-mod sharing;
-mod states;
-mod store;
-mod transcode;
 
-// Built-in plugins register at link time; naming the crate is what links it in.
+// Built-in plugins register at link time; naming the crate is what links it in. They join the
+// catalog only when the configuration's `builtins` names them.
+#[cfg(feature = "example-builtins")]
 use builtin_cow as _;
 
 use clap::Parser as _;

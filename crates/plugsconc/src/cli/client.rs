@@ -15,7 +15,7 @@ use serde_json::Value;
 use tonic::codegen::Bytes;
 use tonic::codegen::http::{Method, Request, StatusCode, header};
 
-use crate::config::Config;
+use plugsconc_daemon::config::Config;
 
 /// A daemon that answered.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ impl Daemon {
         let Some(token) = token else {
             return Ok(None);
         };
-        let recorded = crate::locator::Locator::read(&config.directories.data_dir)
+        let recorded = plugsconc_daemon::locator::Locator::read(&config.directories.data_dir)
             .map(|locator| locator.address);
         let mut tried = Vec::new();
         for address in recorded.into_iter().chain([config.api.listen.clone()]) {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::config::Config;
+use plugsconc_daemon::config::Config;
 
 /// Arguments of `config`.
 #[derive(Debug, Args)]

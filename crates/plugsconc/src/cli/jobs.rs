@@ -13,7 +13,7 @@ use tonic::codegen::Bytes;
 use tonic::codegen::http::Method;
 
 use super::client::{Daemon, encode};
-use crate::config::Config;
+use plugsconc_daemon::config::Config;
 
 /// Arguments of `jobs`.
 #[derive(Debug, Args)]
@@ -98,7 +98,7 @@ pub async fn run(args: JobsArgs, address: Option<&str>) -> anyhow::Result<()> {
     let daemon = Daemon::find(&loaded.config, address).await?.with_context(|| {
         format!(
             "no daemon answers at the address in {} or at {} (start one with `plugsconc serve`, or name it with --daemon host:port)",
-            loaded.config.directories.data_dir.join(crate::locator::FILE).display(),
+            loaded.config.directories.data_dir.join(plugsconc_daemon::locator::FILE).display(),
             loaded.config.api.listen
         )
     })?;

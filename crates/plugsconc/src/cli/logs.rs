@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use crate::config::Config;
-use crate::logqueue::rank;
+use plugsconc_daemon::config::Config;
+use plugsconc_daemon::logqueue::rank;
 
 /// Arguments of `logs`.
 #[derive(Debug, Args)]
@@ -113,8 +113,8 @@ async fn from_queue(
     since: Option<i64>,
     args: &LogsArgs,
 ) -> anyhow::Result<()> {
-    let pool = crate::logqueue::open(db, false).await?;
-    let mut filter = crate::logqueue::Filter {
+    let pool = plugsconc_daemon::logqueue::open(db, false).await?;
+    let mut filter = plugsconc_daemon::logqueue::Filter {
         plugin: args.plugin.clone(),
         min_level: rank(&args.level),
         since,
@@ -122,7 +122,7 @@ async fn from_queue(
         limit: 1000,
     };
     loop {
-        let records = crate::logqueue::read(&pool, queue, &filter).await?;
+        let records = plugsconc_daemon::logqueue::read(&pool, queue, &filter).await?;
         for (id, line) in &records {
             filter.after = *id;
             if let Some(text) = render(line, args) {

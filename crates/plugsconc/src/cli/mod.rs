@@ -1,7 +1,5 @@
 //! Command-line surface: one module per subcommand.
 
-mod bench;
-mod bench_jobs;
 mod call;
 mod client;
 mod config;
@@ -51,12 +49,6 @@ enum Command {
     Keygen(sign::KeygenArgs),
     /// Sign a plugin folder (its manifest and its binary's hash) with a publisher key.
     Sign(sign::SignArgs),
-    /// Benchmark the persistent log queue: log lines/s acknowledged and written to the file.
-    #[command(hide = true)]
-    BenchLogs(bench::BenchLogsArgs),
-    /// Benchmark the job pool: jobs/s through the durable queue, with a no-op or a plugin call.
-    #[command(hide = true)]
-    BenchJobs(bench_jobs::BenchJobsArgs),
 }
 
 impl Cli {
@@ -78,8 +70,6 @@ impl Cli {
             Command::Install(args) => plugins::install_command(args, daemon).await,
             Command::Keygen(args) => sign::keygen(args).await,
             Command::Sign(args) => sign::sign(args).await,
-            Command::BenchLogs(args) => bench::run_logs(&args),
-            Command::BenchJobs(args) => bench_jobs::run_jobs(&args).await,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::Config;
+use plugsconc_daemon::config::Config;
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -21,10 +21,10 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
     let config = loaded.config;
-    let _logs = crate::logging::init(
+    let _logs = plugsconc_daemon::logging::init(
         &config.logging,
         &config.directories.logs_dir,
         &config.directories.data_dir,
     )?;
-    crate::daemon::run(config).await
+    plugsconc_daemon::daemon::run(config).await
 }

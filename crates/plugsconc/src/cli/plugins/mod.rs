@@ -123,7 +123,7 @@ pub async fn run(args: PluginsArgs, address: Option<&str>) -> anyhow::Result<()>
         C::Info(_) | C::Verify(_) => false,
     };
     let daemon = if ask_daemon {
-        let config = crate::config::Config::load(None, std::env::vars(), &[])?.config;
+        let config = plugsconc_daemon::config::Config::load(None, std::env::vars(), &[])?.config;
         crate::cli::client::Daemon::find(&config, address).await?
     } else {
         None

@@ -6,7 +6,7 @@
 //! unknown routes and methods included.
 
 mod auth;
-pub(crate) mod call;
+pub mod call;
 mod docs;
 mod extract;
 mod install;

@@ -32,9 +32,15 @@ pub struct Caller {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller").finish_non_exhaustive()
+    }
+}
+
 impl ApiState {
     /// The parts of the state a plugin call uses.
-    pub(crate) fn caller(&self) -> Caller {
+    pub fn caller(&self) -> Caller {
         Caller {
             registry: self.registry.clone(),
             descriptors: self.descriptors.clone(),
@@ -172,7 +178,7 @@ async fn lease<'a>(
 
 /// Calls `service/method` of plugin `name` with a JSON body; returns the method's full name
 /// and the JSON reply. Shared by the call endpoint and the plugins' own HTTP routes.
-pub(crate) async fn invoke(
+pub async fn invoke(
     state: &Caller,
     name: &str,
     method_path: &str,

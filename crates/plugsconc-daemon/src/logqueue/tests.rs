@@ -91,7 +91,7 @@ fn events_are_committed_then_written_in_order_and_kept_for_reading() {
     let first: Value = serde_json::from_str(&sink.lines()[0]).unwrap();
     assert_eq!(first["level"], "INFO");
     assert_eq!(first["fields"]["plugin"], "kv");
-    assert_eq!(first["target"], "plugsconc::logqueue::tests");
+    assert_eq!(first["target"], "plugsconc_daemon::logqueue::tests");
 
     // Read back: the kv plugin's records only, after a given id.
     let pool = block_on(open(&dir.path().join("logs.db"), false)).unwrap();

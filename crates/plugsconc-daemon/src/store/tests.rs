@@ -393,3 +393,17 @@ async fn postgres_hands_each_job_out_once_to_daemons_claiming_together() {
     drop(first);
     drop_postgres_schema(PG_URL, &schema).await;
 }
+
+/// Drops the PostgreSQL schema `schema` at `url` with everything in it (test and benchmark
+/// schemas); a failure is ignored, as there is nothing left to keep.
+pub(crate) async fn drop_postgres_schema(url: &str, schema: &str) {
+    use sqlx::Executor as _;
+    if let Ok(pool) = sqlx::PgPool::connect(url).await {
+        let _ = pool
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .await;
+        pool.close().await;
+    }
+}

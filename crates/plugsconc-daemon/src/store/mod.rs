@@ -256,20 +256,6 @@ pub fn bundle_sha256(bundle: &[u8]) -> String {
         .collect()
 }
 
-/// Drops the PostgreSQL schema `schema` at `url` with everything in it (test and benchmark
-/// schemas); a failure is ignored, as there is nothing left to keep.
-pub async fn drop_postgres_schema(url: &str, schema: &str) {
-    use sqlx::Executor as _;
-    if let Ok(pool) = sqlx::PgPool::connect(url).await {
-        let _ = pool
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-            )))
-            .await;
-        pool.close().await;
-    }
-}
-
 /// Now, in Unix milliseconds.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

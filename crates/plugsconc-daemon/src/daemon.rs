@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::store::{Heard, Store};
 
 /// The registry options the configuration asks for.
-pub(crate) fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
+pub fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
     let publishers = config
         .security
         .trusted_publishers
@@ -509,7 +509,7 @@ async fn count_alerts(registry: Registry, metrics: Arc<Metrics>) {
 
 /// The configuration's trust plus the publishers kept in the store (a stored key replaces a
 /// configured one of the same name), installed in the registry.
-pub(crate) async fn refresh_trust(
+pub async fn refresh_trust(
     registry: &Registry,
     store: &dyn Store,
     base: &Trust,

@@ -1,4 +1,4 @@
-//! `plugsconc bench-logs` (hidden): throughput of the persistent log queue, in log lines/s.
+//! `plugsconc-bench-logs`: throughput of the persistent log queue, in log lines/s.
 //!
 //! The queue and its log file are set up as the daemon sets them up (`logging.*` defaults, the
 //! same rotating file sink and level filter), in a fresh folder, with one difference: rotated
@@ -13,18 +13,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::Parser;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::config::Logging;
+use plugsconc_daemon::config::Logging;
 
 /// The acknowledged count may stand still this long before the run is given up.
 const STALL: Duration = Duration::from_secs(10);
 
-/// Arguments of `bench-logs`.
-#[derive(Debug, Args)]
-pub struct BenchLogsArgs {
+/// Arguments of `plugsconc-bench-logs`.
+#[derive(Debug, Parser)]
+#[command(name = "plugsconc-bench-logs", about)]
+struct BenchLogsArgs {
     /// Log lines to send through the queue.
     #[arg(long, default_value_t = 200_000)]
     lines: u64,
@@ -46,8 +47,12 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs `bench-logs`.
-pub fn run_logs(args: &BenchLogsArgs) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    run_logs(&BenchLogsArgs::parse())
+}
+
+/// Runs the benchmark.
+fn run_logs(args: &BenchLogsArgs) -> anyhow::Result<()> {
     let (dir, _temp) = match &args.dir {
         Some(dir) => {
             let empty = match std::fs::read_dir(dir) {
@@ -87,12 +92,14 @@ pub fn run_logs(args: &BenchLogsArgs) -> anyhow::Result<()> {
         ..Logging::default()
     };
 
-    let sink = crate::logging::rotating_file(&config, &logs_dir)?
-        .map(|r| Box::new(r) as crate::logqueue::Sink);
-    let (layer, guard) =
-        crate::logqueue::start(crate::logging::queue_config(&config, &data_dir), sink)?;
-    let subscriber =
-        tracing_subscriber::registry().with(layer.with_filter(crate::logging::filter(&config)));
+    let sink = plugsconc_daemon::logging::rotating_file(&config, &logs_dir)?
+        .map(|r| Box::new(r) as plugsconc_daemon::logqueue::Sink);
+    let (layer, guard) = plugsconc_daemon::logqueue::start(
+        plugsconc_daemon::logging::queue_config(&config, &data_dir),
+        sink,
+    )?;
+    let subscriber = tracing_subscriber::registry()
+        .with(layer.with_filter(plugsconc_daemon::logging::filter(&config)));
 
     let start = Instant::now();
     tracing::subscriber::with_default(subscriber, || {

@@ -1,4 +1,4 @@
-//! `plugsconc bench-jobs` (hidden): throughput of the job pool, in jobs/s, as the daemon runs it
+//! `plugsconc-bench-jobs`: throughput of the job pool, in jobs/s, as the daemon runs it
 //! — jobs stored in the durable queue (SQLite in a fresh folder, or `--store` PostgreSQL), claimed
 //! and run by the workers — with the `noop` task (the pool and the queue alone) or `call` (a
 //! unary method of a plugin of `--plugins`, JSON in and out, as the call endpoint does). Runs
@@ -12,17 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::Parser;
 use serde_json::json;
 
-use crate::config::Config;
-use crate::jobs::pool::{PoolOptions, StopMode};
-use crate::jobs::tasks::{self, Task as _};
-use crate::jobs::{CrashPolicy, JobSpec, Pool, RetryPolicy};
+use plugsconc_daemon::config::Config;
+use plugsconc_daemon::jobs::pool::{PoolOptions, StopMode};
+use plugsconc_daemon::jobs::tasks::{self, Task as _};
+use plugsconc_daemon::jobs::{CrashPolicy, JobSpec, Pool, RetryPolicy};
 
-/// Arguments of `bench-jobs`.
-#[derive(Debug, Args)]
-pub struct BenchJobsArgs {
+/// Arguments of `plugsconc-bench-jobs`.
+#[derive(Debug, Parser)]
+#[command(name = "plugsconc-bench-jobs", about)]
+struct BenchJobsArgs {
     /// `noop`, or `call` (kv.KV/Echo of the kv plugin in `--plugins`).
     #[arg(long, default_value = "noop")]
     task: String,
@@ -40,13 +41,19 @@ pub struct BenchJobsArgs {
     plugins: PathBuf,
 }
 
-/// Runs `bench-jobs`.
-pub async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run_jobs(&BenchJobsArgs::parse()).await
+}
+
+/// Runs the benchmark.
+async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
     let data = tempfile::tempdir().context("cannot create a temporary folder")?;
     let schema = format!("plugsconc_bench_{}", std::process::id());
-    let store = crate::store::open(args.store.as_deref().unwrap_or(""), &schema, data.path())
-        .await
-        .context("cannot open the store")?;
+    let store =
+        plugsconc_daemon::store::open(args.store.as_deref().unwrap_or(""), &schema, data.path())
+            .await
+            .context("cannot open the store")?;
     let mut config = Config::default();
     config.directories.plugins_dir.clone_from(&args.plugins);
     config.directories.data_dir = data.path().to_owned();
@@ -55,14 +62,14 @@ pub async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
         "call" => {
             let registry = plugsconc_host::Registry::open(
                 &args.plugins,
-                crate::daemon::registry_options(&config)?,
+                plugsconc_daemon::daemon::registry_options(&config)?,
             )
             .await
             .with_context(|| {
                 format!("cannot open the plugins folder {}", args.plugins.display())
             })?;
             let task = tasks::Call {
-                caller: crate::api::call::Caller {
+                caller: plugsconc_daemon::api::call::Caller {
                     registry,
                     descriptors: Arc::default(),
                     metrics: Arc::default(),
@@ -97,7 +104,7 @@ pub async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
     let queue = store.jobs();
     for _ in 0..args.jobs {
         queue
-            .insert(&spec, "bench", crate::jobs::now_ms())
+            .insert(&spec, "bench", plugsconc_daemon::jobs::now_ms())
             .await
             .context("cannot queue a job")?;
     }
@@ -146,7 +153,7 @@ pub async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
         && let Some(url) = &args.store
     {
         drop(store);
-        crate::store::drop_postgres_schema(url, &schema).await;
+        drop_postgres_schema(url, &schema).await;
     }
     anyhow::ensure!(
         stats.succeeded == 2 * args.jobs,
@@ -158,12 +165,26 @@ pub async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until `jobs` jobs in all have ended on `pool`; returns its counters then.
-async fn ended(pool: &Pool, jobs: u64) -> crate::jobs::pool::PoolStats {
+async fn ended(pool: &Pool, jobs: u64) -> plugsconc_daemon::jobs::pool::PoolStats {
     loop {
         let stats = pool.stats().await;
         if stats.succeeded + stats.failed + stats.cancelled >= jobs {
             return stats;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Drops the benchmark's PostgreSQL schema with everything in it; a failure is ignored, as
+/// there is nothing left to keep.
+async fn drop_postgres_schema(url: &str, schema: &str) {
+    use sqlx::Executor as _;
+    if let Ok(pool) = sqlx::PgPool::connect(url).await {
+        let _ = pool
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .await;
+        pool.close().await;
     }
 }
