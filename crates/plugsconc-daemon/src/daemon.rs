@@ -198,7 +198,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let metrics: Arc<Metrics> = Arc::default();
     background.spawn(count_alerts(registry.clone(), metrics.clone()));
-    let descriptors: Arc<crate::api::call::DescriptorCache> = Arc::default();
+    let descriptors: Arc<crate::calls::DescriptorCache> = Arc::default();
     let workers = match config.worker_pool.wp_max_workers {
         0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         n => usize::try_from(n).unwrap_or(usize::MAX),
@@ -216,7 +216,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Arc::new(crate::jobs::tasks::Noop),
             Arc::new(crate::jobs::tasks::Sleep),
             Arc::new(crate::jobs::tasks::Call {
-                caller: crate::api::call::Caller {
+                caller: crate::calls::Caller {
                     registry: registry.clone(),
                     descriptors: descriptors.clone(),
                     metrics: metrics.clone(),

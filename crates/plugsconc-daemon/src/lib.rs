@@ -3,6 +3,7 @@
 //! together. The `plugsconc` binary is its command line.
 
 pub mod api;
+pub mod calls;
 pub mod config;
 pub mod daemon;
 pub mod jobs;
@@ -10,8 +11,6 @@ pub mod locator;
 pub mod logging;
 pub mod logqueue;
 pub mod metrics;
-pub mod reflection;
 pub mod sharing;
 pub mod states;
 pub mod store;
-pub mod transcode;
