@@ -228,7 +228,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     {
         let metrics = metrics.clone();
-        jobs.observe(Box::new(move |job| metrics.job_finished(job)));
+        jobs.observe(Box::new(move |job| {
+            metrics.job_finished(&job.task, job.state.as_str(), job.duration());
+        }));
     }
     let app = router(ApiState {
         registry: registry.clone(),

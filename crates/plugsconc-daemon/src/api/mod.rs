@@ -272,6 +272,6 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         state
             .metrics
-            .render(&state.registry, &state.jobs.stats().await),
+            .render(&state.registry, &state.jobs.stats().await.gauges()),
     )
 }
