@@ -11,34 +11,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use plugsconc_host::sandbox::SandboxOptions;
-use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
+use plugsconc_host::signature::Trust;
 use plugsconc_host::{DISABLED_MARKER, Event, Query, Registry, RegistryOptions};
 
 use crate::api::{ApiState, router};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Heard, Store};
+use crate::trust;
 
 /// The registry options the configuration asks for.
 pub fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
-    let publishers = config
-        .security
-        .trusted_publishers
-        .iter()
-        .map(|path| Publisher::load(path).map_err(anyhow::Error::from))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("security.trusted_publishers")?;
     Ok(RegistryOptions {
         insecure_skip_checksum: config.security.insecure_skip_checksum,
-        trust: Trust {
-            policy: if config.allow_unsigned() {
-                SignaturePolicy::AllowUnsigned
-            } else {
-                SignaturePolicy::RequireSigned
-            },
-            publishers,
-            unsigned_allowed: config.security.unsigned_allowed.iter().cloned().collect(),
-        },
+        trust: trust::configured(config)?,
         sandbox: SandboxOptions {
             enabled: !config.security.disable_sandbox,
             require: config.security.require_sandbox,
@@ -115,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .into();
     apply_states(&registry, store.as_ref()).await?;
-    refresh_trust(&registry, store.as_ref(), &base_trust).await?;
+    trust::refresh(&registry, store.as_ref(), &base_trust).await?;
     let mut background = tokio::task::JoinSet::new();
     if !config.logging.log_filename.is_empty() {
         let (dir, file) = (
@@ -429,7 +415,7 @@ async fn follow(
             }) => sharing.apply(&plugin, action).await,
             Heard::Change(notice) if notice.publishers => {
                 if *notice.origin != *origin
-                    && let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await
+                    && let Err(err) = trust::refresh(&registry, store.as_ref(), &base_trust).await
                 {
                     tracing::warn!(error = %err, "cannot reload the trusted publishers");
                 }
@@ -447,7 +433,7 @@ async fn follow(
                 if let Err(err) = states.converge_all().await {
                     tracing::warn!(error = %err, "resynchronisation failed");
                 }
-                if let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await {
+                if let Err(err) = trust::refresh(&registry, store.as_ref(), &base_trust).await {
                     tracing::warn!(error = %err, "cannot reload the trusted publishers");
                 }
                 // Until it succeeds: after a long outage the first tries fail too.
@@ -507,29 +493,6 @@ async fn count_alerts(registry: Registry, metrics: Arc<Metrics>) {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
-}
-
-/// The configuration's trust plus the publishers kept in the store (a stored key replaces a
-/// configured one of the same name), installed in the registry.
-pub async fn refresh_trust(
-    registry: &Registry,
-    store: &dyn Store,
-    base: &Trust,
-) -> anyhow::Result<()> {
-    let mut trust = base.clone();
-    for (name, key) in store.publishers().await? {
-        match Publisher::parse(&name, &key) {
-            Ok(publisher) => {
-                trust.publishers.retain(|p| p.name != name);
-                trust.publishers.push(publisher);
-            }
-            Err(err) => {
-                tracing::warn!(publisher = %name, error = %err, "ignoring a stored publisher key")
-            }
-        }
-    }
-    registry.set_trust(trust);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod sharing;
 pub mod states;
 pub mod store;
+pub mod trust;
