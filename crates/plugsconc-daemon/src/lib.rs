@@ -1,6 +1,10 @@
-//! The plugsconc daemon as a library: configuration, the catalog's store, jobs, the REST API,
-//! sharing between daemons, metrics and the log pipeline, and [`daemon::run`], which wires them
-//! together. The `plugsconc` binary is its command line.
+//! The plugsconc daemon as a library: configuration, the catalog's store, trusted publishers,
+//! plugin calls with JSON, jobs, the REST API, sharing between daemons, metrics and the log
+//! pipeline, and [`daemon::Daemon`], which wires them together. The `plugsconc` binary is its
+//! command line.
+//!
+//! Modules depend downward only: `daemon` → `api` → `jobs` → `calls` → `metrics`, with `trust`,
+//! `states`, `sharing` and `store` below the API and `daemon`; nothing imports `daemon`.
 
 pub mod api;
 pub mod calls;
