@@ -3,8 +3,8 @@
 //! pipeline, and [`daemon::Daemon`], which wires them together. The `plugsconc` binary is its
 //! command line.
 //!
-//! Modules depend downward only: `daemon` → `api` → `jobs` → `calls` → `metrics`, with `trust`,
-//! `states`, `sharing` and `store` below the API and `daemon`; nothing imports `daemon`.
+//! Modules depend downward only, and nothing imports `daemon`: `daemon` → `api` → `trust`,
+//! `sharing`, `states` → `store` → `jobs` (the store keeps the job queue) → `calls` → `metrics`.
 
 pub mod api;
 pub mod calls;
