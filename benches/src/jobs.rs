@@ -69,7 +69,7 @@ async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
                 format!("cannot open the plugins folder {}", args.plugins.display())
             })?;
             let task = tasks::Call {
-                caller: plugsconc_daemon::api::call::Caller {
+                caller: plugsconc_daemon::calls::Caller {
                     registry,
                     descriptors: Arc::default(),
                     metrics: Arc::default(),

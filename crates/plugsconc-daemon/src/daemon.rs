@@ -1,44 +1,34 @@
-//! `plugsconc serve`: the daemon. Loads the configuration, opens the persistent store, brings
-//! the plugins' `.disabled` markers in line with it, opens the catalog of the plugins folder
-//! (plus the built-in plugins), applies the recorded states, follows changes made by daemons sharing the store, watches the folder for hot reload, serves
-//! the REST API, and on SIGINT or SIGTERM stops accepting, drains and stops every plugin, and
-//! exits — bounded.
+//! The daemon as one value. [`Daemon::start`] opens the persistent store, brings the plugins'
+//! `.disabled` markers in line with it, opens the catalog of the plugins folder (plus the
+//! built-in plugins), applies the recorded states and trusted publishers, follows changes made by
+//! daemons sharing the store, watches the folder for hot reload, starts the job pool and serves
+//! the REST API; [`Daemon::shutdown`] stops accepting, drains the requests and jobs and stops
+//! every plugin — bounded. `plugsconc serve` runs one until SIGINT or SIGTERM.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use plugsconc_host::sandbox::SandboxOptions;
-use plugsconc_host::signature::{Publisher, SignaturePolicy, Trust};
+use plugsconc_host::signature::Trust;
 use plugsconc_host::{DISABLED_MARKER, Event, Query, Registry, RegistryOptions};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::api::{ApiState, router};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Heard, Store};
+use crate::trust;
 
 /// The registry options the configuration asks for.
 pub fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
-    let publishers = config
-        .security
-        .trusted_publishers
-        .iter()
-        .map(|path| Publisher::load(path).map_err(anyhow::Error::from))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("security.trusted_publishers")?;
     Ok(RegistryOptions {
         insecure_skip_checksum: config.security.insecure_skip_checksum,
-        trust: Trust {
-            policy: if config.allow_unsigned() {
-                SignaturePolicy::AllowUnsigned
-            } else {
-                SignaturePolicy::RequireSigned
-            },
-            publishers,
-            unsigned_allowed: config.security.unsigned_allowed.iter().cloned().collect(),
-        },
+        trust: trust::configured(config)?,
         sandbox: SandboxOptions {
             enabled: !config.security.disable_sandbox,
             require: config.security.require_sandbox,
@@ -58,251 +48,325 @@ pub fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
     })
 }
 
-/// Runs the daemon until a shutdown signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let started = Instant::now();
-    match raise_open_files_limit() {
-        Ok(limit) => tracing::info!(limit, "open files limit"),
-        Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
+/// A running daemon: its API listening, its plugins, jobs and background work under way until
+/// [`Daemon::shutdown`]. Dropped without a shutdown, its API stops accepting and its background
+/// work ends, but its plugins and jobs are not drained.
+pub struct Daemon {
+    address: SocketAddr,
+    registry: Registry,
+    jobs: crate::jobs::Pool,
+    /// Cancels the API server's stop token when dropped.
+    stop: DropGuard,
+    server: JoinHandle<()>,
+    background: JoinSet<()>,
+    locator: crate::locator::Locator,
+    data_dir: PathBuf,
+    stop_mode: String,
+    jobs_grace: Duration,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
-    let plugins_dir = config.directories.plugins_dir.clone();
-    std::fs::create_dir_all(&plugins_dir)
-        .with_context(|| format!("cannot create the plugins folder {}", plugins_dir.display()))?;
-    // Installs killed midway (kill -9, power loss) leave hidden folders no one else removes.
-    let leftovers = {
-        let dir = plugins_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            plugsconc_host::install::remove_leftovers(&dir).map_err(anyhow::Error::from)
-        })
-        .await
-        .context("clearing the plugins folder was interrupted")??
-    };
-    for path in leftovers {
-        tracing::warn!(path = %path.display(), "cleared what an interrupted install left");
-    }
-    let store: Arc<dyn Store> = Arc::from(
-        crate::store::open(
-            &config.store.url,
-            &config.store.schema,
-            &config.directories.data_dir,
-        )
-        .await?,
-    );
-    // The store wins over the markers: a daemon killed between writing one and the other left
-    // them disagreeing, and the catalog reads the markers when it opens.
-    let states = store.states().await?;
-    {
-        let plugins_dir = plugins_dir.clone();
-        tokio::task::spawn_blocking(move || reconcile_markers(&plugins_dir, &states))
+}
+
+/// How long requests in flight may run on once shutdown begins: a plugin call without an
+/// execution limit or a stalled client does not hold the daemon up.
+const DRAIN_REQUESTS: Duration = Duration::from_secs(10);
+
+impl Daemon {
+    /// Brings the daemon up as `config` says and returns once its REST API listens.
+    ///
+    /// # Errors
+    ///
+    /// Whatever stops the daemon from starting: a folder that cannot be created, a store that
+    /// cannot be opened, a trusted publisher's key that cannot be read, an address that cannot
+    /// be listened on; each error names the configuration key or path at fault.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        match raise_open_files_limit() {
+            Ok(limit) => tracing::info!(limit, "open files limit"),
+            Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
+        }
+        let plugins_dir = config.directories.plugins_dir.clone();
+        std::fs::create_dir_all(&plugins_dir).with_context(|| {
+            format!("cannot create the plugins folder {}", plugins_dir.display())
+        })?;
+        // Installs killed midway (kill -9, power loss) leave hidden folders no one else removes.
+        let leftovers = {
+            let dir = plugins_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                plugsconc_host::install::remove_leftovers(&dir).map_err(anyhow::Error::from)
+            })
             .await
-            .context("reconciling the .disabled markers")?;
-    }
-    let options = registry_options(&config)?;
-    let (base_trust, require_checksum) = (options.trust.clone(), !options.insecure_skip_checksum);
-    let registry = Registry::open(&plugins_dir, options).await?;
-    if config.file_watcher.fw_enabled && config.file_watcher.fw_watch_plugins {
-        let rescan = config.file_watcher.fw_rescan_secs;
-        registry.watch(
-            Duration::from_millis(config.file_watcher.fw_debounce_ms),
-            (rescan > 0).then(|| Duration::from_secs(rescan)),
-        )?;
-    }
-    let origin: Arc<str> = format!(
-        "{}-{}-{:04x}",
-        config.application.app_name,
-        std::process::id(),
-        fastrand::u16(..)
-    )
-    .into();
-    apply_states(&registry, store.as_ref()).await?;
-    refresh_trust(&registry, store.as_ref(), &base_trust).await?;
-    let mut background = tokio::task::JoinSet::new();
-    if !config.logging.log_filename.is_empty() {
-        let (dir, file) = (
-            config.directories.logs_dir.clone(),
-            config.logging.log_filename.clone(),
-        );
-        let max_age = Duration::from_secs(config.logging.log_max_age.saturating_mul(86_400));
-        background.spawn(async move {
-            loop {
-                let (dir, file) = (dir.clone(), file.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    crate::logging::prune(&dir, &file, max_age)
-                })
-                .await;
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
-        });
-    }
-    background.spawn(record_versions(
-        registry.clone(),
-        store.clone(),
-        origin.clone(),
-    ));
-    // Where installs go: the registry's resolved folder.
-    let install_dir = registry
-        .root()
-        .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned);
-    let states = crate::states::States::new(registry.clone(), store.clone());
-    let applied = crate::sharing::Applied::new(config.directories.data_dir.join("shared-bundles"));
-    if let Some(heard) = store.listen().await? {
-        let sharing = crate::sharing::Sharing {
-            states: states.clone(),
-            registry: registry.clone(),
-            store: store.clone(),
-            plugins_dir: install_dir.clone(),
-            require_checksum,
-            limits: config.install.limits(),
-            applied: applied.clone(),
+            .context("clearing the plugins folder was interrupted")??
         };
-        // What changed between reading the states above and listening.
-        if let Err(err) = states.converge_all().await {
-            tracing::warn!(error = %err, "cannot read the plugin states; trying again when the listener reconnects");
+        for path in leftovers {
+            tracing::warn!(path = %path.display(), "cleared what an interrupted install left");
         }
-        // What the catalog's other daemons installed (or uninstalled) before this one started.
-        if let Err(err) = sharing.resync().await {
-            tracing::warn!(error = %err, "cannot read the shared bundles; trying again when the listener reconnects");
+        let store: Arc<dyn Store> = Arc::from(
+            crate::store::open(
+                &config.store.url,
+                &config.store.schema,
+                &config.directories.data_dir,
+            )
+            .await?,
+        );
+        // The store wins over the markers: a daemon killed between writing one and the other left
+        // them disagreeing, and the catalog reads the markers when it opens.
+        let states = store.states().await?;
+        {
+            let plugins_dir = plugins_dir.clone();
+            tokio::task::spawn_blocking(move || reconcile_markers(&plugins_dir, &states))
+                .await
+                .context("reconciling the .disabled markers")?;
         }
-        background.spawn(follow(
+        let options = registry_options(&config)?;
+        let (base_trust, require_checksum) =
+            (options.trust.clone(), !options.insecure_skip_checksum);
+        let registry = Registry::open(&plugins_dir, options).await?;
+        if config.file_watcher.fw_enabled && config.file_watcher.fw_watch_plugins {
+            let rescan = config.file_watcher.fw_rescan_secs;
+            registry.watch(
+                Duration::from_millis(config.file_watcher.fw_debounce_ms),
+                (rescan > 0).then(|| Duration::from_secs(rescan)),
+            )?;
+        }
+        let origin: Arc<str> = format!(
+            "{}-{}-{:04x}",
+            config.application.app_name,
+            std::process::id(),
+            fastrand::u16(..)
+        )
+        .into();
+        apply_states(&registry, store.as_ref()).await?;
+        trust::refresh(&registry, store.as_ref(), &base_trust).await?;
+        let mut background = tokio::task::JoinSet::new();
+        if !config.logging.log_filename.is_empty() {
+            let (dir, file) = (
+                config.directories.logs_dir.clone(),
+                config.logging.log_filename.clone(),
+            );
+            let max_age = Duration::from_secs(config.logging.log_max_age.saturating_mul(86_400));
+            background.spawn(async move {
+                loop {
+                    let (dir, file) = (dir.clone(), file.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::logging::prune(&dir, &file, max_age)
+                    })
+                    .await;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+            });
+        }
+        background.spawn(record_versions(
             registry.clone(),
             store.clone(),
             origin.clone(),
-            base_trust.clone(),
-            sharing,
-            heard,
         ));
-    }
-    let token = crate::api::load_token(&config.api.token, &config.directories.data_dir)
-        .with_context(|| {
-            format!(
-                "cannot read or create the API token in {}",
-                config.directories.data_dir.display()
-            )
-        })?;
-    let listener = tokio::net::TcpListener::bind(&config.api.listen)
-        .await
-        .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
-    let address = listener.local_addr()?;
-    let locator = crate::locator::Locator::here(address);
-    if let Err(err) = locator.write(&config.directories.data_dir) {
-        tracing::warn!(error = %err, dir = %config.directories.data_dir.display(), "cannot record where the daemon listens; the CLI finds it through api.listen only");
-    }
-    let count = registry.list(&plugsconc_host::Query::default()).len();
-    tracing::info!(%address, plugins = count, dir = %plugins_dir.display(), store = store.kind(), %origin, "plugsconc serving");
-    let stop = shutdown_signal();
-    // One line on stdout that scripts (and the tests) can wait for.
-    println!(
-        "plugsconc listening on http://{address} with {count} plugins from {}",
-        plugins_dir.display()
-    );
-
-    let metrics: Arc<Metrics> = Arc::default();
-    background.spawn(count_alerts(registry.clone(), metrics.clone()));
-    let descriptors: Arc<crate::api::call::DescriptorCache> = Arc::default();
-    let workers = match config.worker_pool.wp_max_workers {
-        0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-        n => usize::try_from(n).unwrap_or(usize::MAX),
-    };
-    let pool = &config.worker_pool;
-    let jobs = crate::jobs::Pool::start(
-        crate::jobs::pool::PoolOptions {
-            workers,
-            capacity: pool.wp_queue_max,
-            lease: Duration::from_millis(pool.wp_job_lease_ms),
-            poll: Duration::from_millis(pool.wp_poll_ms),
-            name: origin.to_string(),
-        },
-        vec![
-            Arc::new(crate::jobs::tasks::Noop),
-            Arc::new(crate::jobs::tasks::Sleep),
-            Arc::new(crate::jobs::tasks::Call {
-                caller: crate::api::call::Caller {
-                    registry: registry.clone(),
-                    descriptors: descriptors.clone(),
-                    metrics: metrics.clone(),
-                },
-            }),
-        ],
-        store.jobs(),
-    )
-    .await;
-    {
-        let metrics = metrics.clone();
-        jobs.observe(Box::new(move |job| metrics.job_finished(job)));
-    }
-    let app = router(ApiState {
-        registry: registry.clone(),
-        started,
-        token: token.into(),
-        descriptors,
-        store: store.clone(),
-        origin: origin.clone(),
-        metrics,
-        jobs: jobs.clone(),
-        plugins_dir: install_dir,
-        installs: Arc::new(crate::api::InstallGate::new(&config.install)),
-        base_trust: base_trust.clone(),
-        require_checksum,
-        applied,
-        states,
-        logs: (config.logging.log_enable_persistent_queue
-            && !config.logging.log_remove_on_complete)
-            .then(|| {
-                Arc::new(crate::api::logs::LogSource::new(
-                    config
-                        .directories
-                        .data_dir
-                        .join(&config.logging.log_db_file),
-                    config.logging.log_queue.clone(),
-                ))
-            }),
-    });
-    // Graceful, but bounded: a request still running 10 s after the signal (a plugin call
-    // without an execution limit, a stalled client) does not hold the daemon up.
-    let signalled = Arc::new(tokio::sync::Notify::new());
-    let limits = crate::api::server::Limits {
-        header_read_timeout: Duration::from_secs(config.api.header_read_timeout_secs),
-        idle_timeout: Duration::from_secs(config.api.idle_timeout_secs),
-        max_connections: usize::try_from(config.api.max_connections).unwrap_or(usize::MAX),
-        body_idle_timeout: Duration::from_secs(config.api.body_idle_timeout_secs),
-    };
-    let server = crate::api::server::serve(listener, app, limits, {
-        let signalled = signalled.clone();
-        async move {
-            stop.await;
-            signalled.notify_one();
+        // Where installs go: the registry's resolved folder.
+        let install_dir = registry
+            .root()
+            .map_or_else(|| plugins_dir.clone(), ToOwned::to_owned);
+        let states = crate::states::States::new(registry.clone(), store.clone());
+        let applied =
+            crate::sharing::Applied::new(config.directories.data_dir.join("shared-bundles"));
+        if let Some(heard) = store.listen().await? {
+            let sharing = crate::sharing::Sharing {
+                states: states.clone(),
+                registry: registry.clone(),
+                store: store.clone(),
+                plugins_dir: install_dir.clone(),
+                require_checksum,
+                limits: config.install.limits(),
+                applied: applied.clone(),
+            };
+            // What changed between reading the states above and listening.
+            if let Err(err) = states.converge_all().await {
+                tracing::warn!(error = %err, "cannot read the plugin states; trying again when the listener reconnects");
+            }
+            // What the catalog's other daemons installed (or uninstalled) before this one started.
+            if let Err(err) = sharing.resync().await {
+                tracing::warn!(error = %err, "cannot read the shared bundles; trying again when the listener reconnects");
+            }
+            background.spawn(follow(
+                registry.clone(),
+                store.clone(),
+                origin.clone(),
+                base_trust.clone(),
+                sharing,
+                heard,
+            ));
         }
-    });
-    tokio::select! {
-        () = server => {}
-        () = async {
-            signalled.notified().await;
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        } => tracing::warn!("HTTP requests still in flight 10 s after the signal; dropping them"),
+        let token = crate::api::load_token(&config.api.token, &config.directories.data_dir)
+            .with_context(|| {
+                format!(
+                    "cannot read or create the API token in {}",
+                    config.directories.data_dir.display()
+                )
+            })?;
+        let listener = tokio::net::TcpListener::bind(&config.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+        let address = listener.local_addr()?;
+        let locator = crate::locator::Locator::here(address);
+        if let Err(err) = locator.write(&config.directories.data_dir) {
+            tracing::warn!(error = %err, dir = %config.directories.data_dir.display(), "cannot record where the daemon listens; the CLI finds it through api.listen only");
+        }
+        let count = registry.list(&plugsconc_host::Query::default()).len();
+        tracing::info!(%address, plugins = count, dir = %plugins_dir.display(), store = store.kind(), %origin, "plugsconc serving");
+        let metrics: Arc<Metrics> = Arc::default();
+        background.spawn(count_alerts(registry.clone(), metrics.clone()));
+        let descriptors: Arc<crate::calls::DescriptorCache> = Arc::default();
+        let workers = match config.worker_pool.wp_max_workers {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let pool = &config.worker_pool;
+        let jobs = crate::jobs::Pool::start(
+            crate::jobs::pool::PoolOptions {
+                workers,
+                capacity: pool.wp_queue_max,
+                lease: Duration::from_millis(pool.wp_job_lease_ms),
+                poll: Duration::from_millis(pool.wp_poll_ms),
+                name: origin.to_string(),
+            },
+            vec![
+                Arc::new(crate::jobs::tasks::Noop),
+                Arc::new(crate::jobs::tasks::Sleep),
+                Arc::new(crate::jobs::tasks::Call {
+                    caller: crate::calls::Caller {
+                        registry: registry.clone(),
+                        descriptors: descriptors.clone(),
+                        metrics: metrics.clone(),
+                    },
+                }),
+            ],
+            store.jobs(),
+        )
+        .await;
+        {
+            let metrics = metrics.clone();
+            jobs.observe(Box::new(move |job| {
+                metrics.job_finished(&job.task, job.state.as_str(), job.duration());
+            }));
+        }
+        let app = router(ApiState {
+            registry: registry.clone(),
+            started,
+            token: token.into(),
+            descriptors,
+            store: store.clone(),
+            origin: origin.clone(),
+            metrics,
+            jobs: jobs.clone(),
+            plugins_dir: install_dir,
+            installs: Arc::new(crate::api::InstallGate::new(&config.install)),
+            base_trust: base_trust.clone(),
+            require_checksum,
+            applied,
+            states,
+            logs: (config.logging.log_enable_persistent_queue
+                && !config.logging.log_remove_on_complete)
+                .then(|| {
+                    Arc::new(crate::api::logs::LogSource::new(
+                        config
+                            .directories
+                            .data_dir
+                            .join(&config.logging.log_db_file),
+                        config.logging.log_queue.clone(),
+                    ))
+                }),
+        });
+        let limits = crate::api::server::Limits {
+            header_read_timeout: Duration::from_secs(config.api.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(config.api.idle_timeout_secs),
+            max_connections: usize::try_from(config.api.max_connections).unwrap_or(usize::MAX),
+            body_idle_timeout: Duration::from_secs(config.api.body_idle_timeout_secs),
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(crate::api::server::serve(
+            listener,
+            app,
+            limits,
+            stop.clone().cancelled_owned(),
+        ));
+        Ok(Self {
+            address,
+            registry,
+            jobs,
+            stop: stop.drop_guard(),
+            server,
+            background,
+            locator,
+            data_dir: config.directories.data_dir.clone(),
+            stop_mode: config.worker_pool.wp_stop_mode.clone(),
+            jobs_grace: Duration::from_secs(config.worker_pool.wp_shutdown_grace_secs),
+        })
     }
-    locator.remove(&config.directories.data_dir);
-    tracing::info!(mode = %config.worker_pool.wp_stop_mode, "shutting down: stopping the job pool");
-    // Running jobs get a bounded grace; those still running then are given up, as after a
-    // crash: their crash policy runs them again at the next start or on another daemon.
-    let grace = Duration::from_secs(config.worker_pool.wp_shutdown_grace_secs);
-    let mode = match config.worker_pool.wp_stop_mode.as_str() {
-        "stop" => crate::jobs::StopMode::Stop,
-        "terminate" => crate::jobs::StopMode::Terminate,
-        _ => crate::jobs::StopMode::Shutdown,
-    };
-    if tokio::time::timeout(grace, jobs.stop(mode)).await.is_err() {
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "jobs still running after the grace; giving them up"
-        );
-        jobs.abandon().await;
+
+    /// Where the REST API listens (the bound port when `api.listen` asked for port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
-    tracing::info!("shutting down: stopping plugins");
-    background.abort_all();
-    while background.join_next().await.is_some() {}
-    registry.shutdown().await;
-    println!("plugsconc stopped");
-    Ok(())
+
+    /// The catalog.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Stops the daemon, bounded: the API stops accepting and its requests in flight get 10 s,
+    /// the job pool stops as `worker_pool.wp_stop_mode` says within
+    /// `worker_pool.wp_shutdown_grace_secs` (jobs still running then are given up, as after a
+    /// crash), then the background work ends and every plugin is drained and stopped.
+    pub async fn shutdown(self) {
+        let Self {
+            registry,
+            jobs,
+            stop,
+            mut server,
+            mut background,
+            locator,
+            data_dir,
+            stop_mode,
+            jobs_grace,
+            ..
+        } = self;
+        drop(stop);
+        if tokio::time::timeout(DRAIN_REQUESTS, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP requests still in flight 10 s after the signal; dropping them");
+            server.abort();
+        }
+        locator.remove(&data_dir);
+        tracing::info!(mode = %stop_mode, "shutting down: stopping the job pool");
+        // Running jobs get a bounded grace; those still running then are given up, as after a
+        // crash: their crash policy runs them again at the next start or on another daemon.
+        let mode = match stop_mode.as_str() {
+            "stop" => crate::jobs::StopMode::Stop,
+            "terminate" => crate::jobs::StopMode::Terminate,
+            _ => crate::jobs::StopMode::Shutdown,
+        };
+        if tokio::time::timeout(jobs_grace, jobs.stop(mode))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = jobs_grace.as_secs(),
+                "jobs still running after the grace; giving them up"
+            );
+            jobs.abandon().await;
+        }
+        tracing::info!("shutting down: stopping plugins");
+        background.abort_all();
+        while background.join_next().await.is_some() {}
+        registry.shutdown().await;
+    }
 }
 
 /// Raises the soft limit of open files to the hard limit (sockets of API clients, plugin
@@ -329,33 +393,6 @@ fn raise_open_files_limit() -> std::io::Result<u64> {
         limit = raised;
     }
     Ok(limit.rlim_cur)
-}
-
-/// Listens for SIGINT and SIGTERM from now on (before the daemon says it is up, so a signal sent
-/// right after that line still stops it gracefully); resolves on the first.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let interrupt = signal(SignalKind::interrupt());
-    async move {
-        match (term, interrupt) {
-            (Ok(mut term), Ok(mut interrupt)) => {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            (term, interrupt) => {
-                let err = term
-                    .err()
-                    .or(interrupt.err())
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
-                tracing::warn!(error = %err, "cannot listen for SIGTERM/SIGINT; only Ctrl-C stops the daemon");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
 }
 
 /// Writes or removes each plugin's `.disabled` marker to match the state the store recorded
@@ -427,7 +464,7 @@ async fn follow(
             }) => sharing.apply(&plugin, action).await,
             Heard::Change(notice) if notice.publishers => {
                 if *notice.origin != *origin
-                    && let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await
+                    && let Err(err) = trust::refresh(&registry, store.as_ref(), &base_trust).await
                 {
                     tracing::warn!(error = %err, "cannot reload the trusted publishers");
                 }
@@ -445,7 +482,7 @@ async fn follow(
                 if let Err(err) = states.converge_all().await {
                     tracing::warn!(error = %err, "resynchronisation failed");
                 }
-                if let Err(err) = refresh_trust(&registry, store.as_ref(), &base_trust).await {
+                if let Err(err) = trust::refresh(&registry, store.as_ref(), &base_trust).await {
                     tracing::warn!(error = %err, "cannot reload the trusted publishers");
                 }
                 // Until it succeeds: after a long outage the first tries fail too.
@@ -507,29 +544,6 @@ async fn count_alerts(registry: Registry, metrics: Arc<Metrics>) {
     }
 }
 
-/// The configuration's trust plus the publishers kept in the store (a stored key replaces a
-/// configured one of the same name), installed in the registry.
-pub async fn refresh_trust(
-    registry: &Registry,
-    store: &dyn Store,
-    base: &Trust,
-) -> anyhow::Result<()> {
-    let mut trust = base.clone();
-    for (name, key) in store.publishers().await? {
-        match Publisher::parse(&name, &key) {
-            Ok(publisher) => {
-                trust.publishers.retain(|p| p.name != name);
-                trust.publishers.push(publisher);
-            }
-            Err(err) => {
-                tracing::warn!(publisher = %name, error = %err, "ignoring a stored publisher key")
-            }
-        }
-    }
-    registry.set_trust(trust);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +562,65 @@ mod tests {
         if marked {
             std::fs::write(dir.join(DISABLED_MARKER), b"").unwrap();
         }
+    }
+
+    /// A daemon on an empty folder in `root`, its API on a port the OS picks.
+    fn config(root: &Path) -> Config {
+        let mut config = Config::default();
+        config.directories.plugins_dir = root.join("plugins");
+        config.directories.plugin_configs_dir = root.join("plugin-configs");
+        config.directories.logs_dir = root.join("logs");
+        config.directories.data_dir = root.join("data");
+        std::fs::create_dir_all(&config.directories.data_dir).unwrap();
+        config.api.listen = "127.0.0.1:0".into();
+        config
+    }
+
+    /// The response to a plain `GET path` on `address`, head and body.
+    async fn get(address: SocketAddr, path: &str) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok(response)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_started_daemon_answers_on_its_bound_port_and_shuts_down_within_a_bound() {
+        let root = tempfile::tempdir().unwrap();
+        let config = config(root.path());
+        let data_dir = config.directories.data_dir.clone();
+        let daemon = Daemon::start(config).await.unwrap();
+        let address = daemon.address();
+        assert_ne!(address.port(), 0, "the bound port, not the one asked for");
+        assert_eq!(
+            crate::locator::Locator::read(&data_dir).map(|l| l.address),
+            Some(address.to_string()),
+            "the CLI can find it"
+        );
+        let health = tokio::time::timeout(Duration::from_secs(30), get(address, "/api/v1/health"))
+            .await
+            .expect("the API answers")
+            .unwrap();
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        assert!(health.contains(r#""status":"ok""#), "{health}");
+        tokio::time::timeout(Duration::from_secs(60), daemon.shutdown())
+            .await
+            .expect("shutdown is bounded");
+        assert!(
+            crate::locator::Locator::read(&data_dir).is_none(),
+            "the locator is removed"
+        );
+        assert!(
+            get(address, "/api/v1/health").await.is_err(),
+            "nothing listens any more"
+        );
     }
 
     #[test]

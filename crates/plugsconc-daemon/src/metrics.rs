@@ -1,9 +1,12 @@
 //! Prometheus metrics at `/metrics`: calls, errors and latency per plugin and method (through
 //! the API's call endpoint), and, read at each scrape, every plugin's status, restarts and
-//! reloads, and the CPU time and RSS of each running plugin process (from `/proc`).
+//! reloads, and the CPU time and RSS of each running plugin process (from `/proc`); the job
+//! pool's counters and job durations, as plain values its callers report. A leaf: it knows the
+//! catalog, not the modules that feed it.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use plugsconc_host::{Query, Registry};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -59,6 +62,29 @@ fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         1e-4, 4.0, 10,
     ))
+}
+
+/// The job pool's counters at a scrape, as the `plugsconc_jobs{count=...}` gauges show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobGauges {
+    /// Jobs accepted.
+    pub submitted: u64,
+    /// Submissions refused.
+    pub rejected: u64,
+    /// Jobs that succeeded here.
+    pub succeeded: u64,
+    /// Jobs that failed here.
+    pub failed: u64,
+    /// Jobs cancelled here.
+    pub cancelled: u64,
+    /// Attempts retried.
+    pub retries: u64,
+    /// Jobs on a worker here now.
+    pub in_flight: u64,
+    /// Jobs waiting for a worker.
+    pub queued: u64,
+    /// Jobs of dead workers settled here.
+    pub recovered: u64,
 }
 
 /// The daemon's metrics.
@@ -195,19 +221,19 @@ impl Metrics {
         )
     }
 
-    /// Counts a job this daemon finished.
-    pub fn job_finished(&self, job: &crate::jobs::JobInfo) {
-        let seconds = job.duration_ms.unwrap_or_default() as f64 / 1_000.0;
+    /// Counts a job this daemon finished: its task, its final state (`succeeded`, `failed`,
+    /// `cancelled`) and how long it took from its first attempt's start.
+    pub fn job_finished(&self, task: &str, outcome: &str, duration: Duration) {
         self.job_durations
             .get_or_create(&JobOutcomeLabels {
-                task: job.task.clone(),
-                state: job.state.as_str().to_owned(),
+                task: task.to_owned(),
+                state: outcome.to_owned(),
             })
-            .observe(seconds);
+            .observe(duration.as_secs_f64());
     }
 
     /// The exposition text, with the per-plugin values read now.
-    pub fn render(&self, catalog: &Registry, jobs: &crate::jobs::pool::PoolStats) -> String {
+    pub fn render(&self, catalog: &Registry, jobs: &JobGauges) -> String {
         for (name, value) in [
             ("submitted", jobs.submitted),
             ("rejected", jobs.rejected),
@@ -283,7 +309,22 @@ mod tests {
         metrics.observe_call("cat", "animal.Animal/Speak", false, 0.5);
         assert_eq!(metrics.totals(), (2, 1));
         let catalog = Registry::new(plugsconc_host::RegistryOptions::default());
-        let text = metrics.render(&catalog, &crate::jobs::pool::PoolStats::default());
+        metrics.job_finished("sleep", "succeeded", Duration::from_millis(1500));
+        let jobs = JobGauges {
+            queued: 7,
+            ..JobGauges::default()
+        };
+        let text = metrics.render(&catalog, &jobs);
+        assert!(
+            text.contains(r#"plugsconc_jobs{count="queued"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"plugsconc_job_duration_seconds_sum{task="sleep",state="succeeded"} 1.5"#
+            ),
+            "{text}"
+        );
         assert!(text.contains(r#"plugsconc_calls_total{plugin="cat",method="animal.Animal/Speak",outcome="error"} 1"#), "{text}");
         assert!(
             text.contains("plugsconc_call_duration_seconds_bucket"),

@@ -44,7 +44,7 @@ pub struct ApiState {
     /// The bearer token that state changes require.
     pub token: Arc<str>,
     /// Compiled descriptors of the plugins called through the API.
-    pub descriptors: Arc<call::DescriptorCache>,
+    pub descriptors: Arc<crate::calls::DescriptorCache>,
     /// The persistent catalog state.
     pub store: Arc<dyn crate::store::Store>,
     /// This daemon's id in the shared catalog (audit actors, notifications).
@@ -122,16 +122,6 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// The stable code.
-    pub(crate) fn code(&self) -> &'static str {
-        self.code
-    }
-
-    /// The message.
-    pub(crate) fn message(&self) -> &str {
-        &self.message
-    }
-
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -282,6 +272,6 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         state
             .metrics
-            .render(&state.registry, &state.jobs.stats().await),
+            .render(&state.registry, &state.jobs.stats().await.gauges()),
     )
 }

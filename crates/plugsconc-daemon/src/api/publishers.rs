@@ -85,19 +85,16 @@ pub async fn add(
     }
     let publisher = Publisher::parse(&request.name, &request.key)
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "bad_key", format!("key: {err}")))?;
-    state
-        .store
-        .set_publisher(
-            &request.name,
-            Some(&request.key),
-            &format!("api@{}", state.origin),
-            &state.origin,
-        )
-        .await
-        .map_err(store_error)?;
-    crate::daemon::refresh_trust(&state.registry, state.store.as_ref(), &state.base_trust)
-        .await
-        .map_err(store_error)?;
+    crate::trust::set(
+        &state.registry,
+        state.store.as_ref(),
+        &state.base_trust,
+        (&request.name, Some(&request.key)),
+        &format!("api@{}", state.origin),
+        &state.origin,
+    )
+    .await
+    .map_err(store_error)?;
     Ok(Json(
         json!({"name": publisher.name, "key_id": publisher.key_id}),
     ))
@@ -131,13 +128,15 @@ pub async fn remove(
             },
         );
     }
-    state
-        .store
-        .set_publisher(&name, None, &format!("api@{}", state.origin), &state.origin)
-        .await
-        .map_err(store_error)?;
-    crate::daemon::refresh_trust(&state.registry, state.store.as_ref(), &state.base_trust)
-        .await
-        .map_err(store_error)?;
+    crate::trust::set(
+        &state.registry,
+        state.store.as_ref(),
+        &state.base_trust,
+        (&name, None),
+        &format!("api@{}", state.origin),
+        &state.origin,
+    )
+    .await
+    .map_err(store_error)?;
     Ok(Json(json!({"removed": name})))
 }

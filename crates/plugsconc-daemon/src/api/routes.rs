@@ -11,9 +11,9 @@ use axum::http::{Method, StatusCode};
 use plugsconc_host::registry::Status;
 use serde_json::{Map, Value};
 
-use super::call::invoke;
 use super::extract::Params;
 use super::{ApiError, ApiState};
+use crate::calls::invoke;
 
 /// Query parameters as a JSON object: values that parse as JSON (numbers, booleans) keep their
 /// type, the rest are strings.

@@ -21,6 +21,8 @@ use serde_json::Value;
 
 pub use pool::{Pool, StopMode};
 
+use crate::metrics::JobGauges;
+
 /// How a job retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -224,6 +226,31 @@ pub struct JobInfo {
     pub error: Option<JobError>,
     /// Why it was cancelled.
     pub cancel_cause: Option<String>,
+}
+
+impl pool::PoolStats {
+    /// The counters `/metrics` shows.
+    pub fn gauges(&self) -> JobGauges {
+        JobGauges {
+            submitted: self.submitted,
+            rejected: self.rejected,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            cancelled: self.cancelled,
+            retries: self.retries,
+            in_flight: self.in_flight,
+            queued: self.queued,
+            recovered: self.recovered,
+        }
+    }
+}
+
+impl JobInfo {
+    /// How long the job ran, from its first attempt's start to its end (zero if it never
+    /// started).
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(self.duration_ms.unwrap_or_default())
+    }
 }
 
 /// Now, in Unix milliseconds.

@@ -17,7 +17,19 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use super::{JobError, JobInfo, JobSpec, JobState};
-use crate::store::StoreError;
+
+/// Why the queue could not be read or written: the backing store's error, whose message it
+/// keeps. The store converts its errors into it, so the pool knows no store.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct QueueError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl QueueError {
+    /// The queue error caused by `err`.
+    pub fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(err))
+    }
+}
 
 /// A job a worker claimed: its spec and its record (`attempts` already counts this attempt).
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +99,7 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
 
     /// Queues a job; returns its id.
     async fn insert(&self, spec: &JobSpec, submitted_by: &str, now: u64)
-    -> Result<u64, StoreError>;
+    -> Result<u64, QueueError>;
 
     /// Takes the oldest queued job (only those `submitted_by` submitted, when given) for
     /// `worker` under the claim `token`, holding it until `lease_until`.
@@ -98,23 +110,23 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
         submitted_by: Option<&str>,
         now: u64,
         lease_until: u64,
-    ) -> Result<Option<Claimed>, StoreError>;
+    ) -> Result<Option<Claimed>, QueueError>;
 
     /// Writes `info` (attempts, state, timings, result, error) while the claim `token` holds the
     /// job. `false` when it no longer does.
-    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, StoreError>;
+    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, QueueError>;
 
     /// Extends the leases of the claims `held` (job id, token) until `lease_until`.
-    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, StoreError>;
+    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, QueueError>;
 
     /// Gives job `id` up at once, as if its worker had died: [`JobQueue::recover`] settles it.
-    async fn release(&self, id: u64, token: i64) -> Result<(), StoreError>;
+    async fn release(&self, id: u64, token: i64) -> Result<(), QueueError>;
 
     /// Settles the running jobs whose lease ends before `before`.
-    async fn recover(&self, before: u64) -> Result<Recovered, StoreError>;
+    async fn recover(&self, before: u64) -> Result<Recovered, QueueError>;
 
     /// Cancels job `id` with `cause`.
-    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, StoreError>;
+    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, QueueError>;
 
     /// Cancels every queued job `submitted_by` submitted; returns how many.
     async fn cancel_queued(
@@ -122,16 +134,16 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
         submitted_by: &str,
         cause: &str,
         now: u64,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, QueueError>;
 
     /// Job `id`.
-    async fn get(&self, id: u64) -> Result<Option<JobInfo>, StoreError>;
+    async fn get(&self, id: u64) -> Result<Option<JobInfo>, QueueError>;
 
     /// The newest `limit` jobs, newest first, optionally in one state.
-    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, StoreError>;
+    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, QueueError>;
 
     /// Jobs waiting for a worker.
-    async fn queued(&self) -> Result<u64, StoreError>;
+    async fn queued(&self) -> Result<u64, QueueError>;
 }
 
 /// One job in memory, with what the SQL queue keeps in its columns.
@@ -181,7 +193,7 @@ impl JobQueue for MemoryQueue {
         spec: &JobSpec,
         submitted_by: &str,
         now: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, QueueError> {
         let mut rows = self.rows();
         rows.0 += 1;
         let id = rows.0;
@@ -220,7 +232,7 @@ impl JobQueue for MemoryQueue {
         submitted_by: Option<&str>,
         now: u64,
         lease_until: u64,
-    ) -> Result<Option<Claimed>, StoreError> {
+    ) -> Result<Option<Claimed>, QueueError> {
         let mut rows = self.rows();
         let Some(row) = rows.1.values_mut().find(|row| {
             row.info.state == JobState::Queued
@@ -240,7 +252,7 @@ impl JobQueue for MemoryQueue {
         }))
     }
 
-    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, StoreError> {
+    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, QueueError> {
         let mut rows = self.rows();
         let Some(row) = rows
             .1
@@ -256,7 +268,7 @@ impl JobQueue for MemoryQueue {
         Ok(true)
     }
 
-    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, StoreError> {
+    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, QueueError> {
         let mut rows = self.rows();
         let mut renewal = Renewal::default();
         for &(id, token) in held {
@@ -278,7 +290,7 @@ impl JobQueue for MemoryQueue {
         Ok(renewal)
     }
 
-    async fn release(&self, id: u64, token: i64) -> Result<(), StoreError> {
+    async fn release(&self, id: u64, token: i64) -> Result<(), QueueError> {
         if let Some(row) = self
             .rows()
             .1
@@ -290,7 +302,7 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn recover(&self, before: u64) -> Result<Recovered, StoreError> {
+    async fn recover(&self, before: u64) -> Result<Recovered, QueueError> {
         let mut recovered = Recovered::default();
         for row in self.rows().1.values_mut().filter(|row| {
             row.info.state == JobState::Running && row.lease_until.is_some_and(|l| l < before)
@@ -316,7 +328,7 @@ impl JobQueue for MemoryQueue {
         Ok(recovered)
     }
 
-    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, StoreError> {
+    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, QueueError> {
         let mut rows = self.rows();
         let Some(row) = rows.1.get_mut(&id) else {
             return Ok(CancelOutcome::NotFound);
@@ -341,7 +353,7 @@ impl JobQueue for MemoryQueue {
         submitted_by: &str,
         cause: &str,
         now: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, QueueError> {
         let mut cancelled = 0;
         for row in self.rows().1.values_mut().filter(|row| {
             row.info.state == JobState::Queued && row.info.submitted_by == submitted_by
@@ -354,11 +366,11 @@ impl JobQueue for MemoryQueue {
         Ok(cancelled)
     }
 
-    async fn get(&self, id: u64) -> Result<Option<JobInfo>, StoreError> {
+    async fn get(&self, id: u64) -> Result<Option<JobInfo>, QueueError> {
         Ok(self.rows().1.get(&id).map(|row| row.info.clone()))
     }
 
-    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, StoreError> {
+    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, QueueError> {
         Ok(self
             .rows()
             .1
@@ -370,7 +382,7 @@ impl JobQueue for MemoryQueue {
             .collect())
     }
 
-    async fn queued(&self) -> Result<u64, StoreError> {
+    async fn queued(&self) -> Result<u64, QueueError> {
         Ok(self
             .rows()
             .1

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::JobError;
-use crate::api::call::Caller;
+use crate::calls::{self, CallError, Caller};
 
 /// Work a job runs. `cancel` fires when the job is cancelled or its attempt timed out.
 #[tonic::async_trait]
@@ -90,15 +90,34 @@ impl Task for Call {
             .cloned()
             .unwrap_or_else(|| json!({}))
             .to_string();
-        match crate::api::call::invoke(&self.caller, &plugin, &method, &body).await {
-            Ok((_, response)) => Ok(response),
-            Err(err) => {
-                let transient = matches!(
-                    err.code(),
-                    "plugin_unavailable" | "plugin_timeout" | "plugin_error"
-                );
-                Err(JobError::new(err.code(), err.message(), transient))
-            }
-        }
+        let (_, response) = calls::invoke(&self.caller, &plugin, &method, &body).await?;
+        Ok(response)
+    }
+}
+
+/// A failed call keeps the code and message the call endpoint reports, so `retry_on` names the
+/// same codes; what is transient is the call error's to say.
+impl From<CallError> for JobError {
+    fn from(err: CallError) -> Self {
+        JobError::new(err.code(), err.to_string(), err.is_transient())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_call_is_retried_by_default_only_when_transient() {
+        let retried: Vec<String> = CallError::one_of_each()
+            .into_iter()
+            .map(JobError::from)
+            .filter(|err| crate::jobs::RetryPolicy::default().retries(err))
+            .map(|err| err.code)
+            .collect();
+        assert_eq!(
+            retried,
+            ["plugin_unavailable", "plugin_timeout", "plugin_error"]
+        );
     }
 }

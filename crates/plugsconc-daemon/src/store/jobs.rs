@@ -113,7 +113,7 @@ macro_rules! job_queue {
                 spec: &$crate::jobs::JobSpec,
                 submitted_by: &str,
                 now: u64,
-            ) -> Result<u64, $crate::store::StoreError> {
+            ) -> Result<u64, $crate::jobs::queue::QueueError> {
                 use sqlx::Row as _;
                 let text = serde_json::to_string(spec).map_err(|err| {
                     query_error("encode the job")(sqlx::Error::Encode(Box::new(err)))
@@ -142,7 +142,7 @@ macro_rules! job_queue {
                 submitted_by: Option<&str>,
                 now: u64,
                 lease_until: u64,
-            ) -> Result<Option<$crate::jobs::queue::Claimed>, $crate::store::StoreError> {
+            ) -> Result<Option<$crate::jobs::queue::Claimed>, $crate::jobs::queue::QueueError> {
                 use sqlx::Row as _;
                 let what = "claim a job";
                 let by = submitted_by.unwrap_or_default();
@@ -177,7 +177,7 @@ macro_rules! job_queue {
                 &self,
                 token: i64,
                 info: &$crate::jobs::JobInfo,
-            ) -> Result<bool, $crate::store::StoreError> {
+            ) -> Result<bool, $crate::jobs::queue::QueueError> {
                 use $crate::store::jobs::ms;
                 let saved = sqlx::query(
                     "UPDATE job SET state = $3, attempts = $4, started_ms = $5, finished_ms = $6,
@@ -209,7 +209,7 @@ macro_rules! job_queue {
                 &self,
                 held: &[(u64, i64)],
                 lease_until: u64,
-            ) -> Result<$crate::jobs::queue::Renewal, $crate::store::StoreError> {
+            ) -> Result<$crate::jobs::queue::Renewal, $crate::jobs::queue::QueueError> {
                 use sqlx::Row as _;
                 let what = "renew job leases";
                 let mut renewal = $crate::jobs::queue::Renewal::default();
@@ -241,7 +241,7 @@ macro_rules! job_queue {
                 Ok(renewal)
             }
 
-            async fn release(&self, id: u64, token: i64) -> Result<(), $crate::store::StoreError> {
+            async fn release(&self, id: u64, token: i64) -> Result<(), $crate::jobs::queue::QueueError> {
                 sqlx::query(
                     "UPDATE job SET lease_until_ms = 0 WHERE id = $1 AND claim_token = $2 AND state = 'running'",
                 )
@@ -256,7 +256,7 @@ macro_rules! job_queue {
             async fn recover(
                 &self,
                 before: u64,
-            ) -> Result<$crate::jobs::queue::Recovered, $crate::store::StoreError> {
+            ) -> Result<$crate::jobs::queue::Recovered, $crate::jobs::queue::QueueError> {
                 let what = "settle the jobs of stopped daemons";
                 let (before, now) = (
                     $crate::store::jobs::ms(before),
@@ -313,7 +313,7 @@ macro_rules! job_queue {
                 id: u64,
                 cause: &str,
                 now: u64,
-            ) -> Result<$crate::jobs::queue::CancelOutcome, $crate::store::StoreError> {
+            ) -> Result<$crate::jobs::queue::CancelOutcome, $crate::jobs::queue::QueueError> {
                 use $crate::jobs::queue::CancelOutcome;
                 use $crate::store::jobs::ms;
                 let what = "cancel a job";
@@ -355,7 +355,7 @@ macro_rules! job_queue {
                 submitted_by: &str,
                 cause: &str,
                 now: u64,
-            ) -> Result<u64, $crate::store::StoreError> {
+            ) -> Result<u64, $crate::jobs::queue::QueueError> {
                 Ok(sqlx::query(
                     "UPDATE job SET state = 'cancelled', cancel_cause = $2, finished_ms = $3
                      WHERE state = 'queued' AND submitted_by = $1",
@@ -372,7 +372,7 @@ macro_rules! job_queue {
             async fn get(
                 &self,
                 id: u64,
-            ) -> Result<Option<$crate::jobs::JobInfo>, $crate::store::StoreError> {
+            ) -> Result<Option<$crate::jobs::JobInfo>, $crate::jobs::queue::QueueError> {
                 let what = "read a job";
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT {} FROM job WHERE id = $1",
@@ -382,16 +382,17 @@ macro_rules! job_queue {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(query_error(what))?;
-                row.map(|row| Self::job_info(&row))
+                Ok(row
+                    .map(|row| Self::job_info(&row))
                     .transpose()
-                    .map_err(query_error(what))
+                    .map_err(query_error(what))?)
             }
 
             async fn list(
                 &self,
                 state: Option<$crate::jobs::JobState>,
                 limit: u64,
-            ) -> Result<Vec<$crate::jobs::JobInfo>, $crate::store::StoreError> {
+            ) -> Result<Vec<$crate::jobs::JobInfo>, $crate::jobs::queue::QueueError> {
                 let what = "list jobs";
                 let state = state.map_or("", $crate::jobs::JobState::as_str);
                 let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -404,13 +405,14 @@ macro_rules! job_queue {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_error(what))?;
-                rows.iter()
+                Ok(rows
+                    .iter()
                     .map(Self::job_info)
                     .collect::<Result<_, sqlx::Error>>()
-                    .map_err(query_error(what))
+                    .map_err(query_error(what))?)
             }
 
-            async fn queued(&self) -> Result<u64, $crate::store::StoreError> {
+            async fn queued(&self) -> Result<u64, $crate::jobs::queue::QueueError> {
                 use sqlx::Row as _;
                 let what = "count queued jobs";
                 let row = sqlx::query("SELECT COUNT(*) AS queued FROM job WHERE state = 'queued'")

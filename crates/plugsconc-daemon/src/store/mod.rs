@@ -46,6 +46,13 @@ pub enum StoreError {
     },
 }
 
+/// The job queue the store keeps reports its failures as the pool's queue errors.
+impl From<StoreError> for crate::jobs::queue::QueueError {
+    fn from(err: StoreError) -> Self {
+        Self::new(err)
+    }
+}
+
 /// One entry of the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditEntry {

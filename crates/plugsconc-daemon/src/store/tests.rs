@@ -407,3 +407,14 @@ pub(crate) async fn drop_postgres_schema(url: &str, schema: &str) {
         pool.close().await;
     }
 }
+
+#[test]
+fn a_queue_error_says_what_the_store_error_said() {
+    let store = StoreError::Query {
+        what: "claim a job",
+        source: sqlx::Error::RowNotFound,
+    };
+    let message = store.to_string();
+    let queue = crate::jobs::queue::QueueError::from(store);
+    assert_eq!(queue.to_string(), message);
+}

@@ -10,7 +10,7 @@ use clap::Args;
 use plugsconc_host::PluginClient;
 use plugsconc_protocol::env::{HandshakeConfig, Transport};
 
-use plugsconc_daemon::{reflection, transcode};
+use plugsconc_daemon::calls::{reflection, transcode};
 
 /// Arguments of `plugsconc call`.
 #[derive(Debug, Args)]

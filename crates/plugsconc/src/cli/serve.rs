@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use plugsconc_daemon::config::Config;
+use plugsconc_daemon::daemon::Daemon;
+use plugsconc_host::Query;
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -17,7 +19,7 @@ pub struct ServeArgs {
     sets: Vec<String>,
 }
 
-/// Loads the configuration and runs the daemon until SIGINT or SIGTERM.
+/// Loads the configuration, starts the daemon and runs it until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
     let config = loaded.config;
@@ -26,5 +28,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &config.directories.logs_dir,
         &config.directories.data_dir,
     )?;
-    plugsconc_daemon::daemon::run(config).await
+    let plugins_dir = config.directories.plugins_dir.clone();
+    let daemon = Daemon::start(config).await?;
+    let stop = shutdown_signal();
+    let count = daemon.registry().list(&Query::default()).len();
+    // One line on stdout that scripts (and the tests) can wait for.
+    println!(
+        "plugsconc listening on http://{} with {count} plugins from {}",
+        daemon.address(),
+        plugins_dir.display()
+    );
+    stop.await;
+    daemon.shutdown().await;
+    println!("plugsconc stopped");
+    Ok(())
+}
+
+/// Listens for SIGINT and SIGTERM from now on (before the daemon says it is up, so a signal sent
+/// right after that line still stops it gracefully); resolves on the first.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (term, interrupt) => {
+                let err = term
+                    .err()
+                    .or(interrupt.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::warn!(error = %err, "cannot listen for SIGTERM/SIGINT; only Ctrl-C stops the daemon");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
-use crate::transcode::TranscodeError;
+use super::transcode::TranscodeError;
 
 /// The v1 and v1alpha services carry the same messages; only the path differs.
 const V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
