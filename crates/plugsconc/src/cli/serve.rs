@@ -29,8 +29,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &config.directories.data_dir,
     )?;
     let plugins_dir = config.directories.plugins_dir.clone();
-    let daemon = Daemon::start(config).await?;
+    // Listening before the start: a signal during it stops the daemon once it is up, gracefully,
+    // instead of killing the process half-way.
     let stop = shutdown_signal();
+    let daemon = Daemon::start(config).await?;
     let count = daemon.registry().list(&Query::default()).len();
     // One line on stdout that scripts (and the tests) can wait for.
     println!(
@@ -44,8 +46,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Listens for SIGINT and SIGTERM from now on (before the daemon says it is up, so a signal sent
-/// right after that line still stops it gracefully); resolves on the first.
+/// Listens for SIGINT and SIGTERM from now on; resolves on the first.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
