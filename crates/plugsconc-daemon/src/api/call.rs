@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
+use super::types::{CallReply, ErrorBody};
 use super::{ApiError, ApiState};
 use crate::calls::{CallError, Caller, invoke};
 
@@ -44,14 +44,14 @@ impl From<CallError> for ApiError {
 /// Calls the method and answers `{"response": ...}`.
 #[utoipa::path(post, path = "/api/v1/plugins/{name}/call/{service}/{method}", tag = "call", security(("bearer" = [])),
     params(("name" = String, Path, description = "The plugin's name"), ("service" = String, Path, description = "package.Service"), ("method" = String, Path, description = "Method")),
-    request_body(description = "The request message in proto3 JSON", content_type = "application/json", content = Value),
-    responses((status = 200, description = "The reply in proto3 JSON, under `response`", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value),
-              (status = 502, description = "The plugin answered with a gRPC error", body = Value), (status = 504, description = "The call ran past the plugin's execution limit and was cancelled", body = Value)))]
+    request_body(description = "The request message in proto3 JSON (free-form: the method's input); an empty body is `{}`", content_type = "application/json", content = Value),
+    responses((status = 200, description = "The reply in proto3 JSON, under `response`", body = CallReply), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 404, description = "No such plugin", body = ErrorBody),
+              (status = 502, description = "The plugin answered with a gRPC error", body = ErrorBody), (status = 504, description = "The call ran past the plugin's execution limit and was cancelled", body = ErrorBody)))]
 pub async fn call(
     State(state): State<ApiState>,
     Path((name, service, method)): Path<(String, String, String)>,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CallReply>, ApiError> {
     let (full_name, response) = invoke(
         &state.caller(),
         &name,
@@ -59,11 +59,11 @@ pub async fn call(
         &body,
     )
     .await?;
-    Ok(Json(json!({
-        "plugin": name,
-        "method": full_name,
-        "response": response,
-    })))
+    Ok(Json(CallReply {
+        plugin: name,
+        method: full_name,
+        response,
+    }))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{call, install, jobs, logs, manage, publishers};
+use super::types::ErrorBody;
+use super::{call, catalog, health, install, jobs, logs, manage, publishers, routes};
 
 /// The bearer token of every route that changes state.
 struct BearerAuth;
@@ -27,12 +28,14 @@ impl Modify for BearerAuth {
         description = "The plugsconc daemon: the plugin catalog, its management, and calls into plugins. Routes that change state need `Authorization: Bearer <token>` (api.token, or the api-token file in the data folder). Errors are JSON: {\"error\": {\"code\", \"message\"}}."
     ),
     paths(
-        super::list,
-        super::show,
-        super::health,
-        super::ready,
-        super::stats,
-        super::metrics,
+        catalog::list,
+        catalog::show,
+        catalog::list_unversioned,
+        catalog::show_unversioned,
+        health::health,
+        health::ready,
+        health::stats,
+        health::metrics,
         manage::enable,
         manage::disable,
         manage::reload,
@@ -49,11 +52,13 @@ impl Modify for BearerAuth {
         publishers::list,
         publishers::add,
         publishers::remove,
-        call::call
+        call::call,
+        routes::serve
     ),
+    components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]
-struct ApiDoc;
+pub(super) struct ApiDoc;
 
 /// The spec and the UI, as routes.
 pub fn routes() -> axum::Router {

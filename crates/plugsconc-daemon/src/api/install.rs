@@ -24,13 +24,13 @@ use axum::response::{IntoResponse, Response};
 use plugsconc_host::HostError;
 use plugsconc_host::install::{BundleLimit, Installed, Installer, Limits};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::StreamExt as _;
 
 use super::extract::Params;
 use super::manage::host_error;
-use super::{ApiError, ApiState, plugin_json};
+use super::types::{ErrorBody, InstallFromPath, Installed as InstalledBody, Plugin, Uninstalled};
+use super::{ApiError, ApiState};
 
 /// How long an install waits for a turn when `install.max_concurrent` are running.
 const TURN_WAIT: Duration = Duration::from_secs(10);
@@ -144,11 +144,6 @@ pub struct InstallParams {
     replace: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct FromPath {
-    path: PathBuf,
-}
-
 fn install_error(err: HostError) -> ApiError {
     match err {
         HostError::BundleTooLarge { limit, .. } => {
@@ -175,17 +170,17 @@ fn install_error(err: HostError) -> ApiError {
 
 #[utoipa::path(post, path = "/api/v1/plugins/install", tag = "manage", security(("bearer" = [])),
     params(("replace" = Option<bool>, Query, description = "Upgrade an installed plugin of the same name")),
-    request_body(description = "A .tar.gz bundle (application/gzip), or JSON {\"path\": \"<folder or bundle on the daemon's machine>\"}", content_type = "application/gzip"),
-    responses((status = 200, description = "Installed (validated, checksum and signature policy passed)", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value),
-              (status = 413, description = "Over an install cap (upload size, unpacked size, files, compression ratio); nothing changed", body = Value),
-              (status = 422, description = "Refused, with the reason; nothing changed", body = Value),
-              (status = 503, description = "install.max_concurrent installs are running; try again (Retry-After)", body = Value)))]
+    request_body(description = "A .tar.gz bundle (application/gzip), or a folder or bundle on the daemon's machine (application/json)", content(("application/gzip"), (InstallFromPath = "application/json"))),
+    responses((status = 200, description = "Installed (validated, checksum and signature policy passed)", body = InstalledBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+              (status = 413, description = "Over an install cap (upload size, unpacked size, files, compression ratio); nothing changed", body = ErrorBody),
+              (status = 422, description = "Refused, with the reason; nothing changed", body = ErrorBody),
+              (status = 503, description = "install.max_concurrent installs are running; try again (Retry-After)", body = ErrorBody)))]
 pub async fn install(
     State(state): State<ApiState>,
     Params(params): Params<InstallParams>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, Response> {
+) -> Result<Json<InstalledBody>, Response> {
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -220,7 +215,7 @@ pub async fn install(
                 )
                 .into_response()
             })?;
-        let request: FromPath = serde_json::from_slice(&body).map_err(|err| {
+        let request: InstallFromPath = serde_json::from_slice(&body).map_err(|err| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -288,7 +283,7 @@ async fn installed_response(
     state: &ApiState,
     source: &std::path::Path,
     installed: Installed,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InstalledBody>, ApiError> {
     let name = installed.plugin.manifest.name.clone();
     // Held until the store's state is applied: a change announced meanwhile waits, then reads
     // the store.
@@ -336,21 +331,20 @@ async fn installed_response(
         tracing::warn!(plugin = %name, error = %err, "cannot read the plugin's state from the store");
     }
     drop(guard);
-    let info = state.registry.get(&name).map(|i| plugin_json(&i));
-    Ok(Json(json!({
-        "plugin": info,
-        "replaced": installed.replaced,
-        "signature": installed.verdict.to_string(),
-        "change": format!("{change:?}"),
-    })))
+    Ok(Json(InstalledBody {
+        plugin: state.registry.get(&name).map(|i| Plugin::from(&i)),
+        replaced: installed.replaced,
+        signature: installed.verdict.to_string(),
+        change: format!("{change:?}"),
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/plugins/{name}/uninstall", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
-    responses((status = 200, description = "Drained, stopped and removed", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value)))]
+    responses((status = 200, description = "Drained, stopped and removed", body = Uninstalled), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 404, description = "No such plugin", body = ErrorBody)))]
 pub async fn uninstall(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Uninstalled>, ApiError> {
     let info = state.registry.get(&name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -386,5 +380,5 @@ pub async fn uninstall(
     {
         tracing::warn!(plugin = %name, error = %err, "cannot record the uninstall in the audit log");
     }
-    Ok(Json(json!({"uninstalled": name})))
+    Ok(Json(Uninstalled { uninstalled: name }))
 }

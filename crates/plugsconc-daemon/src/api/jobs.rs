@@ -5,9 +5,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::extract::Params;
+use super::types::{
+    CancelRequest, Cancelling, ErrorBody, Job, JobList, JobStats, JobSubmission, Submitted,
+};
 use super::{ApiError, ApiState};
 use crate::jobs::JobSpec;
 use crate::jobs::JobState;
@@ -35,14 +37,16 @@ fn store_error(err: impl std::fmt::Display) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
-    request_body(description = "`{task, input, retry: {max_attempts, initial_ms, max_delay_ms, factor, jitter, retry_on}, timeout_ms, deadline_ms, on_crash: retry|fail}`; tasks: `call` (`input: {plugin, method, body}`), `noop`, `sleep` (`input: {ms}`)", content_type = "application/json", content = Value),
-    responses((status = 202, description = "Queued: `{id}`", body = Value), (status = 400, description = "Not a job, or no such task", body = Value),
-              (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 429, description = "The queue is full", body = Value),
-              (status = 503, description = "The pool is stopping", body = Value)))]
+    request_body(description = "A job; tasks: `call` (`input: {plugin, method, body}`), `noop`, `sleep` (`input: {ms}`)", content_type = "application/json", content = JobSubmission),
+    responses((status = 202, description = "Queued", body = Submitted), (status = 400, description = "Not a job, or no such task", body = ErrorBody),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 429, description = "The queue is full", body = ErrorBody),
+              (status = 503, description = "The pool is stopping", body = ErrorBody)))]
 pub async fn submit(
     State(state): State<ApiState>,
     body: String,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    // Parsed as the pool reads it ([`JobSpec`], whose defaults and refusals are the
+    // authority); [`JobSubmission`] is the same shape, for clients and the document.
     let spec: JobSpec = serde_json::from_str(&body).map_err(|err| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -62,7 +66,7 @@ pub async fn submit(
         }
         SubmitError::Store(err) => store_error(err),
     })?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
+    Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,11 +78,11 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
     params(("state" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"),
            ("limit" = Option<u64>, Query, description = "The newest this many (default 1000)")),
-    responses((status = 200, description = "The jobs, newest first", body = Value), (status = 400, description = "Unknown state", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
+    responses((status = 200, description = "The jobs, newest first", body = JobList), (status = 400, description = "Unknown state", body = ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
     Params(params): Params<ListParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let wanted = match params.state.as_deref() {
         None => None,
         Some(name) => Some(JobState::parse(name).ok_or_else(|| {
@@ -94,16 +98,19 @@ pub async fn list(
         .list(wanted, params.limit.unwrap_or(1_000))
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({"count": jobs.len(), "jobs": jobs})))
+    Ok(Json(JobList {
+        count: jobs.len(),
+        jobs: jobs.into_iter().map(Job::from).collect(),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = u64, Path, description = "The job's id")),
-    responses((status = 200, description = "The job: state, attempts, timings, result or error", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such job", body = Value)))]
+    responses((status = 200, description = "The job: state, attempts, timings, result or error", body = Job), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
 pub async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let id = job_id(&id)?;
     let job = state
         .jobs
@@ -117,27 +124,22 @@ pub async fn get(
                 format!("no job {id}"),
             )
         })?;
-    Ok(Json(json!(job)))
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct CancelBody {
-    cause: Option<String>,
+    Ok(Json(Job::from(job)))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
     params(("id" = u64, Path, description = "The job's id")),
-    request_body(description = "Optional `{cause}`", content_type = "application/json", content = Value),
-    responses((status = 200, description = "Cancelling", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value),
-              (status = 404, description = "No such job", body = Value), (status = 409, description = "The job has ended", body = Value)))]
+    request_body(description = "Optional: an empty body cancels with the default cause", content_type = "application/json", content = CancelRequest),
+    responses((status = 200, description = "Cancelling", body = Cancelling), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+              (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "The job has ended", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     body: String,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cancelling>, ApiError> {
     let id = job_id(&id)?;
-    let body: CancelBody = if body.trim().is_empty() {
-        CancelBody::default()
+    let body: CancelRequest = if body.trim().is_empty() {
+        CancelRequest::default()
     } else {
         serde_json::from_str(&body).map_err(|err| {
             ApiError::new(
@@ -167,14 +169,22 @@ pub async fn cancel(
             ));
         }
     }
-    Ok(Json(json!({"id": id, "cancelling": true, "cause": cause})))
+    Ok(Json(Cancelling {
+        id,
+        cancelling: true,
+        cause,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/stats", tag = "jobs", security(("bearer" = [])),
-    responses((status = 200, description = "This daemon's name (the `worker` of the jobs it runs) and its pool: workers, submitted, rejected, succeeded, failed, cancelled, retries, in flight, queued (the whole queue), recovered, mean duration", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
-pub async fn stats(State(state): State<ApiState>) -> Json<Value> {
+    responses((status = 200, description = "This daemon's name (the `worker` of the jobs it runs) and its pool: workers, submitted, rejected, succeeded, failed, cancelled, retries, in flight, queued (the whole queue), recovered, mean duration", body = JobStats), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub async fn stats(State(state): State<ApiState>) -> Json<JobStats> {
     let stats = state.jobs.stats().await;
     let finished = stats.succeeded + stats.failed + stats.cancelled;
     let mean = (finished > 0).then(|| stats.total_duration_ms as f64 / finished as f64);
-    Json(json!({"name": &*state.origin, "pool": stats, "mean_duration_ms": mean}))
+    Json(JobStats {
+        name: state.origin.to_string(),
+        pool: stats.into(),
+        mean_duration_ms: mean,
+    })
 }

@@ -7,11 +7,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::SqlitePool;
 use tokio::sync::OnceCell;
 
 use super::extract::Params;
+use super::types::{ErrorBody, LogPage, LogRecord};
 use super::{ApiError, ApiState};
 use crate::logqueue::{self, Filter};
 
@@ -58,14 +59,14 @@ fn unavailable(why: impl std::fmt::Display) -> ApiError {
            ("since" = Option<String>, Query, description = "At or after this RFC 3339 time"),
            ("after" = Option<i64>, Query, description = "After this record id (to follow: pass the last `next`)"),
            ("limit" = Option<i64>, Query, description = "At most this many (default 100, up to 10,000)")),
-    responses((status = 200, description = "`records` (id and the JSON record), oldest first, and `next`", body = Value),
-              (status = 400, description = "A filter is not valid", body = Value),
-              (status = 401, description = "Missing or wrong bearer token", body = Value),
-              (status = 409, description = "The daemon keeps no persistent log queue", body = Value)))]
+    responses((status = 200, description = "`records` (id and the JSON record), oldest first, and `next`", body = LogPage),
+              (status = 400, description = "A filter is not valid", body = ErrorBody),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+              (status = 409, description = "The daemon keeps no persistent log queue", body = ErrorBody)))]
 pub async fn logs(
     State(state): State<ApiState>,
     Params(params): Params<LogParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogPage>, ApiError> {
     let Some(source) = &state.logs else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -115,11 +116,12 @@ pub async fn logs(
         .await
         .map_err(unavailable)?;
     let next = records.last().map_or(filter.after, |(id, _)| *id);
-    let records: Vec<Value> = records
+    let records = records
         .into_iter()
-        .map(|(id, line)| {
-            json!({"id": id, "record": serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line))})
+        .map(|(id, line)| LogRecord {
+            id,
+            record: serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line)),
         })
         .collect();
-    Ok(Json(json!({"records": records, "next": next})))
+    Ok(Json(LogPage { records, next }))
 }

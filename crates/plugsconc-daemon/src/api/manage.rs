@@ -6,13 +6,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use plugsconc_host::registry::Change;
 use plugsconc_host::{DISABLED_MARKER, HostError};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::extract::Params;
-use super::{ApiError, ApiState, plugin_json};
+use super::types::{AuditEntry, AuditLog, Change, ChangeList, ChangedPlugin, ErrorBody, Plugin};
+use super::{ApiError, ApiState};
 
 pub(super) fn host_error(err: HostError) -> ApiError {
     match err {
@@ -35,11 +34,11 @@ pub(super) fn host_error(err: HostError) -> ApiError {
     }
 }
 
-fn current(state: &ApiState, name: &str) -> Result<Json<Value>, ApiError> {
+fn current(state: &ApiState, name: &str) -> Result<Json<Plugin>, ApiError> {
     state
         .registry
         .get(name)
-        .map(|info| Json(plugin_json(&info)))
+        .map(|info| Json(Plugin::from(&info)))
         .ok_or_else(|| {
             host_error(HostError::UnknownPlugin {
                 plugin: name.to_owned(),
@@ -83,11 +82,11 @@ async fn marker(state: &ApiState, name: &str, disabled: bool) -> Result<(), ApiE
 }
 
 #[utoipa::path(post, path = "/api/v1/plugins/{name}/enable", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
-    responses((status = 200, description = "Enable the plugin (recorded in the store, announced to daemons sharing it)", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value)))]
+    responses((status = 200, description = "Enable the plugin (recorded in the store, announced to daemons sharing it)", body = Plugin), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 404, description = "No such plugin", body = ErrorBody)))]
 pub async fn enable(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Plugin>, ApiError> {
     let _known = current(&state, &name)?;
     // Held from the store write to the status here: a change another daemon announces
     // meanwhile is applied after, read from the store then.
@@ -99,11 +98,11 @@ pub async fn enable(
 }
 
 #[utoipa::path(post, path = "/api/v1/plugins/{name}/disable", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
-    responses((status = 200, description = "Disable the plugin: its process is drained and stopped", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value)))]
+    responses((status = 200, description = "Disable the plugin: its process is drained and stopped", body = Plugin), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 404, description = "No such plugin", body = ErrorBody)))]
 pub async fn disable(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Plugin>, ApiError> {
     let _known = current(&state, &name)?;
     // Held from the store write to the status here: a change another daemon announces
     // meanwhile is applied after, read from the store then.
@@ -114,32 +113,20 @@ pub async fn disable(
     current(&state, &name)
 }
 
-fn change_json(change: &Change) -> Value {
-    match change {
-        Change::Unchanged => json!({"change": "unchanged"}),
-        Change::Added(name) => json!({"change": "added", "plugin": name}),
-        Change::Removed(name) => json!({"change": "removed", "plugin": name}),
-        Change::Updated(name) => json!({"change": "updated", "plugin": name}),
-        Change::Reloaded(name) => json!({"change": "reloaded", "plugin": name}),
-        Change::Deferred { name, reason } => {
-            json!({"change": "deferred", "plugin": name, "reason": reason})
-        }
-        Change::Rejected { name, reason } => {
-            json!({"change": "rejected", "plugin": name, "reason": reason})
-        }
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/plugins/{name}/reload", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
-    responses((status = 200, description = "What the rescan of the plugin's folder did (reloaded, rejected with the reason, unchanged...)", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value), (status = 404, description = "No such plugin", body = Value)))]
+    responses((status = 200, description = "What the rescan of the plugin's folder did (reloaded, rejected with the reason, unchanged...)", body = Change), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 404, description = "No such plugin", body = ErrorBody)))]
 pub async fn reload(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Change>, ApiError> {
     let info = current(&state, &name)?;
     if state.registry.get(&name).is_some_and(|i| i.dir.is_none()) {
         // Built in: nothing on disk to reload.
-        return Ok(Json(json!({"change": "unchanged", "plugin": info.0})));
+        return Ok(Json(Change {
+            change: super::types::ChangeKind::Unchanged,
+            plugin: Some(ChangedPlugin::Entry(Box::new(info.0))),
+            reason: None,
+        }));
     }
     let change = state.registry.reload(&name).await.map_err(host_error)?;
     if state.store.shared()
@@ -147,16 +134,16 @@ pub async fn reload(
     {
         tracing::warn!(plugin = %name, error = %err, "reloaded here, but the other daemons were not told");
     }
-    Ok(Json(change_json(&change)))
+    Ok(Json(Change::from(&change)))
 }
 
 #[utoipa::path(post, path = "/api/v1/reload", tag = "manage", security(("bearer" = [])),
-    responses((status = 200, description = "Every change a rescan of the plugins folder made", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
-pub async fn reload_all(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    responses((status = 200, description = "Every change a rescan of the plugins folder made", body = ChangeList), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub async fn reload_all(State(state): State<ApiState>) -> Result<Json<ChangeList>, ApiError> {
     let changes = state.registry.sync_all().await.map_err(host_error)?;
-    Ok(Json(
-        json!({"changes": changes.iter().map(change_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(ChangeList {
+        changes: changes.iter().map(Change::from).collect(),
+    }))
 }
 
 async fn record(state: &ApiState, name: &str, enabled: bool) -> Result<(), ApiError> {
@@ -182,11 +169,11 @@ pub struct AuditParams {
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "manage", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query, description = "Entries, newest first (default 100)")),
-    responses((status = 200, description = "Who changed what, when", body = Value), (status = 401, description = "Missing or wrong bearer token", body = Value)))]
+    responses((status = 200, description = "Who changed what, when", body = AuditLog), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub async fn audit(
     State(state): State<ApiState>,
     Params(params): Params<AuditParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditLog>, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
     let entries = state.store.audit(limit).await.map_err(|err| {
         tracing::warn!(error = %err, "cannot read the audit log");
@@ -196,5 +183,7 @@ pub async fn audit(
             "the catalog store cannot be read",
         )
     })?;
-    Ok(Json(json!({"entries": entries})))
+    Ok(Json(AuditLog {
+        entries: entries.into_iter().map(AuditEntry::from).collect(),
+    }))
 }

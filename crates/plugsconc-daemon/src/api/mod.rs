@@ -4,11 +4,18 @@
 //! generic JSON call of any unary plugin method. Errors are JSON with a stable code and a
 //! message about the client's own mistake, nothing internal — axum's own rejections and
 //! unknown routes and methods included.
+//!
+//! This file holds the route table, the one list the router is built from and the OpenAPI
+//! document is checked against; the handlers live in the modules named after what they serve,
+//! the bodies in [`types`].
 
 mod auth;
 pub mod call;
+mod catalog;
 mod docs;
+mod error;
 mod extract;
+mod health;
 mod install;
 mod jobs;
 pub mod logs;
@@ -17,261 +24,149 @@ mod publishers;
 mod rejection;
 mod routes;
 pub mod server;
+mod state;
+pub mod types;
 
-use std::sync::Arc;
-use std::time::Instant;
+#[cfg(test)]
+mod tests;
 
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
-use plugsconc_host::registry::Status;
-use plugsconc_host::{PluginInfo, Query, Registry};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::routing::{MethodFilter, MethodRouter};
+use axum::{Router, middleware};
 
 pub use auth::load_or_create as load_token;
+pub use error::ApiError;
 pub use install::InstallGate;
+pub use state::ApiState;
 
-/// What the handlers share.
-#[derive(Debug, Clone)]
-pub struct ApiState {
-    /// The catalog.
-    pub registry: Registry,
-    /// When the daemon started, for uptime.
-    pub started: Instant,
-    /// The bearer token that state changes require.
-    pub token: Arc<str>,
-    /// Compiled descriptors of the plugins called through the API.
-    pub descriptors: Arc<crate::calls::DescriptorCache>,
-    /// The persistent catalog state.
-    pub store: Arc<dyn crate::store::Store>,
-    /// This daemon's id in the shared catalog (audit actors, notifications).
-    pub origin: Arc<str>,
-    /// Calls, latencies, plugin states.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Where installs go.
-    pub plugins_dir: std::path::PathBuf,
-    /// The signature policy of the configuration; publishers kept in the store are added to it.
-    pub base_trust: plugsconc_host::signature::Trust,
-    /// Whether installs need a matching `.sha256` sidecar.
-    pub require_checksum: bool,
-    /// Which shared bundle each plugin here came from (daemons sharing a catalog).
-    pub applied: crate::sharing::Applied,
-    /// Serialises each plugin's state changes with those other daemons announce.
-    pub states: crate::states::States,
-    /// The persistent log queue's records, when the daemon keeps them.
-    pub logs: Option<Arc<logs::LogSource>>,
-    /// The job pool.
-    pub jobs: crate::jobs::Pool,
-    /// The caps of installs and the turns they take.
-    pub installs: Arc<InstallGate>,
+/// The prefix of the versioned API.
+const V1: &str = "/api/v1";
+
+/// Which methods a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+    /// Every method: the plugins' own HTTP routes, which the handler matches itself.
+    Any,
 }
 
-/// Every route.
-pub fn router(state: ApiState) -> Router {
-    let plugins = Router::new()
-        .route("/plugins", get(list))
-        .route("/plugins/{name}", get(show));
-    let changes = Router::new()
-        .route("/plugins/{name}/enable", post(manage::enable))
-        .route("/plugins/{name}/disable", post(manage::disable))
-        .route("/plugins/{name}/reload", post(manage::reload))
-        .route("/reload", post(manage::reload_all))
-        .route("/audit", get(manage::audit))
-        .route("/logs", get(logs::logs))
-        .route("/jobs", get(jobs::list).post(jobs::submit))
-        .route("/jobs/stats", get(jobs::stats))
-        .route("/jobs/{id}", get(jobs::get))
-        .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/publishers", get(publishers::list).post(publishers::add))
-        .route("/publishers/{name}/remove", post(publishers::remove))
-        .route("/plugins/install", post(install::install))
-        .route("/plugins/{name}/uninstall", post(install::uninstall))
-        .route("/plugins/{name}/call/{service}/{method}", post(call::call))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
-    Router::new()
-        .nest(
-            "/api/v1",
-            plugins
-                .clone()
-                .merge(changes)
-                .route("/health", get(health))
-                .route("/ready", get(ready))
-                .route("/stats", get(stats)),
-        )
-        .merge(plugins)
-        .route("/plugins/{name}/{*rest}", axum::routing::any(routes::serve))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .with_state(state)
-        .merge(docs::routes())
-        .layer(middleware::from_fn(rejection::json_errors))
+/// Where a route is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mount {
+    /// Under [`V1`], open to anyone.
+    Open,
+    /// Under [`V1`], behind the bearer token (checked before the method: a client without the
+    /// token learns nothing about the route).
+    Token,
+    /// At the root, outside the version (the handler checks the token where one is needed).
+    Root,
 }
 
-/// A JSON error with a stable code.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+/// One route: what the router serves and what the OpenAPI document must describe.
+struct Route {
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the documentation check")
+    )]
+    verb: Verb,
+    mount: Mount,
+    /// Relative to the mount.
+    path: &'static str,
+    handler: MethodRouter<ApiState>,
 }
 
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+impl Route {
+    fn new<H, T>(verb: Verb, mount: Mount, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let handler = match verb {
+            Verb::Get => axum::routing::on(MethodFilter::GET, handler),
+            Verb::Post => axum::routing::on(MethodFilter::POST, handler),
+            Verb::Any => axum::routing::any(handler),
+        };
         Self {
-            status,
-            code,
-            message: message.into(),
+            verb,
+            mount,
+            path,
+            handler,
+        }
+    }
+
+    /// The path a client requests.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the documentation check")
+    )]
+    fn full_path(&self) -> String {
+        match self.mount {
+            Mount::Open | Mount::Token => format!("{V1}{}", self.path),
+            Mount::Root => self.path.to_owned(),
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+/// Every route of the API (the OpenAPI document and Swagger UI are served beside them).
+fn table() -> Vec<Route> {
+    use Mount::{Open, Root, Token};
+    use Verb::{Any, Get, Post};
+    vec![
+        Route::new(Get, Open, "/plugins", catalog::list),
+        Route::new(Get, Open, "/plugins/{name}", catalog::show),
+        Route::new(Get, Open, "/health", health::health),
+        Route::new(Get, Open, "/ready", health::ready),
+        Route::new(Get, Open, "/stats", health::stats),
+        Route::new(Post, Token, "/plugins/{name}/enable", manage::enable),
+        Route::new(Post, Token, "/plugins/{name}/disable", manage::disable),
+        Route::new(Post, Token, "/plugins/{name}/reload", manage::reload),
+        Route::new(Post, Token, "/reload", manage::reload_all),
+        Route::new(Get, Token, "/audit", manage::audit),
+        Route::new(Get, Token, "/logs", logs::logs),
+        Route::new(Get, Token, "/jobs", jobs::list),
+        Route::new(Post, Token, "/jobs", jobs::submit),
+        Route::new(Get, Token, "/jobs/stats", jobs::stats),
+        Route::new(Get, Token, "/jobs/{id}", jobs::get),
+        Route::new(Post, Token, "/jobs/{id}/cancel", jobs::cancel),
+        Route::new(Get, Token, "/publishers", publishers::list),
+        Route::new(Post, Token, "/publishers", publishers::add),
+        Route::new(Post, Token, "/publishers/{name}/remove", publishers::remove),
+        Route::new(Post, Token, "/plugins/install", install::install),
+        Route::new(Post, Token, "/plugins/{name}/uninstall", install::uninstall),
+        Route::new(
+            Post,
+            Token,
+            "/plugins/{name}/call/{service}/{method}",
+            call::call,
+        ),
+        Route::new(Get, Root, "/plugins", catalog::list_unversioned),
+        Route::new(Get, Root, "/plugins/{name}", catalog::show_unversioned),
+        Route::new(Any, Root, "/plugins/{name}/{*rest}", routes::serve),
+        Route::new(Get, Root, "/metrics", health::metrics),
+    ]
+}
+
+/// Every route.
+pub fn router(state: ApiState) -> Router {
+    let (mut open, mut guarded, mut root) = (Router::new(), Router::new(), Router::new());
+    for route in table() {
+        let router = match route.mount {
+            Mount::Open => &mut open,
+            Mount::Token => &mut guarded,
+            Mount::Root => &mut root,
+        };
+        // Two verbs of one path merge into one method router.
+        *router = std::mem::take(router).route(route.path, route.handler);
     }
-}
-
-/// Filters of the plugin list.
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    tag: Option<String>,
-    status: Option<String>,
-    q: Option<String>,
-}
-
-pub(crate) fn plugin_json(info: &PluginInfo) -> Value {
-    json!({
-        "name": info.name,
-        "type": info.kind,
-        "version": info.version.as_ref().map(ToString::to_string),
-        "runtime": info.runtime.as_str(),
-        "status": info.status.as_str(),
-        "reason": info.reason,
-        "description": info.description,
-        "tags": info.tags,
-        "pid": info.pid,
-        "restarts": info.restarts,
-        "reloads": info.reloads,
-        "manifest_sha256": info.manifest_sha256,
-        "sandbox": info.sandbox,
-        "usage": info.usage,
-    })
-}
-
-#[utoipa::path(get, path = "/api/v1/plugins", tag = "catalog",
-    params(("type" = Option<String>, Query, description = "Contract type"),
-           ("tag" = Option<String>, Query, description = "Tag"),
-           ("status" = Option<String>, Query, description = "discovered, invalid, disabled, starting, ready, degraded, stopped or failed"),
-           ("q" = Option<String>, Query, description = "Text in the name or description")),
-    responses((status = 200, description = "The matching plugins and their count", body = Value),
-              (status = 400, description = "A filter is not valid", body = Value)))]
-async fn list(
-    State(state): State<ApiState>,
-    QueryParams(params): QueryParams<ListParams>,
-) -> Result<Json<Value>, ApiError> {
-    let status = params
-        .status
-        .map(|s| s.parse::<Status>())
-        .transpose()
-        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "bad_filter", err))?;
-    let plugins = state.registry.list(&Query {
-        kind: params.kind,
-        tag: params.tag,
-        status,
-        version: None,
-        text: params.q,
-    });
-    Ok(Json(json!({
-        "plugins": plugins.iter().map(plugin_json).collect::<Vec<_>>(),
-        "count": plugins.len(),
-    })))
-}
-
-#[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "catalog", params(("name" = String, Path, description = "The plugin's name")),
-    responses((status = 200, description = "The plugin, its status and the reason for it", body = Value), (status = 404, description = "No such plugin", body = Value)))]
-async fn show(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    state
-        .registry
-        .get(&name)
-        .map(|info| Json(plugin_json(&info)))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "plugin_not_found",
-                format!("no plugin named {name:?}"),
-            )
-        })
-}
-
-#[utoipa::path(get, path = "/api/v1/health", tag = "daemon",
-    responses((status = 200, description = "The daemon is up", body = Value)))]
-async fn health(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "uptime_seconds": state.started.elapsed().as_secs(),
-    }))
-}
-
-#[utoipa::path(get, path = "/api/v1/ready", tag = "daemon",
-    responses((status = 200, description = "The catalog is loaded", body = Value)))]
-async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
-    // Ready once the catalog is loaded, which happens before the listener opens.
-    let plugins = state.registry.list(&Query::default()).len();
-    (
-        StatusCode::OK,
-        Json(json!({"ready": true, "plugins": plugins})),
-    )
-}
-
-#[utoipa::path(get, path = "/api/v1/stats", tag = "daemon",
-    responses((status = 200, description = "Counts by status, calls, errors, restarts, reloads, uptime", body = Value)))]
-async fn stats(State(state): State<ApiState>) -> Json<Value> {
-    let plugins = state.registry.list(&Query::default());
-    let mut by_status = serde_json::Map::new();
-    for info in &plugins {
-        let count = by_status
-            .entry(info.status.as_str())
-            .or_insert_with(|| json!(0));
-        *count = json!(count.as_u64().unwrap_or(0) + 1);
-    }
-    let (calls, errors) = state.metrics.totals();
-    Json(json!({
-        "plugins": plugins.len(),
-        "by_status": by_status,
-        "calls": calls,
-        "errors": errors,
-        "restarts": plugins.iter().map(|p| u64::from(p.restarts)).sum::<u64>(),
-        "reloads": plugins.iter().map(|p| u64::from(p.reloads)).sum::<u64>(),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "store": state.store.kind(),
-    }))
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "daemon",
-    responses((status = 200, description = "Prometheus (OpenMetrics) text", content_type = "application/openmetrics-text")))]
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state
-            .metrics
-            .render(&state.registry, &state.jobs.stats().await.gauges()),
-    )
+    let guarded = guarded.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    root.nest(V1, open.merge(guarded))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+        .merge(docs::routes())
+        .layer(middleware::from_fn(rejection::json_errors))
 }

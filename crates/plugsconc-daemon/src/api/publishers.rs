@@ -6,10 +6,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use plugsconc_host::signature::Publisher;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::extract::JsonBody;
+use super::types::{
+    AddPublisher, ErrorBody, PublisherAdded, PublisherEntry, PublisherList, PublisherRemoved,
+    PublisherSource,
+};
 use super::{ApiError, ApiState};
 
 fn store_error(err: impl std::fmt::Display) -> ApiError {
@@ -22,9 +24,9 @@ fn store_error(err: impl std::fmt::Display) -> ApiError {
 }
 
 #[utoipa::path(get, path = "/api/v1/publishers", tag = "trust", security(("bearer" = [])),
-    responses((status = 200, description = "Trusted publishers, with their key ids and where they come from", body = Value),
-              (status = 401, description = "Missing or wrong bearer token", body = Value)))]
-pub async fn list(State(state): State<ApiState>) -> Json<Value> {
+    responses((status = 200, description = "Trusted publishers, with their key ids and where they come from", body = PublisherList),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+pub async fn list(State(state): State<ApiState>) -> Json<PublisherList> {
     let configured: Vec<&str> = state
         .base_trust
         .publishers
@@ -32,19 +34,23 @@ pub async fn list(State(state): State<ApiState>) -> Json<Value> {
         .map(|p| p.name.as_str())
         .collect();
     let trust = state.registry.trust();
-    let publishers: Vec<Value> = trust
+    let publishers = trust
         .publishers
         .iter()
         .map(|p| {
             let source = if configured.contains(&p.name.as_str()) && !stored_override(&state, p) {
-                "config"
+                PublisherSource::Config
             } else {
-                "store"
+                PublisherSource::Store
             };
-            json!({"name": p.name, "key_id": p.key_id, "source": source})
+            PublisherEntry {
+                name: p.name.clone(),
+                key_id: p.key_id.clone(),
+                source,
+            }
         })
         .collect();
-    Json(json!({"publishers": publishers}))
+    Json(PublisherList { publishers })
 }
 
 /// A stored key replaced a configured one of the same name.
@@ -56,21 +62,15 @@ fn stored_override(state: &ApiState, publisher: &Publisher) -> bool {
         .any(|p| p.name == publisher.name && p.key_id != publisher.key_id)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct AddPublisher {
-    name: String,
-    key: String,
-}
-
 #[utoipa::path(post, path = "/api/v1/publishers", tag = "trust", security(("bearer" = [])),
-    request_body(description = "{\"name\": \"acme\", \"key\": \"<the .pub file's text>\"}", content_type = "application/json", content = Value),
-    responses((status = 200, description = "Trusted from now on", body = Value),
-              (status = 400, description = "Not a minisign public key, or not a plain name", body = Value),
-              (status = 401, description = "Missing or wrong bearer token", body = Value)))]
+    request_body(description = "The publisher's name and minisign public key", content_type = "application/json", content = AddPublisher),
+    responses((status = 200, description = "Trusted from now on", body = PublisherAdded),
+              (status = 400, description = "Not a minisign public key, or not a plain name", body = ErrorBody),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub async fn add(
     State(state): State<ApiState>,
     JsonBody(request): JsonBody<AddPublisher>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PublisherAdded>, ApiError> {
     let plain = !request.name.is_empty()
         && request
             .name
@@ -95,21 +95,22 @@ pub async fn add(
     )
     .await
     .map_err(store_error)?;
-    Ok(Json(
-        json!({"name": publisher.name, "key_id": publisher.key_id}),
-    ))
+    Ok(Json(PublisherAdded {
+        name: publisher.name,
+        key_id: publisher.key_id,
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/publishers/{name}/remove", tag = "trust", security(("bearer" = [])),
     params(("name" = String, Path, description = "The publisher")),
-    responses((status = 200, description = "No longer trusted", body = Value),
-              (status = 401, description = "Missing or wrong bearer token", body = Value),
-              (status = 404, description = "No stored publisher of that name", body = Value),
-              (status = 409, description = "Configured in config.yaml, not removable here", body = Value)))]
+    responses((status = 200, description = "No longer trusted", body = PublisherRemoved),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+              (status = 404, description = "No stored publisher of that name", body = ErrorBody),
+              (status = 409, description = "Configured in config.yaml, not removable here", body = ErrorBody)))]
 pub async fn remove(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PublisherRemoved>, ApiError> {
     let stored = state.store.publishers().await.map_err(store_error)?;
     if !stored.iter().any(|(n, _)| *n == name) {
         return Err(
@@ -138,5 +139,5 @@ pub async fn remove(
     )
     .await
     .map_err(store_error)?;
-    Ok(Json(json!({"removed": name})))
+    Ok(Json(PublisherRemoved { removed: name }))
 }

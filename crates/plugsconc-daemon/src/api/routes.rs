@@ -12,6 +12,7 @@ use plugsconc_host::registry::Status;
 use serde_json::{Map, Value};
 
 use super::extract::Params;
+use super::types::ErrorBody;
 use super::{ApiError, ApiState};
 use crate::calls::invoke;
 
@@ -31,6 +32,13 @@ fn query_json(params: &std::collections::BTreeMap<String, String>) -> String {
     Value::Object(object).to_string()
 }
 
+/// A route a plugin's manifest declares; the methods are those a manifest may declare.
+#[utoipa::path(method(get, post, put, patch, delete), path = "/plugins/{name}/{rest}", tag = "plugin routes",
+    params(("name" = String, Path, description = "The plugin's name"), ("rest" = String, Path, description = "The route's path, as its manifest declares it")),
+    request_body(description = "POST, PUT and PATCH: the method's input in proto3 JSON (free-form); other methods take it from the query string", content_type = "application/json", content = Value),
+    responses((status = 200, description = "The reply of the gRPC method serving the route, in proto3 JSON (free-form)", body = Value),
+              (status = 401, description = "A method other than GET and HEAD without the bearer token", body = ErrorBody),
+              (status = 404, description = "The plugin serves no such route (or is disabled, or invalid)", body = ErrorBody)))]
 pub async fn serve(
     State(state): State<ApiState>,
     method: Method,

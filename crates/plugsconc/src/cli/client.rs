@@ -11,7 +11,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
+use plugsconc_daemon::api::types::ErrorBody;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tonic::codegen::Bytes;
 use tonic::codegen::http::{Method, Request, StatusCode, header};
 
@@ -90,14 +92,14 @@ impl Daemon {
         &self.base
     }
 
-    /// One request; answers the status and the JSON body.
-    pub async fn request(
+    /// One request; answers the status and the body.
+    async fn request(
         &self,
         method: Method,
         path: &str,
         content_type: Option<&str>,
         body: Bytes,
-    ) -> anyhow::Result<(StatusCode, Value)> {
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -112,27 +114,48 @@ impl Daemon {
             .with_context(|| format!("the daemon at {} did not answer", self.base))?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, value))
+        Ok((status, bytes))
     }
 
-    /// Like [`Daemon::request`], failing with the daemon's error message on a non-2xx status.
-    pub async fn call(
+    /// One request whose reply is the API's body `T` (see `plugsconc_daemon::api::types`),
+    /// failing with the daemon's error message on a non-2xx status.
+    pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         content_type: Option<&str>,
         body: Bytes,
-    ) -> anyhow::Result<Value> {
-        let (status, value) = self.request(method, path, content_type, body).await?;
+    ) -> anyhow::Result<T> {
+        let (status, bytes) = self
+            .request(method.clone(), path, content_type, body)
+            .await?;
         if status.is_success() {
-            Ok(value)
+            serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the daemon at {} answered {method} {path} with an unexpected body: {}",
+                    self.base,
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
         } else {
-            let message = value["error"]["message"]
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
+            let message = serde_json::from_slice::<ErrorBody>(&bytes).map_or_else(
+                |_| String::from_utf8_lossy(&bytes).into_owned(),
+                |body| body.error.message,
+            );
             anyhow::bail!("the daemon refused ({status}): {message}")
         }
+    }
+
+    /// [`Daemon::call`] with a JSON request body.
+    pub async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_vec(body)?;
+        self.call(method, path, Some("application/json"), body.into())
+            .await
     }
 }
 

@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use plugsconc_daemon::api::types::{
+    CancelRequest, Cancelling, Job, JobList, JobState, JobSubmission, RetrySubmission, Submitted,
+};
 use serde_json::{Value, json};
 use tonic::codegen::Bytes;
 use tonic::codegen::http::Method;
@@ -115,7 +118,7 @@ pub async fn run(args: JobsArgs, address: Option<&str>) -> anyhow::Result<()> {
             }
         }
         JobsCommand::Get { id } => {
-            let job = daemon
+            let job: Job = daemon
                 .call(
                     Method::GET,
                     &format!("/api/v1/jobs/{id}"),
@@ -128,7 +131,7 @@ pub async fn run(args: JobsArgs, address: Option<&str>) -> anyhow::Result<()> {
         }
         JobsCommand::List { state } => {
             let query = state.map_or_else(String::new, |s| format!("?state={}", encode(&s)));
-            let jobs = daemon
+            let list: JobList = daemon
                 .call(
                     Method::GET,
                     &format!("/api/v1/jobs{query}"),
@@ -136,17 +139,15 @@ pub async fn run(args: JobsArgs, address: Option<&str>) -> anyhow::Result<()> {
                     Bytes::new(),
                 )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&jobs["jobs"])?);
+            println!("{}", serde_json::to_string_pretty(&list.jobs)?);
             Ok(())
         }
         JobsCommand::Cancel { id, cause } => {
-            let body = cause.map_or_else(|| json!({}), |cause| json!({"cause": cause}));
-            daemon
-                .call(
+            let _: Cancelling = daemon
+                .call_json(
                     Method::POST,
                     &format!("/api/v1/jobs/{id}/cancel"),
-                    Some("application/json"),
-                    Bytes::from(body.to_string()),
+                    &CancelRequest { cause },
                 )
                 .await?;
             println!("cancelling job {id}");
@@ -167,29 +168,23 @@ async fn submit_jobs(daemon: &Daemon, args: &SubmitArgs) -> anyhow::Result<Vec<u
     } else {
         parse("input", &args.input)?
     };
-    let spec = json!({
-        "task": args.task,
-        "input": input,
-        "retry": {"max_attempts": args.attempts},
-        "timeout_ms": args.timeout_ms,
-        "deadline_ms": args.deadline_ms,
-    });
-    let body = Bytes::from(spec.to_string());
+    let spec = JobSubmission {
+        task: args.task.clone(),
+        input,
+        retry: Some(RetrySubmission {
+            max_attempts: Some(args.attempts),
+            ..RetrySubmission::default()
+        }),
+        timeout_ms: args.timeout_ms,
+        deadline_ms: args.deadline_ms,
+        on_crash: None,
+    };
     let mut ids = Vec::new();
     for _ in 0..args.count {
-        let reply = daemon
-            .call(
-                Method::POST,
-                "/api/v1/jobs",
-                Some("application/json"),
-                body.clone(),
-            )
+        let Submitted { id } = daemon
+            .call_json(Method::POST, "/api/v1/jobs", &spec)
             .await?;
-        ids.push(
-            reply["id"]
-                .as_u64()
-                .context("the daemon answered no job id")?,
-        );
+        ids.push(id);
     }
     Ok(ids)
 }
@@ -205,7 +200,7 @@ async fn watch(daemon: &Daemon, ids: &[u64]) -> anyhow::Result<()> {
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
-            let job = daemon
+            let job: Job = daemon
                 .call(
                     Method::GET,
                     &format!("/api/v1/jobs/{id}"),
@@ -213,14 +208,13 @@ async fn watch(daemon: &Daemon, ids: &[u64]) -> anyhow::Result<()> {
                     Bytes::new(),
                 )
                 .await?;
-            match job["state"].as_str() {
-                Some("succeeded") => succeeded += 1,
-                Some("failed") => failed.push((
-                    id,
-                    job["error"]["message"].as_str().unwrap_or("").to_owned(),
-                )),
-                Some("cancelled") => cancelled += 1,
-                _ => {
+            match job.state {
+                JobState::Succeeded => succeeded += 1,
+                JobState::Failed => {
+                    failed.push((id, job.error.map(|e| e.message).unwrap_or_default()))
+                }
+                JobState::Cancelled => cancelled += 1,
+                JobState::Queued | JobState::Running => {
                     still.push(id);
                     continue;
                 }

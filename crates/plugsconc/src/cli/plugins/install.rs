@@ -92,19 +92,14 @@ pub async fn install_remote(
     args: InstallArgs,
     daemon: &crate::cli::client::Daemon,
 ) -> anyhow::Result<()> {
+    use plugsconc_daemon::api::types::{InstallFromPath, Installed};
     use tonic::codegen::http::Method;
     let path = format!("/api/v1/plugins/install?replace={}", args.replace);
-    let body = if args.source.is_dir() {
+    let body: Installed = if args.source.is_dir() {
         // The daemon has its own working folder.
         let absolute = std::path::absolute(&args.source)?;
-        let request = serde_json::json!({"path": absolute}).to_string();
         daemon
-            .call(
-                Method::POST,
-                &path,
-                Some("application/json"),
-                request.into(),
-            )
+            .call_json(Method::POST, &path, &InstallFromPath { path: absolute })
             .await?
     } else {
         let source = args.source.clone();
@@ -127,15 +122,18 @@ pub async fn install_remote(
     };
     println!(
         "{} {} {} through the daemon at {} ({})",
-        if body["replaced"] == true {
+        if body.replaced {
             "upgraded"
         } else {
             "installed"
         },
-        body["plugin"]["name"].as_str().unwrap_or("?"),
-        body["plugin"]["version"].as_str().unwrap_or("?"),
+        body.plugin.as_ref().map_or("?", |p| p.name.as_str()),
+        body.plugin
+            .as_ref()
+            .and_then(|p| p.version.as_deref())
+            .unwrap_or("?"),
         daemon.base(),
-        body["signature"].as_str().unwrap_or("?")
+        body.signature
     );
     Ok(())
 }
@@ -149,7 +147,7 @@ pub async fn uninstall_remote(
         "/api/v1/plugins/{}/uninstall",
         crate::cli::client::encode(&args.name)
     );
-    daemon
+    let _: plugsconc_daemon::api::types::Uninstalled = daemon
         .call(
             tonic::codegen::http::Method::POST,
             &path,

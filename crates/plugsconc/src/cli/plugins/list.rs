@@ -61,29 +61,58 @@ pub fn run(args: &ListArgs, discovery: &Discovery, json: bool) -> anyhow::Result
     Ok(())
 }
 
-/// Prints catalog entries (the JSON views of the local catalog and of the daemon's API share
-/// their keys) as JSON or as a table.
+/// Prints the local catalog's entries as JSON or as a table.
 fn print(plugins: &[Value], json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(plugins)?);
         return Ok(());
     }
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let rows: Vec<Vec<String>> = plugins
-        .iter()
+    table(
+        plugins
+            .iter()
+            .map(|p| Row {
+                name: p["name"].as_str(),
+                version: p["version"].as_str(),
+                kind: p["type"].as_str(),
+                runtime: p["runtime"].as_str(),
+                status: p["status"].as_str(),
+                reason: p["reason"].as_str(),
+                description: p["description"].as_str(),
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+/// One line of the table, from the local catalog or the daemon's.
+struct Row<'a> {
+    name: Option<&'a str>,
+    version: Option<&'a str>,
+    kind: Option<&'a str>,
+    runtime: Option<&'a str>,
+    status: Option<&'a str>,
+    reason: Option<&'a str>,
+    description: Option<&'a str>,
+}
+
+/// Prints the table: the reason where the status needs one, else the description.
+fn table(rows: Vec<Row<'_>>) {
+    let text = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
         .map(|p| {
-            let status = text(&p["status"]);
-            let detail = match p["reason"].as_str() {
+            let status = text(p.status);
+            let detail = match p.reason {
                 Some(reason) if matches!(status.as_str(), "invalid" | "disabled" | "failed") => {
                     reason.to_owned()
                 }
-                _ => p["description"].as_str().unwrap_or_default().to_owned(),
+                _ => p.description.unwrap_or_default().to_owned(),
             };
             vec![
-                text(&p["name"]),
-                text(&p["version"]),
-                text(&p["type"]),
-                text(&p["runtime"]),
+                text(p.name),
+                text(p.version),
+                text(p.kind),
+                text(p.runtime),
                 status,
                 detail,
             ]
@@ -100,7 +129,6 @@ fn print(plugins: &[Value], json: bool) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    Ok(())
 }
 
 /// The JSON view of a catalog entry; an invalid manifest adds where the problem is.
@@ -148,7 +176,7 @@ pub async fn run_remote(
         query.push(format!("status={status}"));
     }
     let path = format!("/api/v1/plugins?{}", query.join("&"));
-    let body = daemon
+    let list: plugsconc_daemon::api::types::PluginList = daemon
         .call(
             tonic::codegen::http::Method::GET,
             &path,
@@ -156,6 +184,23 @@ pub async fn run_remote(
             Default::default(),
         )
         .await?;
-    let plugins = body["plugins"].as_array().cloned().unwrap_or_default();
-    print(&plugins, json)
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list.plugins)?);
+        return Ok(());
+    }
+    table(
+        list.plugins
+            .iter()
+            .map(|p| Row {
+                name: Some(&p.name),
+                version: p.version.as_deref(),
+                kind: p.kind.as_deref(),
+                runtime: Some(&p.runtime),
+                status: Some(&p.status),
+                reason: p.reason.as_deref(),
+                description: p.description.as_deref(),
+            })
+            .collect(),
+    );
+    Ok(())
 }

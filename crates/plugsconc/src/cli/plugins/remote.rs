@@ -5,6 +5,8 @@
 use clap::Args;
 use tonic::codegen::http::Method;
 
+use plugsconc_daemon::api::types::{CallReply, Change, ChangeList, ChangedPlugin};
+
 use crate::cli::client::{Daemon, encode};
 
 /// Arguments of `plugins reload`.
@@ -37,25 +39,37 @@ fn need(daemon: Option<&Daemon>) -> anyhow::Result<&Daemon> {
 /// Rescans one plugin or the folder through the daemon.
 pub async fn reload(args: &ReloadArgs, daemon: Option<&Daemon>, json: bool) -> anyhow::Result<()> {
     let daemon = need(daemon)?;
-    let path = args.name.as_ref().map_or_else(
-        || "/api/v1/reload".to_owned(),
-        |name| format!("/api/v1/plugins/{}/reload", encode(name)),
-    );
-    let body = daemon
-        .call(Method::POST, &path, None, Default::default())
-        .await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-        return Ok(());
-    }
-    let changes = body["changes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| vec![body.clone()]);
+    let changes = match &args.name {
+        Some(name) => {
+            let path = format!("/api/v1/plugins/{}/reload", encode(name));
+            let change: Change = daemon
+                .call(Method::POST, &path, None, Default::default())
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&change)?);
+                return Ok(());
+            }
+            vec![change]
+        }
+        None => {
+            let list: ChangeList = daemon
+                .call(Method::POST, "/api/v1/reload", None, Default::default())
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            list.changes
+        }
+    };
     for change in changes {
-        let what = change["change"].as_str().unwrap_or("?");
-        let plugin = change["plugin"].as_str().unwrap_or_default();
-        match change["reason"].as_str() {
+        let what = change.change.as_str();
+        // A built-in plugin's reload names its whole entry; the line then names none.
+        let plugin = match &change.plugin {
+            Some(ChangedPlugin::Name(name)) => name.as_str(),
+            Some(ChangedPlugin::Entry(_)) | None => "",
+        };
+        match &change.reason {
             Some(reason) => println!("{plugin}: {what}: {reason}"),
             None => println!(
                 "{plugin}{}{what}",
@@ -80,7 +94,8 @@ pub async fn call(args: &CallArgs, daemon: Option<&Daemon>) -> anyhow::Result<()
         encode(service),
         encode(method)
     );
-    let body = daemon
+    // The request is the plugin's own JSON, passed on as the user wrote it.
+    let reply: CallReply = daemon
         .call(
             Method::POST,
             &path,
@@ -88,6 +103,6 @@ pub async fn call(args: &CallArgs, daemon: Option<&Daemon>) -> anyhow::Result<()
             args.data.clone().into(),
         )
         .await?;
-    println!("{}", serde_json::to_string_pretty(&body["response"])?);
+    println!("{}", serde_json::to_string_pretty(&reply.response)?);
     Ok(())
 }

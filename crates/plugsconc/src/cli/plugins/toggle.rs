@@ -58,7 +58,7 @@ pub async fn run_remote(
         "/api/v1/plugins/{}/{action}",
         crate::cli::client::encode(&args.name)
     );
-    let body = daemon
+    let plugin: plugsconc_daemon::api::types::Plugin = daemon
         .call(
             tonic::codegen::http::Method::POST,
             &path,
@@ -71,7 +71,7 @@ pub async fn run_remote(
         args.name,
         if disable { "disabled" } else { "enabled" },
         daemon.base(),
-        body["status"].as_str().unwrap_or("?")
+        plugin.status
     );
     Ok(())
 }

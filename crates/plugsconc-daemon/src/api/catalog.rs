@@ -1,0 +1,99 @@
+//! The catalog, readable without a token: `GET /api/v1/plugins` (filtered) and
+//! `GET /api/v1/plugins/{name}`, and the same two unversioned (`/plugins`, `/plugins/{name}`),
+//! which older clients use.
+
+use axum::Json;
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::StatusCode;
+use plugsconc_host::Query;
+use plugsconc_host::registry::Status;
+use serde::Deserialize;
+
+use super::types::{ErrorBody, Plugin, PluginList};
+use super::{ApiError, ApiState};
+
+/// Filters of the plugin list.
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    tag: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "catalog",
+    params(("type" = Option<String>, Query, description = "Contract type"),
+           ("tag" = Option<String>, Query, description = "Tag"),
+           ("status" = Option<String>, Query, description = "discovered, invalid, disabled, starting, ready, degraded, stopped or failed"),
+           ("q" = Option<String>, Query, description = "Text in the name or description")),
+    responses((status = 200, description = "The matching plugins and their count", body = PluginList),
+              (status = 400, description = "A filter is not valid", body = ErrorBody)))]
+pub async fn list(
+    State(state): State<ApiState>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<PluginList>, ApiError> {
+    let status = params
+        .status
+        .map(|s| s.parse::<Status>())
+        .transpose()
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "bad_filter", err))?;
+    let plugins: Vec<Plugin> = state
+        .registry
+        .list(&Query {
+            kind: params.kind,
+            tag: params.tag,
+            status,
+            version: None,
+            text: params.q,
+        })
+        .iter()
+        .map(Plugin::from)
+        .collect();
+    Ok(Json(PluginList {
+        count: plugins.len(),
+        plugins,
+    }))
+}
+
+#[utoipa::path(get, path = "/plugins", tag = "catalog",
+    params(("type" = Option<String>, Query, description = "Contract type"),
+           ("tag" = Option<String>, Query, description = "Tag"),
+           ("status" = Option<String>, Query, description = "discovered, invalid, disabled, starting, ready, degraded, stopped or failed"),
+           ("q" = Option<String>, Query, description = "Text in the name or description")),
+    responses((status = 200, description = "As `GET /api/v1/plugins`", body = PluginList),
+              (status = 400, description = "A filter is not valid", body = ErrorBody)))]
+pub async fn list_unversioned(
+    state: State<ApiState>,
+    params: QueryParams<ListParams>,
+) -> Result<Json<PluginList>, ApiError> {
+    list(state, params).await
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "catalog", params(("name" = String, Path, description = "The plugin's name")),
+    responses((status = 200, description = "The plugin, its status and the reason for it", body = Plugin), (status = 404, description = "No such plugin", body = ErrorBody)))]
+pub async fn show(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Plugin>, ApiError> {
+    state
+        .registry
+        .get(&name)
+        .map(|info| Json(Plugin::from(&info)))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "plugin_not_found",
+                format!("no plugin named {name:?}"),
+            )
+        })
+}
+
+#[utoipa::path(get, path = "/plugins/{name}", tag = "catalog", params(("name" = String, Path, description = "The plugin's name")),
+    responses((status = 200, description = "As `GET /api/v1/plugins/{name}`", body = Plugin), (status = 404, description = "No such plugin", body = ErrorBody)))]
+pub async fn show_unversioned(
+    state: State<ApiState>,
+    name: Path<String>,
+) -> Result<Json<Plugin>, ApiError> {
+    show(state, name).await
+}
