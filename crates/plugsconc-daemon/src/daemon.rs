@@ -1,6 +1,6 @@
 //! `plugsconc serve`: the daemon. Loads the configuration, opens the persistent store, brings
 //! the plugins' `.disabled` markers in line with it, opens the catalog of the plugins folder
-//! (plus the built-in plugins), applies the recorded states, follows changes made by daemons sharing the store, watches the folder for hot reload, serves
+//! (plus the built-in plugins `application.builtins` names), applies the recorded states, follows changes made by daemons sharing the store, watches the folder for hot reload, serves
 //! the REST API, and on SIGINT or SIGTERM stops accepting, drains and stops every plugin, and
 //! exits — bounded.
 
@@ -54,6 +54,10 @@ pub fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
         launch_record: Some(config.directories.data_dir.join("launched")),
         backoff: config.supervisor.backoff(),
         restart_wait: Duration::from_secs(config.supervisor.restart_wait_secs),
+        // The configuration checked the names against the linked built-ins.
+        builtins: plugsconc_host::BuiltinSelection::Only(
+            config.application.builtins.iter().cloned().collect(),
+        ),
         ..RegistryOptions::default()
     })
 }
@@ -285,10 +289,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Running jobs get a bounded grace; those still running then are given up, as after a
     // crash: their crash policy runs them again at the next start or on another daemon.
     let grace = Duration::from_secs(config.worker_pool.wp_shutdown_grace_secs);
-    let mode = match config.worker_pool.wp_stop_mode.as_str() {
-        "stop" => crate::jobs::StopMode::Stop,
-        "terminate" => crate::jobs::StopMode::Terminate,
-        _ => crate::jobs::StopMode::Shutdown,
+    let mode = match config.worker_pool.wp_stop_mode {
+        crate::config::StopMode::Shutdown => crate::jobs::StopMode::Shutdown,
+        crate::config::StopMode::Stop => crate::jobs::StopMode::Stop,
+        crate::config::StopMode::Terminate => crate::jobs::StopMode::Terminate,
     };
     if tokio::time::timeout(grace, jobs.stop(mode)).await.is_err() {
         tracing::warn!(

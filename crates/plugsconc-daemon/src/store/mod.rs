@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::StoreUrl;
+
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -223,28 +225,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the store `url` names (`sqlite://<file>`, `postgres://...`), or SQLite in `data_dir`
-/// when it is empty, and migrates it.
+/// when it names none, and migrates it.
 ///
 /// # Errors
 ///
 /// [`StoreError`] naming the store.
 pub async fn open(
-    url: &str,
+    url: &StoreUrl,
     schema: &str,
     data_dir: &std::path::Path,
 ) -> Result<Box<dyn Store>, StoreError> {
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Box::new(PgStore::open(url, schema).await?))
-    } else {
-        let path = match url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            Some(path) if !path.is_empty() => std::path::PathBuf::from(path),
-            _ => data_dir.join("catalog.db"),
-        };
-        Ok(Box::new(SqliteStore::open(&path).await?))
-    }
+    Ok(match url {
+        StoreUrl::Postgres(url) => Box::new(PgStore::open(url, schema).await?),
+        StoreUrl::Sqlite(path) => Box::new(SqliteStore::open(path).await?),
+        StoreUrl::DataDir => Box::new(SqliteStore::open(&data_dir.join("catalog.db")).await?),
+    })
 }
 
 /// SHA-256 of a plugin bundle, in hex, as [`SharedBundle::sha256`] holds it.
