@@ -147,11 +147,36 @@ pub(crate) fn pup_folder(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
+fn built_in_plugins_join_the_catalog_only_when_the_configuration_names_them() {
+    let root = tempfile::tempdir().unwrap();
+    let (_daemon, address, _stdout) = serve(root.path(), &[]);
+    let (status, body) = get(&address, "/api/v1/plugins");
+    assert_eq!((status, &body["plugins"]), (200, &serde_json::json!([])));
+    assert_eq!(get(&address, "/api/v1/plugins/cow").0, 404);
+
+    let out = Command::new(support::plugsconc_bin())
+        .current_dir(root.path())
+        .args(["serve", "--set", "api.listen=127.0.0.1:0"])
+        .args(["--set", "application.builtins=cow,horse"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("application.builtins")
+            && err.contains("\"horse\" is not a linked built-in plugin")
+            && err.contains("linked into this binary are cow"),
+        "{err}"
+    );
+}
+
+#[test]
 fn serves_the_catalog_and_stops_on_sigterm() {
     let root = tempfile::tempdir().unwrap();
     example_plugins(root.path());
     std::fs::remove_dir_all(root.path().join("plugins/dog")).unwrap();
-    let (mut daemon, address, mut stdout) = serve(root.path(), &[]);
+    let (mut daemon, address, mut stdout) =
+        serve(root.path(), &["--set", "application.builtins=cow"]);
 
     let (status, body) = get(&address, "/api/v1/plugins");
     assert_eq!(status, 200, "{body}");
