@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::queue::QueueError;
 use super::queue::{CancelOutcome, Claimed, JobQueue};
 use super::tasks::Task;
 use super::{JobError, JobInfo, JobSpec, JobState, now_ms};
-use crate::store::StoreError;
 
 /// Why a job could not be submitted.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ pub enum SubmitError {
     Full(u64),
     /// The queue cannot be written.
     #[error("the job queue cannot be written: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] QueueError),
 }
 
 /// How the pool stops.
@@ -286,7 +286,7 @@ impl Pool {
     /// # Errors
     ///
     /// When the queue cannot be read.
-    pub async fn get(&self, id: u64) -> Result<Option<JobInfo>, StoreError> {
+    pub async fn get(&self, id: u64) -> Result<Option<JobInfo>, QueueError> {
         self.inner.queue.get(id).await
     }
 
@@ -299,7 +299,7 @@ impl Pool {
         &self,
         state: Option<JobState>,
         limit: u64,
-    ) -> Result<Vec<JobInfo>, StoreError> {
+    ) -> Result<Vec<JobInfo>, QueueError> {
         self.inner.queue.list(state, limit).await
     }
 
@@ -309,7 +309,7 @@ impl Pool {
     /// # Errors
     ///
     /// When the queue cannot be written.
-    pub async fn cancel(&self, id: u64, cause: &str) -> Result<CancelOutcome, StoreError> {
+    pub async fn cancel(&self, id: u64, cause: &str) -> Result<CancelOutcome, QueueError> {
         let outcome = self.inner.queue.cancel(id, cause, now_ms()).await?;
         match outcome {
             CancelOutcome::Requested => {
@@ -608,7 +608,7 @@ async fn attempts(
             Err(Ending::Cancelled) => return Err(Ending::Cancelled),
             Err(Ending::Failed(error)) => error,
         };
-        let retry = info.attempts < spec.retry.max_attempts.max(1) && spec.retry.retries(&error);
+        let retry = spec.retry.attempts_left(info.attempts) && spec.retry.retries(&error);
         let Some(wait) = retry.then(|| delays.next()).flatten() else {
             return Err(Ending::Failed(error));
         };

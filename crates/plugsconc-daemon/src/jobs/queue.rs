@@ -9,15 +9,23 @@
 //! - `save` writes a job only while the caller's claim holds it (a worker whose lease ran out and
 //!   whose job was taken over — even by another worker of the same daemon — cannot overwrite the
 //!   new run);
-//! - `recover` settles the running jobs whose lease ran out, as their crash policy says.
+//! - `recover` settles the running jobs whose lease ran out, each as [`settle`] decides.
 
 #[cfg(test)]
 use std::collections::BTreeMap;
 #[cfg(test)]
 use std::sync::{Mutex, PoisonError};
 
-use super::{JobError, JobInfo, JobSpec, JobState};
-use crate::store::StoreError;
+use super::{CrashPolicy, JobError, JobInfo, JobSpec, JobState};
+
+/// Why the job queue cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The storage keeping the queue failed; its error says what was being done and why.
+    #[error(transparent)]
+    Storage(Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// A job a worker claimed: its spec and its record (`attempts` already counts this attempt).
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +76,47 @@ impl Recovered {
     }
 }
 
+/// What becomes of a running job whose lease ran out (its daemon died, or gave it up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Cancelled with the cause asked before the worker stopped.
+    Cancelled,
+    /// Queued again for another attempt.
+    Requeued,
+    /// Failed with [`lost_error`].
+    Lost,
+}
+
+/// The crash rule, the one place it is written (every queue's `recover` applies it): a job
+/// asked to cancel is cancelled; else one whose policy is `on_crash: retry` and that has
+/// attempts left (the interrupted one counts; `max_attempts` as the job's
+/// [`super::RetryPolicy::max_attempts`]) is queued again; else it is lost.
+pub fn settle(
+    on_crash: CrashPolicy,
+    attempts: u32,
+    max_attempts: u32,
+    cancel_requested: bool,
+) -> Settlement {
+    if cancel_requested {
+        return Settlement::Cancelled;
+    }
+    match on_crash {
+        CrashPolicy::Retry if attempts < max_attempts.max(1) => Settlement::Requeued,
+        CrashPolicy::Retry | CrashPolicy::Fail => Settlement::Lost,
+    }
+}
+
+impl Recovered {
+    /// Counts one job settled as `settlement`.
+    pub fn count(&mut self, settlement: Settlement) {
+        match settlement {
+            Settlement::Cancelled => self.cancelled += 1,
+            Settlement::Requeued => self.requeued += 1,
+            Settlement::Lost => self.failed += 1,
+        }
+    }
+}
+
 /// The error of a job whose daemon died and whose policy does not run it again.
 pub fn lost_error() -> JobError {
     JobError::new(
@@ -87,7 +136,7 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
 
     /// Queues a job; returns its id.
     async fn insert(&self, spec: &JobSpec, submitted_by: &str, now: u64)
-    -> Result<u64, StoreError>;
+    -> Result<u64, QueueError>;
 
     /// Takes the oldest queued job (only those `submitted_by` submitted, when given) for
     /// `worker` under the claim `token`, holding it until `lease_until`.
@@ -98,23 +147,23 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
         submitted_by: Option<&str>,
         now: u64,
         lease_until: u64,
-    ) -> Result<Option<Claimed>, StoreError>;
+    ) -> Result<Option<Claimed>, QueueError>;
 
     /// Writes `info` (attempts, state, timings, result, error) while the claim `token` holds the
     /// job. `false` when it no longer does.
-    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, StoreError>;
+    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, QueueError>;
 
     /// Extends the leases of the claims `held` (job id, token) until `lease_until`.
-    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, StoreError>;
+    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, QueueError>;
 
     /// Gives job `id` up at once, as if its worker had died: [`JobQueue::recover`] settles it.
-    async fn release(&self, id: u64, token: i64) -> Result<(), StoreError>;
+    async fn release(&self, id: u64, token: i64) -> Result<(), QueueError>;
 
     /// Settles the running jobs whose lease ends before `before`.
-    async fn recover(&self, before: u64) -> Result<Recovered, StoreError>;
+    async fn recover(&self, before: u64) -> Result<Recovered, QueueError>;
 
     /// Cancels job `id` with `cause`.
-    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, StoreError>;
+    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, QueueError>;
 
     /// Cancels every queued job `submitted_by` submitted; returns how many.
     async fn cancel_queued(
@@ -122,16 +171,16 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
         submitted_by: &str,
         cause: &str,
         now: u64,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, QueueError>;
 
     /// Job `id`.
-    async fn get(&self, id: u64) -> Result<Option<JobInfo>, StoreError>;
+    async fn get(&self, id: u64) -> Result<Option<JobInfo>, QueueError>;
 
     /// The newest `limit` jobs, newest first, optionally in one state.
-    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, StoreError>;
+    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, QueueError>;
 
     /// Jobs waiting for a worker.
-    async fn queued(&self) -> Result<u64, StoreError>;
+    async fn queued(&self) -> Result<u64, QueueError>;
 }
 
 /// One job in memory, with what the SQL queue keeps in its columns.
@@ -181,7 +230,7 @@ impl JobQueue for MemoryQueue {
         spec: &JobSpec,
         submitted_by: &str,
         now: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, QueueError> {
         let mut rows = self.rows();
         rows.0 += 1;
         let id = rows.0;
@@ -220,7 +269,7 @@ impl JobQueue for MemoryQueue {
         submitted_by: Option<&str>,
         now: u64,
         lease_until: u64,
-    ) -> Result<Option<Claimed>, StoreError> {
+    ) -> Result<Option<Claimed>, QueueError> {
         let mut rows = self.rows();
         let Some(row) = rows.1.values_mut().find(|row| {
             row.info.state == JobState::Queued
@@ -240,7 +289,7 @@ impl JobQueue for MemoryQueue {
         }))
     }
 
-    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, StoreError> {
+    async fn save(&self, token: i64, info: &JobInfo) -> Result<bool, QueueError> {
         let mut rows = self.rows();
         let Some(row) = rows
             .1
@@ -256,7 +305,7 @@ impl JobQueue for MemoryQueue {
         Ok(true)
     }
 
-    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, StoreError> {
+    async fn renew(&self, held: &[(u64, i64)], lease_until: u64) -> Result<Renewal, QueueError> {
         let mut rows = self.rows();
         let mut renewal = Renewal::default();
         for &(id, token) in held {
@@ -278,7 +327,7 @@ impl JobQueue for MemoryQueue {
         Ok(renewal)
     }
 
-    async fn release(&self, id: u64, token: i64) -> Result<(), StoreError> {
+    async fn release(&self, id: u64, token: i64) -> Result<(), QueueError> {
         if let Some(row) = self
             .rows()
             .1
@@ -290,33 +339,37 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn recover(&self, before: u64) -> Result<Recovered, StoreError> {
+    async fn recover(&self, before: u64) -> Result<Recovered, QueueError> {
         let mut recovered = Recovered::default();
         for row in self.rows().1.values_mut().filter(|row| {
             row.info.state == JobState::Running && row.lease_until.is_some_and(|l| l < before)
         }) {
             row.lease_until = None;
-            if let Some(cause) = row.cancel_requested.clone() {
-                row.info.state = JobState::Cancelled;
-                row.info.cancel_cause = Some(cause);
-                row.info.finished_ms = Some(before.min(super::now_ms()));
-                recovered.cancelled += 1;
-            } else if row.spec.on_crash == super::CrashPolicy::Retry
-                && row.info.attempts < row.spec.retry.max_attempts.max(1)
-            {
-                row.info.state = JobState::Queued;
-                recovered.requeued += 1;
-            } else {
-                row.info.state = JobState::Failed;
-                row.info.error = Some(lost_error());
-                row.info.finished_ms = Some(before.min(super::now_ms()));
-                recovered.failed += 1;
+            let settlement = settle(
+                row.spec.on_crash,
+                row.info.attempts,
+                row.spec.retry.max_attempts(),
+                row.cancel_requested.is_some(),
+            );
+            match settlement {
+                Settlement::Cancelled => {
+                    row.info.state = JobState::Cancelled;
+                    row.info.cancel_cause = row.cancel_requested.clone();
+                    row.info.finished_ms = Some(before.min(super::now_ms()));
+                }
+                Settlement::Requeued => row.info.state = JobState::Queued,
+                Settlement::Lost => {
+                    row.info.state = JobState::Failed;
+                    row.info.error = Some(lost_error());
+                    row.info.finished_ms = Some(before.min(super::now_ms()));
+                }
             }
+            recovered.count(settlement);
         }
         Ok(recovered)
     }
 
-    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, StoreError> {
+    async fn cancel(&self, id: u64, cause: &str, now: u64) -> Result<CancelOutcome, QueueError> {
         let mut rows = self.rows();
         let Some(row) = rows.1.get_mut(&id) else {
             return Ok(CancelOutcome::NotFound);
@@ -341,7 +394,7 @@ impl JobQueue for MemoryQueue {
         submitted_by: &str,
         cause: &str,
         now: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, QueueError> {
         let mut cancelled = 0;
         for row in self.rows().1.values_mut().filter(|row| {
             row.info.state == JobState::Queued && row.info.submitted_by == submitted_by
@@ -354,11 +407,11 @@ impl JobQueue for MemoryQueue {
         Ok(cancelled)
     }
 
-    async fn get(&self, id: u64) -> Result<Option<JobInfo>, StoreError> {
+    async fn get(&self, id: u64) -> Result<Option<JobInfo>, QueueError> {
         Ok(self.rows().1.get(&id).map(|row| row.info.clone()))
     }
 
-    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, StoreError> {
+    async fn list(&self, state: Option<JobState>, limit: u64) -> Result<Vec<JobInfo>, QueueError> {
         Ok(self
             .rows()
             .1
@@ -370,12 +423,50 @@ impl JobQueue for MemoryQueue {
             .collect())
     }
 
-    async fn queued(&self) -> Result<u64, StoreError> {
+    async fn queued(&self) -> Result<u64, QueueError> {
         Ok(self
             .rows()
             .1
             .values()
             .filter(|row| row.info.state == JobState::Queued)
             .count() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crash_rule_over_its_whole_table() {
+        use CrashPolicy::{Fail, Retry};
+        use Settlement::{Cancelled, Lost, Requeued};
+        // (policy, attempts started, max_attempts, cancel asked) -> settlement
+        let table = [
+            (Retry, 1, 3, false, Requeued),
+            (Retry, 2, 3, false, Requeued),
+            (Retry, 3, 3, false, Lost),
+            (Retry, 4, 3, false, Lost),
+            (Retry, 1, 1, false, Lost),
+            (Retry, 0, 0, false, Requeued),
+            (Retry, 1, 0, false, Lost),
+            (Fail, 1, 3, false, Lost),
+            (Fail, 3, 3, false, Lost),
+            (Retry, 1, 3, true, Cancelled),
+            (Retry, 3, 3, true, Cancelled),
+            (Fail, 1, 3, true, Cancelled),
+        ];
+        for (policy, attempts, max, cancel, want) in table {
+            assert_eq!(
+                settle(policy, attempts, max, cancel),
+                want,
+                "{policy:?} after {attempts} of {max} attempts, cancel asked: {cancel}"
+            );
+        }
+        let retry = crate::jobs::RetryPolicy {
+            max_attempts: 0,
+            ..crate::jobs::RetryPolicy::default()
+        };
+        assert!(retry.attempts_left(0) && !retry.attempts_left(1));
     }
 }
