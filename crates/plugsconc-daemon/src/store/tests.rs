@@ -134,6 +134,20 @@ async fn exercise_jobs(queue: std::sync::Arc<dyn JobQueue>) {
     );
     assert_eq!(queue.cancel_queued("a", "x", now_ms()).await.unwrap(), 0);
     assert_eq!(queue.get(999).await.unwrap(), None);
+
+    // The crash rule through the SQL: a retried job with attempts left is queued again, then
+    // lost once they are spent.
+    let mut twice = job("noop", CrashPolicy::Retry);
+    twice.retry.max_attempts = 2;
+    let fifth = queue.insert(&twice, "a", now_ms()).await.unwrap();
+    for (attempt, want) in [(1, JobState::Queued), (2, JobState::Failed)] {
+        let claimed = queue.claim("w4", 55, None, now_ms(), 0).await.unwrap();
+        let claimed = claimed.expect("the job is queued");
+        assert_eq!((claimed.info.id, claimed.info.attempts), (fifth, attempt));
+        let recovered = queue.recover(now_ms()).await.unwrap();
+        assert_eq!(recovered.total(), 1);
+        assert_eq!(queue.get(fifth).await.unwrap().unwrap().state, want);
+    }
 }
 
 /// Claimers racing over one queue: every job is handed out exactly once.
