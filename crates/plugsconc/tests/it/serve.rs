@@ -631,15 +631,14 @@ unsafe extern "C" {
     pub(crate) fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
-pub(crate) const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 /// Drops a test's schema when the test ends (best effort: the database is shared).
 pub(crate) struct DropSchema(pub(crate) String);
 
 impl Drop for DropSchema {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(support::database_url())
+            .arg("-qc")
             .arg(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -653,7 +652,7 @@ pub(crate) fn shared_store() -> (DropSchema, Vec<String>) {
     let schema = format!("plugsconc_it_{}_{}", std::process::id(), fastrand::u32(..));
     let flags = vec![
         "--set".to_owned(),
-        format!("store.url={PG_URL}"),
+        format!("store.url={}", support::database_url()),
         "--set".to_owned(),
         format!("store.schema={schema}"),
     ];
@@ -661,14 +660,18 @@ pub(crate) fn shared_store() -> (DropSchema, Vec<String>) {
 }
 
 pub(crate) fn postgres_available(test: &str) -> bool {
-    if TcpStream::connect("127.0.0.1:5432").is_ok() {
+    let address = support::database_address();
+    if TcpStream::connect(&address).is_ok() {
         return true;
     }
     assert!(
         std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_none(),
-        "PostgreSQL on 127.0.0.1:5432 is required here"
+        "PostgreSQL on {address} (PLUGSCONC_TEST_DATABASE_URL) is required here"
     );
-    support::skip(test, "PostgreSQL is not running on 127.0.0.1:5432");
+    support::skip(
+        test,
+        &format!("PostgreSQL is not running on {address} (PLUGSCONC_TEST_DATABASE_URL)"),
+    );
     false
 }
 
