@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Job pool throughput (`plugsconc-bench-jobs`): jobs/s through the durable queue with the no-op
 # task and with a plugin call (kv.KV/Echo on the release kv plugin, JSON in and out), on SQLite
-# and, when it is running, on the local PostgreSQL; alternating, on an idle machine and with two
+# and, when it is running, on PostgreSQL (PLUGSCONC_TEST_DATABASE_URL, by default the local one); alternating, on an idle machine and with two
 # low-priority busy loops. Prints one JSON line per run.
 #
 # Usage: benches/jobs.sh [jobs per run, default 5000]
@@ -20,8 +20,10 @@ stop_busy() {
 trap 'stop_busy; rm -rf "$work"' EXIT
 examples/plugins.sh --target "$target" --out "$work/plugins" >/dev/null
 stores=("")
-if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
-    stores+=("postgres://postgres@127.0.0.1:5432/test")
+# The PostgreSQL database of the tests and benchmarks.
+database_url=${PLUGSCONC_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+if pg_isready -d "$database_url" -q 2>/dev/null; then
+    stores+=("$database_url")
 fi
 for condition in idle busy; do
     if [ "$condition" = busy ]; then

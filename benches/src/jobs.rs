@@ -50,10 +50,11 @@ async fn main() -> anyhow::Result<()> {
 async fn run_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
     let data = tempfile::tempdir().context("cannot create a temporary folder")?;
     let schema = format!("plugsconc_bench_{}", std::process::id());
-    let store =
-        plugsconc_daemon::store::open(args.store.as_deref().unwrap_or(""), &schema, data.path())
-            .await
-            .context("cannot open the store")?;
+    let url = plugsconc_daemon::store::StoreUrl::try_from(args.store.clone().unwrap_or_default())
+        .map_err(|problem| anyhow::anyhow!("--store: {problem}"))?;
+    let store = plugsconc_daemon::store::open(&url, &schema, data.path())
+        .await
+        .context("cannot open the store")?;
     let mut config = Config::default();
     config.directories.plugins_dir.clone_from(&args.plugins);
     config.directories.data_dir = data.path().to_owned();

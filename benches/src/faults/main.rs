@@ -62,7 +62,12 @@ enum Suite {
         changes: usize,
         #[arg(long, default_value_t = 3)]
         cuts: usize,
-        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+        /// The PostgreSQL database the two daemons share.
+        #[arg(
+            long,
+            env = "PLUGSCONC_TEST_DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
         url: String,
     },
     /// Hostile inputs to the API.

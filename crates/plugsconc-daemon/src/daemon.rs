@@ -1,6 +1,6 @@
 //! The daemon as one value. [`Daemon::start`] opens the persistent store, brings the plugins'
 //! `.disabled` markers in line with it, opens the catalog of the plugins folder (plus the
-//! built-in plugins), applies the recorded states and trusted publishers, follows changes made by
+//! built-in plugins `application.builtins` names), applies the recorded states and trusted publishers, follows changes made by
 //! daemons sharing the store, watches the folder for hot reload, starts the job pool and serves
 //! the REST API; [`Daemon::shutdown`] stops accepting, drains the requests and jobs and stops
 //! every plugin — bounded. `plugsconc serve` runs one until SIGINT or SIGTERM.
@@ -44,6 +44,10 @@ pub fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
         launch_record: Some(config.directories.data_dir.join("launched")),
         backoff: config.supervisor.backoff(),
         restart_wait: Duration::from_secs(config.supervisor.restart_wait_secs),
+        // The configuration checked the names against the linked built-ins.
+        builtins: plugsconc_host::BuiltinSelection::Only(
+            config.application.builtins.iter().cloned().collect(),
+        ),
         ..RegistryOptions::default()
     })
 }
@@ -61,7 +65,7 @@ pub struct Daemon {
     background: JoinSet<()>,
     locator: crate::locator::Locator,
     data_dir: PathBuf,
-    stop_mode: String,
+    stop_mode: crate::config::StopMode,
     jobs_grace: Duration,
 }
 
@@ -303,7 +307,7 @@ impl Daemon {
             background,
             locator,
             data_dir: config.directories.data_dir.clone(),
-            stop_mode: config.worker_pool.wp_stop_mode.clone(),
+            stop_mode: config.worker_pool.wp_stop_mode,
             jobs_grace: Duration::from_secs(config.worker_pool.wp_shutdown_grace_secs),
         })
     }
@@ -347,10 +351,10 @@ impl Daemon {
         tracing::info!(mode = %stop_mode, "shutting down: stopping the job pool");
         // Running jobs get a bounded grace; those still running then are given up, as after a
         // crash: their crash policy runs them again at the next start or on another daemon.
-        let mode = match stop_mode.as_str() {
-            "stop" => crate::jobs::StopMode::Stop,
-            "terminate" => crate::jobs::StopMode::Terminate,
-            _ => crate::jobs::StopMode::Shutdown,
+        let mode = match stop_mode {
+            crate::config::StopMode::Shutdown => crate::jobs::StopMode::Shutdown,
+            crate::config::StopMode::Stop => crate::jobs::StopMode::Stop,
+            crate::config::StopMode::Terminate => crate::jobs::StopMode::Terminate,
         };
         if tokio::time::timeout(jobs_grace, jobs.stop(mode))
             .await

@@ -16,7 +16,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::config::Logging;
+use crate::config::{LogFormat, Logging, QueueFull};
 
 /// Keeps the file writer's worker (or the persistent queue's writer) alive; dropping it flushes
 /// what is buffered.
@@ -33,7 +33,10 @@ pub fn queue_config(config: &Logging, data_dir: &Path) -> crate::logqueue::Queue
         queue: config.log_queue.clone(),
         remove_on_complete: config.log_remove_on_complete,
         max_pending: config.log_queue_max,
-        block: config.log_queue_full == "block",
+        block: match config.log_queue_full {
+            QueueFull::Block => true,
+            QueueFull::DropOldest => false,
+        },
         keep: config.log_queue_keep,
         drain_interval: Duration::from_millis(config.log_drain_interval_ms),
     }
@@ -94,20 +97,19 @@ pub fn rotating_file(
 pub fn init(config: &Logging, logs_dir: &Path, data_dir: &Path) -> anyhow::Result<LogGuard> {
     let filter = || filter(config);
     let location = config.log_include_location;
-    let console = if config.log_format == "json" {
-        tracing_subscriber::fmt::layer()
+    let console = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
             .with_file(location)
             .with_line_number(location)
-            .boxed()
-    } else {
-        tracing_subscriber::fmt::layer()
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_file(location)
             .with_line_number(location)
-            .boxed()
+            .boxed(),
     };
     let rotating = rotating_file(config, logs_dir)?;
     let (file, queue, guard, queue_guard) = if config.log_enable_persistent_queue {

@@ -45,6 +45,7 @@ pub use error::HostError;
 pub use inventory;
 pub use reattach::ReattachConfig;
 pub use registry::{
-    DEFAULT_HOST_ENV, Event, Handle, Lease, PluginInfo, Query, Registry, RegistryOptions, Status,
+    BuiltinSelection, DEFAULT_HOST_ENV, Event, Handle, Lease, PluginInfo, Query, Registry,
+    RegistryOptions, Status,
 };
 pub use signature::{Publisher, SignaturePolicy, Trust, Verdict};

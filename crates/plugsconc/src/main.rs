@@ -3,7 +3,7 @@
 mod cli;
 
 // Built-in plugins register at link time; naming the crate is what links it in. They join the
-// catalog only when the configuration's `builtins` names them.
+// catalog only when the configuration's `application.builtins` names them.
 #[cfg(feature = "example-builtins")]
 use builtin_cow as _;
 

@@ -28,7 +28,7 @@ async fn state() -> (ApiState, tempfile::TempDir) {
         .await
         .expect("an empty catalog");
     let store: Arc<dyn crate::store::Store> = Arc::from(
-        crate::store::open("", "", dir.path())
+        crate::store::open(&crate::config::StoreUrl::DataDir, "", dir.path())
             .await
             .expect("a SQLite store"),
     );

@@ -109,7 +109,7 @@ impl Tree {
         }
     }
 
-    /// The default at `section.key`, to type-check an override against.
+    /// The value at `section.key` (the default until a layer overrides it).
     fn default_at(&self, key: &str) -> Option<&Value> {
         let (section, name) = key.split_once('.')?;
         self.value.get(section)?.get(name)
@@ -184,6 +184,33 @@ impl Tree {
             if let Some(key) = by_var.get(&var) {
                 self.set_text(key, &text, Source::Env(var.clone()))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the keys of fixed words (and `store.url`) against what they allow, so their error
+    /// names the key, the layer and the allowed words rather than the typed parse's message.
+    pub fn check_choices(&self) -> Result<(), ConfigError> {
+        for (key, words) in super::choices::keys() {
+            if let Some(Value::String(value)) = self.default_at(key)
+                && !words.contains(&value.as_str())
+            {
+                return Err(ConfigError::Invalid {
+                    key: key.to_owned(),
+                    origin: self.source(key),
+                    problem: format!("{value:?} is not one of {}", super::choices::listed(&words)),
+                });
+            }
+        }
+        let key = "store.url";
+        if let Some(Value::String(url)) = self.default_at(key)
+            && let Err(problem) = super::StoreUrl::try_from(url.clone())
+        {
+            return Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                origin: self.source(key),
+                problem,
+            });
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! into the typed, validated [`Config`]. Errors name the key, the layer it came from and what
 //! was expected.
 
+mod choices;
 mod layers;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use choices::{
+    AppMode, Choice, LogFormat, LogLevel, QueueFull, Signatures, StopMode, StoreUrl,
+};
 pub use layers::Source;
 
 /// Why the configuration cannot be used.
@@ -66,14 +70,18 @@ pub struct Application {
     /// Name in logs and the API.
     pub app_name: String,
     /// `dev` or `prod`: `dev` allows unsigned plugins unless `security.signatures` says otherwise.
-    pub app_mode: String,
+    pub app_mode: AppMode,
+    /// The built-in plugins (linked into the binary) the catalog holds, by name; none by
+    /// default. A name that is not linked is a configuration error.
+    pub builtins: Vec<String>,
 }
 
 impl Default for Application {
     fn default() -> Self {
         Self {
             app_name: "plugsconc".into(),
-            app_mode: "dev".into(),
+            app_mode: AppMode::Dev,
+            builtins: Vec::new(),
         }
     }
 }
@@ -108,9 +116,9 @@ impl Default for Directories {
 #[serde(deny_unknown_fields, default)]
 pub struct Logging {
     /// `trace`, `debug`, `info`, `warn` or `error`.
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// Console format: `text` (colour on a terminal) or `json`.
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// Log file name in `directories.logs_dir`; empty for no file.
     pub log_filename: String,
     /// Size in MB before a file is rotated.
@@ -137,7 +145,7 @@ pub struct Logging {
     pub log_queue_max: u64,
     /// When that many wait: `drop_oldest` (with a counted warning) or `block` (logging slows
     /// down to the queue's pace).
-    pub log_queue_full: String,
+    pub log_queue_full: QueueFull,
     /// Written records kept for reading (when not removed on completion).
     pub log_queue_keep: u64,
     /// Milliseconds between drains into the log file (0: as soon as records are committed).
@@ -147,8 +155,8 @@ pub struct Logging {
 impl Default for Logging {
     fn default() -> Self {
         Self {
-            log_level: "info".into(),
-            log_format: "text".into(),
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             log_filename: "plugsconc.log".into(),
             log_max_size: 10,
             log_max_backups: 5,
@@ -160,7 +168,7 @@ impl Default for Logging {
             log_queue: "app_logs".into(),
             log_remove_on_complete: false,
             log_queue_max: 100_000,
-            log_queue_full: "drop_oldest".into(),
+            log_queue_full: QueueFull::DropOldest,
             log_queue_keep: 100_000,
             log_drain_interval_ms: 0,
         }
@@ -211,7 +219,7 @@ pub struct WorkerPool {
     /// How the pool stops with the daemon: `shutdown` (finish the running jobs, leave the
     /// queued ones for the next start), `stop` (also run the queued jobs submitted here first)
     /// or `terminate` (cancel them all now).
-    pub wp_stop_mode: String,
+    pub wp_stop_mode: StopMode,
 }
 
 impl Default for WorkerPool {
@@ -222,7 +230,7 @@ impl Default for WorkerPool {
             wp_job_lease_ms: 30_000,
             wp_poll_ms: 500,
             wp_shutdown_grace_secs: 10,
-            wp_stop_mode: "shutdown".to_owned(),
+            wp_stop_mode: StopMode::Shutdown,
         }
     }
 }
@@ -317,7 +325,7 @@ impl Install {
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
     /// `sqlite://...` or `postgres://...`; empty: SQLite in the data folder.
-    pub url: String,
+    pub url: StoreUrl,
     /// PostgreSQL schema holding the catalog (daemons sharing a catalog use the same one).
     pub schema: String,
 }
@@ -325,7 +333,7 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Self {
         Self {
-            url: String::new(),
+            url: StoreUrl::DataDir,
             schema: "plugsconc".into(),
         }
     }
@@ -399,7 +407,7 @@ fn duration_ms(duration: std::time::Duration) -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct Security {
     /// `require`, `allow-unsigned`, or empty: `require` in prod mode, `allow-unsigned` in dev.
-    pub signatures: String,
+    pub signatures: Signatures,
     /// Public key files of trusted publishers.
     pub trusted_publishers: Vec<PathBuf>,
     /// Unsigned plugins accepted by name.
@@ -492,6 +500,7 @@ impl Config {
                 .ok_or_else(|| ConfigError::SetSyntax(set.clone()))?;
             tree.set_text(key.trim(), value, Source::Flag)?;
         }
+        tree.check_choices()?;
         let config: Config = serde_json::from_value(tree.value().clone()).map_err(|err| {
             // The layers checked each value's type; what is left is a range (a number too large
             // for its key): find the key by trying each value set, alone, over the defaults.
@@ -516,37 +525,7 @@ impl Config {
     }
 
     fn validate(&self, tree: &layers::Tree) -> Result<(), ConfigError> {
-        let one_of = |key: &str, value: &str, allowed: &[&str]| {
-            if allowed.contains(&value) {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid {
-                    key: key.to_owned(),
-                    origin: tree.source(key),
-                    problem: format!("{value:?} is not one of {}", allowed.join(", ")),
-                })
-            }
-        };
-        one_of(
-            "application.app_mode",
-            &self.application.app_mode,
-            &["dev", "prod"],
-        )?;
-        one_of(
-            "logging.log_level",
-            &self.logging.log_level,
-            &["trace", "debug", "info", "warn", "error"],
-        )?;
-        one_of(
-            "logging.log_format",
-            &self.logging.log_format,
-            &["text", "json"],
-        )?;
-        one_of(
-            "logging.log_queue_full",
-            &self.logging.log_queue_full,
-            &["drop_oldest", "block"],
-        )?;
+        self.check_builtins(tree)?;
         if self.logging.log_enable_persistent_queue && self.logging.log_queue_max == 0 {
             return Err(ConfigError::Invalid {
                 key: "logging.log_queue_max".into(),
@@ -554,16 +533,6 @@ impl Config {
                 problem: "must be at least 1 record".into(),
             });
         }
-        one_of(
-            "worker_pool.wp_stop_mode",
-            &self.worker_pool.wp_stop_mode,
-            &["shutdown", "stop", "terminate"],
-        )?;
-        one_of(
-            "security.signatures",
-            &self.security.signatures,
-            &["", "require", "allow-unsigned"],
-        )?;
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Invalid {
                 key: "api.listen".into(),
@@ -572,17 +541,6 @@ impl Config {
                     "{:?} is not an address such as 127.0.0.1:7400",
                     self.api.listen
                 ),
-            });
-        }
-        if !self.store.url.is_empty()
-            && !["sqlite:", "postgres:", "postgresql:"]
-                .iter()
-                .any(|scheme| self.store.url.starts_with(scheme))
-        {
-            return Err(ConfigError::Invalid {
-                key: "store.url".into(),
-                origin: tree.source("store.url"),
-                problem: "expected sqlite://<file> or postgres://<user>@<host>/<database>".into(),
             });
         }
         let schema = &self.store.schema;
@@ -710,11 +668,43 @@ impl Config {
 
     /// Whether unsigned plugins may run: `security.signatures`, else the application mode.
     pub fn allow_unsigned(&self) -> bool {
-        match self.security.signatures.as_str() {
-            "require" => false,
-            "allow-unsigned" => true,
-            _ => self.application.app_mode == "dev",
+        match self.security.signatures {
+            Signatures::Require => false,
+            Signatures::AllowUnsigned => true,
+            Signatures::ByMode => match self.application.app_mode {
+                AppMode::Dev => true,
+                AppMode::Prod => false,
+            },
         }
+    }
+
+    /// `application.builtins` names only built-in plugins linked into this binary.
+    fn check_builtins(&self, tree: &layers::Tree) -> Result<(), ConfigError> {
+        let linked: Vec<&str> = plugsconc_host::builtins().map(|b| b.name).collect();
+        let Some(unknown) = self
+            .application
+            .builtins
+            .iter()
+            .find(|name| !linked.contains(&name.as_str()))
+        else {
+            return Ok(());
+        };
+        let key = "application.builtins";
+        let have = if linked.is_empty() {
+            "this binary links no built-in plugins".to_owned()
+        } else {
+            let mut linked = linked;
+            linked.sort_unstable();
+            format!(
+                "the built-in plugins linked into this binary are {}",
+                linked.join(", ")
+            )
+        };
+        Err(ConfigError::Invalid {
+            key: key.to_owned(),
+            origin: tree.source(key),
+            problem: format!("{unknown:?} is not a linked built-in plugin; {have}"),
+        })
     }
 }
 

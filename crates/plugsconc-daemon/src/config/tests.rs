@@ -34,7 +34,7 @@ fn defaults_then_file_then_env_then_flags() {
     )
     .unwrap();
     let c = &loaded.config;
-    assert_eq!(c.logging.log_level, "error");
+    assert_eq!(c.logging.log_level, LogLevel::Error);
     assert_eq!(c.logging.log_max_backups, 9);
     assert_eq!(c.file_watcher.fw_debounce_ms, 50);
     assert_eq!(c.api.listen, "127.0.0.1:9000");
@@ -207,6 +207,116 @@ fn prod_mode_requires_signatures_unless_told_otherwise() {
     )
     .unwrap();
     assert!(loaded.config.allow_unsigned());
+}
+
+#[test]
+fn every_key_of_fixed_words_rejects_another_naming_the_allowed_words() {
+    let cases = [
+        ("application.app_mode", "dev, prod"),
+        ("logging.log_level", "trace, debug, info, warn, error"),
+        ("logging.log_format", "text, json"),
+        ("logging.log_queue_full", "drop_oldest, block"),
+        ("worker_pool.wp_stop_mode", "shutdown, stop, terminate"),
+        ("security.signatures", "\"\", require, allow-unsigned"),
+    ];
+    for (key, words) in cases {
+        let err = Config::load(None, env(&[]), &[format!("{key}=sometimes")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("`{key}` (--set)"))
+                && err.contains(&format!("\"sometimes\" is not one of {words}")),
+            "{err}"
+        );
+        let (section, name) = key.split_once('.').unwrap();
+        let (_dir, path) = file(&format!("{section}:\n  {name}: sometimes\n"));
+        let err = Config::load(Some(&path), env(&[]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("`{key}` (file ")) && err.contains(words),
+            "{err}"
+        );
+        let var = format!("PLUGSCONC_{}", key.replace('.', "_").to_uppercase());
+        let err = Config::load(None, env(&[(&var, "sometimes")]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("(env {var})")) && err.contains(words),
+            "{err}"
+        );
+    }
+    let err = Config::load(None, env(&[]), &["store.url=mysql://x".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`store.url` (--set)") && err.contains("sqlite://<file> or postgres://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn words_are_parsed_once_and_shown_as_written() {
+    let loaded = Config::load(
+        None,
+        env(&[]),
+        &[
+            "application.app_mode=prod".into(),
+            "logging.log_format=json".into(),
+            "logging.log_queue_full=block".into(),
+            "worker_pool.wp_stop_mode=terminate".into(),
+            "security.signatures=allow-unsigned".into(),
+            "store.url=sqlite:///tmp/catalog.db".into(),
+        ],
+    )
+    .unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.application.app_mode, AppMode::Prod);
+    assert_eq!(c.logging.log_format, LogFormat::Json);
+    assert_eq!(c.logging.log_queue_full, QueueFull::Block);
+    assert_eq!(c.worker_pool.wp_stop_mode, StopMode::Terminate);
+    assert_eq!(c.security.signatures, Signatures::AllowUnsigned);
+    assert_eq!(c.store.url, StoreUrl::Sqlite("/tmp/catalog.db".into()));
+    let shown = |key: &str| loaded.keys[key].0.clone();
+    assert_eq!(shown("worker_pool.wp_stop_mode"), "terminate");
+    assert_eq!(shown("logging.log_queue_full"), "block");
+    assert_eq!(shown("store.url"), "sqlite:///tmp/catalog.db");
+    // The defaults read as the words `config show` has always printed.
+    let defaults = Config::load(None, env(&[]), &[]).unwrap();
+    let shown = |key: &str| defaults.keys[key].0.clone();
+    assert_eq!(shown("application.app_mode"), "dev");
+    assert_eq!(shown("logging.log_level"), "info");
+    assert_eq!(shown("security.signatures"), "");
+    assert_eq!(shown("store.url"), "");
+    assert_eq!(defaults.config.store.url, StoreUrl::DataDir);
+    // Each enum's serde spelling is its listed word.
+    fn round_trip<T: Choice + serde::Serialize + PartialEq + std::fmt::Debug>() {
+        for value in T::ALL {
+            assert_eq!(serde_json::to_value(value).unwrap(), value.as_str());
+        }
+    }
+    round_trip::<AppMode>();
+    round_trip::<LogLevel>();
+    round_trip::<LogFormat>();
+    round_trip::<QueueFull>();
+    round_trip::<StopMode>();
+    round_trip::<Signatures>();
+}
+
+#[test]
+fn builtins_default_to_none_and_must_be_linked() {
+    let c = Config::load(None, env(&[]), &[]).unwrap().config;
+    assert!(c.application.builtins.is_empty());
+    // This crate's tests link no built-in plugin.
+    let err = Config::load(None, env(&[]), &["application.builtins=cow".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`application.builtins` (--set)")
+            && err.contains("\"cow\" is not a linked built-in plugin")
+            && err.contains("links no built-in plugins"),
+        "{err}"
+    );
 }
 
 /// Properties over generated values: loading never panics, and an error names the key it is

@@ -56,6 +56,17 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Whether a job that started `attempts` attempts may start another (`max_attempts` of 0
+    /// counts as 1). The job queue stores the same bound as the job's `max_attempts` column.
+    pub fn attempts_left(&self, attempts: u32) -> bool {
+        attempts < self.max_attempts()
+    }
+
+    /// Attempts in all, at least one.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts.max(1)
+    }
+
     /// Whether `error` is retried under this policy.
     pub fn retries(&self, error: &JobError) -> bool {
         if self.retry_on.is_empty() {
@@ -123,6 +134,13 @@ impl CrashPolicy {
             Self::Retry => "retry",
             Self::Fail => "fail",
         }
+    }
+
+    /// The policy named `name` (as kept in the store).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Retry, Self::Fail]
+            .into_iter()
+            .find(|policy| policy.as_str() == name)
     }
 }
 

@@ -607,7 +607,7 @@ async fn attempts(
             Err(Ending::Cancelled) => return Err(Ending::Cancelled),
             Err(Ending::Failed(error)) => error,
         };
-        let retry = info.attempts < spec.retry.max_attempts.max(1) && spec.retry.retries(&error);
+        let retry = spec.retry.attempts_left(info.attempts) && spec.retry.retries(&error);
         let Some(wait) = retry.then(|| delays.next()).flatten() else {
             return Err(Ending::Failed(error));
         };

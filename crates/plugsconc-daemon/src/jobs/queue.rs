@@ -9,26 +9,22 @@
 //! - `save` writes a job only while the caller's claim holds it (a worker whose lease ran out and
 //!   whose job was taken over — even by another worker of the same daemon — cannot overwrite the
 //!   new run);
-//! - `recover` settles the running jobs whose lease ran out, as their crash policy says.
+//! - `recover` settles the running jobs whose lease ran out, each as [`settle`] decides.
 
 #[cfg(test)]
 use std::collections::BTreeMap;
 #[cfg(test)]
 use std::sync::{Mutex, PoisonError};
 
-use super::{JobError, JobInfo, JobSpec, JobState};
+use super::{CrashPolicy, JobError, JobInfo, JobSpec, JobState};
 
-/// Why the queue could not be read or written: the backing store's error, whose message it
-/// keeps. The store converts its errors into it, so the pool knows no store.
+/// Why the job queue cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct QueueError(Box<dyn std::error::Error + Send + Sync + 'static>);
-
-impl QueueError {
-    /// The queue error caused by `err`.
-    pub fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self(Box::new(err))
-    }
+#[non_exhaustive]
+pub enum QueueError {
+    /// The storage keeping the queue failed; its error says what was being done and why.
+    #[error(transparent)]
+    Storage(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A job a worker claimed: its spec and its record (`attempts` already counts this attempt).
@@ -77,6 +73,47 @@ impl Recovered {
     /// Jobs settled in all.
     pub fn total(&self) -> u64 {
         self.requeued + self.failed + self.cancelled
+    }
+}
+
+/// What becomes of a running job whose lease ran out (its daemon died, or gave it up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Cancelled with the cause asked before the worker stopped.
+    Cancelled,
+    /// Queued again for another attempt.
+    Requeued,
+    /// Failed with [`lost_error`].
+    Lost,
+}
+
+/// The crash rule, the one place it is written (every queue's `recover` applies it): a job
+/// asked to cancel is cancelled; else one whose policy is `on_crash: retry` and that has
+/// attempts left (the interrupted one counts; `max_attempts` as the job's
+/// [`super::RetryPolicy::max_attempts`]) is queued again; else it is lost.
+pub fn settle(
+    on_crash: CrashPolicy,
+    attempts: u32,
+    max_attempts: u32,
+    cancel_requested: bool,
+) -> Settlement {
+    if cancel_requested {
+        return Settlement::Cancelled;
+    }
+    match on_crash {
+        CrashPolicy::Retry if attempts < max_attempts.max(1) => Settlement::Requeued,
+        CrashPolicy::Retry | CrashPolicy::Fail => Settlement::Lost,
+    }
+}
+
+impl Recovered {
+    /// Counts one job settled as `settlement`.
+    pub fn count(&mut self, settlement: Settlement) {
+        match settlement {
+            Settlement::Cancelled => self.cancelled += 1,
+            Settlement::Requeued => self.requeued += 1,
+            Settlement::Lost => self.failed += 1,
+        }
     }
 }
 
@@ -308,22 +345,26 @@ impl JobQueue for MemoryQueue {
             row.info.state == JobState::Running && row.lease_until.is_some_and(|l| l < before)
         }) {
             row.lease_until = None;
-            if let Some(cause) = row.cancel_requested.clone() {
-                row.info.state = JobState::Cancelled;
-                row.info.cancel_cause = Some(cause);
-                row.info.finished_ms = Some(before.min(super::now_ms()));
-                recovered.cancelled += 1;
-            } else if row.spec.on_crash == super::CrashPolicy::Retry
-                && row.info.attempts < row.spec.retry.max_attempts.max(1)
-            {
-                row.info.state = JobState::Queued;
-                recovered.requeued += 1;
-            } else {
-                row.info.state = JobState::Failed;
-                row.info.error = Some(lost_error());
-                row.info.finished_ms = Some(before.min(super::now_ms()));
-                recovered.failed += 1;
+            let settlement = settle(
+                row.spec.on_crash,
+                row.info.attempts,
+                row.spec.retry.max_attempts(),
+                row.cancel_requested.is_some(),
+            );
+            match settlement {
+                Settlement::Cancelled => {
+                    row.info.state = JobState::Cancelled;
+                    row.info.cancel_cause = row.cancel_requested.clone();
+                    row.info.finished_ms = Some(before.min(super::now_ms()));
+                }
+                Settlement::Requeued => row.info.state = JobState::Queued,
+                Settlement::Lost => {
+                    row.info.state = JobState::Failed;
+                    row.info.error = Some(lost_error());
+                    row.info.finished_ms = Some(before.min(super::now_ms()));
+                }
             }
+            recovered.count(settlement);
         }
         Ok(recovered)
     }
@@ -389,5 +430,43 @@ impl JobQueue for MemoryQueue {
             .values()
             .filter(|row| row.info.state == JobState::Queued)
             .count() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crash_rule_over_its_whole_table() {
+        use CrashPolicy::{Fail, Retry};
+        use Settlement::{Cancelled, Lost, Requeued};
+        // (policy, attempts started, max_attempts, cancel asked) -> settlement
+        let table = [
+            (Retry, 1, 3, false, Requeued),
+            (Retry, 2, 3, false, Requeued),
+            (Retry, 3, 3, false, Lost),
+            (Retry, 4, 3, false, Lost),
+            (Retry, 1, 1, false, Lost),
+            (Retry, 0, 0, false, Requeued),
+            (Retry, 1, 0, false, Lost),
+            (Fail, 1, 3, false, Lost),
+            (Fail, 3, 3, false, Lost),
+            (Retry, 1, 3, true, Cancelled),
+            (Retry, 3, 3, true, Cancelled),
+            (Fail, 1, 3, true, Cancelled),
+        ];
+        for (policy, attempts, max, cancel, want) in table {
+            assert_eq!(
+                settle(policy, attempts, max, cancel),
+                want,
+                "{policy:?} after {attempts} of {max} attempts, cancel asked: {cancel}"
+            );
+        }
+        let retry = crate::jobs::RetryPolicy {
+            max_attempts: 0,
+            ..crate::jobs::RetryPolicy::default()
+        };
+        assert!(retry.attempts_left(0) && !retry.attempts_left(1));
     }
 }

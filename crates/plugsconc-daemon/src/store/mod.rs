@@ -3,7 +3,8 @@
 //! change (who, what, when). Two implementations behind [`Store`]: SQLite in the data folder
 //! (the default, one daemon) and PostgreSQL (`store.url`), where several daemons share one
 //! catalog and each change is published with `NOTIFY` so every daemon applies it
-//! ([`Store::listen`]). The store also keeps the durable job queue ([`Store::jobs`]).
+//! ([`Store::listen`]). The store also keeps the durable job queue ([`Store::jobs`]). The SQL is
+//! written once (`shared`, `jobs`) over a [`shared::Backend`] each backend implements.
 
 mod jobs;
 mod postgres;
@@ -13,6 +14,8 @@ mod sqlite;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::config::StoreUrl;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -44,13 +47,6 @@ pub enum StoreError {
         /// The driver's error.
         source: sqlx::Error,
     },
-}
-
-/// The job queue the store keeps reports its failures as the pool's queue errors.
-impl From<StoreError> for crate::jobs::queue::QueueError {
-    fn from(err: StoreError) -> Self {
-        Self::new(err)
-    }
 }
 
 /// One entry of the audit log.
@@ -230,28 +226,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the store `url` names (`sqlite://<file>`, `postgres://...`), or SQLite in `data_dir`
-/// when it is empty, and migrates it.
+/// when it names none, and migrates it.
 ///
 /// # Errors
 ///
 /// [`StoreError`] naming the store.
 pub async fn open(
-    url: &str,
+    url: &StoreUrl,
     schema: &str,
     data_dir: &std::path::Path,
 ) -> Result<Box<dyn Store>, StoreError> {
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Box::new(PgStore::open(url, schema).await?))
-    } else {
-        let path = match url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            Some(path) if !path.is_empty() => std::path::PathBuf::from(path),
-            _ => data_dir.join("catalog.db"),
-        };
-        Ok(Box::new(SqliteStore::open(&path).await?))
-    }
+    Ok(match url {
+        StoreUrl::Postgres(url) => Box::new(PgStore::open(url, schema).await?),
+        StoreUrl::Sqlite(path) => Box::new(SqliteStore::open(path).await?),
+        StoreUrl::DataDir => Box::new(SqliteStore::open(&data_dir.join("catalog.db")).await?),
+    })
 }
 
 /// SHA-256 of a plugin bundle, in hex, as [`SharedBundle::sha256`] holds it.
@@ -317,45 +306,39 @@ CREATE TABLE IF NOT EXISTS trusted_publisher (
 );
 ";
 
-/// Plugin bundles shared by the daemons of one catalog; `$bytes` is the backend's binary type.
-macro_rules! bundle_table {
-    ($bytes:literal) => {
-        concat!(
-            "CREATE TABLE IF NOT EXISTS plugin_bundle (
+/// Plugin bundles shared by the daemons of one catalog; `bytes` is the backend's binary type.
+fn bundle_table(bytes: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS plugin_bundle (
     name TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL,
-    bundle ",
-            $bytes,
-            " NOT NULL,
+    bundle {bytes} NOT NULL,
     removed BOOLEAN NOT NULL,
     updated_ms BIGINT NOT NULL,
     updated_by TEXT NOT NULL
 );
 "
-        )
-    };
+    )
 }
 
-pub(crate) use bundle_table;
-
 /// The migrations of a backend, whose DDL differs in the `job` id column and the bundle's
-/// binary type.
-fn migrator(job_table: &'static str, bundle_table: &'static str) -> sqlx::migrate::Migrator {
+/// binary type. Their text must not change once released: the migrator compares checksums.
+fn migrator(job_id_column: &str, bundle_bytes: &str) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;
-    let migration = |version, description: &'static str, sql: &'static str| {
+    let migration = |version, description: &'static str, sql: String| {
         sqlx::migrate::Migration::new(
             version,
             description.into(),
             sqlx::migrate::MigrationType::Simple,
-            sql.into_sql_str(),
+            sqlx::AssertSqlSafe(sql).into_sql_str(),
             false,
         )
     };
     sqlx::migrate::Migrator::with_migrations(vec![
-        migration(1, "catalog", MIGRATION_1),
-        migration(2, "trusted publishers", MIGRATION_2),
-        migration(3, "jobs", job_table),
-        migration(4, "shared plugin bundles", bundle_table),
+        migration(1, "catalog", MIGRATION_1.to_owned()),
+        migration(2, "trusted publishers", MIGRATION_2.to_owned()),
+        migration(3, "jobs", jobs::job_table(job_id_column)),
+        migration(4, "shared plugin bundles", bundle_table(bundle_bytes)),
     ])
 }
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor as _};
 
-use super::jobs::{job_queue, job_table};
-use super::shared::{AUDIT_INSERT, query_error, shared_store};
+use super::shared::{Backend, query_error};
 use super::{Heard, Notice, StoreError, migrator, redact};
 
 /// The catalog in PostgreSQL.
@@ -61,7 +60,8 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(open_error)?;
-        migrator(JOB_TABLE, BUNDLE_TABLE)
+        // Job ids from a sequence.
+        migrator("id BIGSERIAL PRIMARY KEY", "BYTEA")
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {
@@ -76,11 +76,26 @@ impl PgStore {
     }
 }
 
-impl PgStore {
+impl Backend for PgStore {
+    type Db = sqlx::Postgres;
+    const KIND: &'static str = "postgres";
+    const AUDIT_ORDER: &'static str = "at_ms DESC";
+    // Daemons claim from one queue: a row being claimed elsewhere is skipped, not waited for.
+    const CLAIM_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
+    const SHARED_QUEUE: bool = true;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
     /// Announces a change with `pg_notify`, delivered at commit, only if the change commits.
     async fn announce(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         notice: &Notice,
     ) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -92,6 +107,13 @@ impl PgStore {
         Ok(())
     }
 
+    /// Changes the other daemons announce, from a `LISTEN` connection.
+    async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError> {
+        self.follow().await
+    }
+}
+
+impl PgStore {
     /// A connection listening on the catalog channel.
     async fn listener(&self) -> Result<PgListener, StoreError> {
         let mut listener = PgListener::connect_with(&self.pool)
@@ -107,8 +129,8 @@ impl PgStore {
         Ok(listener)
     }
 
-    /// Changes the other daemons announce, from a `LISTEN` connection.
-    async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError> {
+    /// Follows the catalog channel on a connection of its own, reconnecting as needed.
+    async fn follow(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError> {
         let mut listener = self.listener().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let store = self.clone();
@@ -158,18 +180,3 @@ impl PgStore {
         Ok(Some(rx))
     }
 }
-
-/// The job table, ids from a sequence.
-const JOB_TABLE: &str = job_table!("id BIGSERIAL PRIMARY KEY");
-
-/// Shared plugin bundles.
-const BUNDLE_TABLE: &str = super::bundle_table!("BYTEA");
-
-shared_store!(PgStore, "postgres", "at_ms DESC");
-// Daemons claim from one queue: a row being claimed elsewhere is skipped, not waited for.
-job_queue!(
-    PgStore,
-    sqlx::postgres::PgRow,
-    "FOR UPDATE SKIP LOCKED",
-    true
-);

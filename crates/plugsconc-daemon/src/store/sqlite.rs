@@ -4,8 +4,7 @@ use std::path::Path;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::jobs::{job_queue, job_table};
-use super::shared::{AUDIT_INSERT, query_error, shared_store};
+use super::shared::Backend;
 use super::{Heard, Notice, StoreError, migrator};
 
 /// The catalog in a SQLite file.
@@ -40,7 +39,8 @@ impl SqliteStore {
                 url: url.clone(),
                 source,
             })?;
-        migrator(JOB_TABLE, BUNDLE_TABLE)
+        // SQLite's ever-growing row ids.
+        migrator("id INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB")
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url, source })?;
@@ -48,30 +48,34 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
+impl Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+    const KIND: &'static str = "sqlite";
+    const AUDIT_ORDER: &'static str = "at_ms DESC, rowid DESC";
+    // Every statement runs under the single writer lock.
+    const CLAIM_LOCK: &'static str = "";
+    // One daemon per file: a job left running at start is an orphan of the previous daemon.
+    const SHARED_QUEUE: bool = false;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
     /// A SQLite file belongs to one daemon: there is no one else to tell.
-    #[allow(clippy::unused_async)]
     async fn announce(
         &self,
-        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         _notice: &Notice,
     ) -> Result<(), StoreError> {
         Ok(())
     }
 
     /// Nor anyone to hear from.
-    #[allow(clippy::unused_async)]
     async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError> {
         Ok(None)
     }
 }
-
-/// The job table, with SQLite's ever-growing row ids.
-const JOB_TABLE: &str = job_table!("id INTEGER PRIMARY KEY AUTOINCREMENT");
-
-/// Shared plugin bundles.
-const BUNDLE_TABLE: &str = super::bundle_table!("BLOB");
-
-shared_store!(SqliteStore, "sqlite", "at_ms DESC, rowid DESC");
-// One daemon per file: a job left running at start is an orphan of the previous daemon.
-job_queue!(SqliteStore, sqlx::sqlite::SqliteRow, "", false);

@@ -134,6 +134,20 @@ async fn exercise_jobs(queue: std::sync::Arc<dyn JobQueue>) {
     );
     assert_eq!(queue.cancel_queued("a", "x", now_ms()).await.unwrap(), 0);
     assert_eq!(queue.get(999).await.unwrap(), None);
+
+    // The crash rule through the SQL: a retried job with attempts left is queued again, then
+    // lost once they are spent.
+    let mut twice = job("noop", CrashPolicy::Retry);
+    twice.retry.max_attempts = 2;
+    let fifth = queue.insert(&twice, "a", now_ms()).await.unwrap();
+    for (attempt, want) in [(1, JobState::Queued), (2, JobState::Failed)] {
+        let claimed = queue.claim("w4", 55, None, now_ms(), 0).await.unwrap();
+        let claimed = claimed.expect("the job is queued");
+        assert_eq!((claimed.info.id, claimed.info.attempts), (fifth, attempt));
+        let recovered = queue.recover(now_ms()).await.unwrap();
+        assert_eq!(recovered.total(), 1);
+        assert_eq!(queue.get(fifth).await.unwrap().unwrap().state, want);
+    }
 }
 
 /// Claimers racing over one queue: every job is handed out exactly once.
@@ -224,13 +238,17 @@ async fn exercise(store: &dyn Store) {
 #[tokio::test]
 async fn sqlite_keeps_states_versions_and_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open("", "plugsconc", dir.path()).await.unwrap();
+    let store = open(&StoreUrl::DataDir, "plugsconc", dir.path())
+        .await
+        .unwrap();
     assert_eq!(store.kind(), "sqlite");
     exercise(store.as_ref()).await;
     assert!(store.listen().await.unwrap().is_none());
     drop(store);
     // Reopening (migrations already applied) keeps everything.
-    let store = open("", "plugsconc", dir.path()).await.unwrap();
+    let store = open(&StoreUrl::DataDir, "plugsconc", dir.path())
+        .await
+        .unwrap();
     assert_eq!(store.states().await.unwrap().len(), 2);
     assert!(!store.jobs().shared());
     exercise_jobs(store.jobs()).await;
@@ -267,7 +285,9 @@ async fn exercise_shared_states(store: &dyn Store) {
 #[tokio::test]
 async fn sqlite_forgets_an_uninstalled_plugins_state() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open("", "plugsconc", dir.path()).await.unwrap();
+    let store = open(&StoreUrl::DataDir, "plugsconc", dir.path())
+        .await
+        .unwrap();
     exercise_shared_states(store.as_ref()).await;
 }
 
@@ -279,7 +299,7 @@ async fn postgres_forgets_an_uninstalled_plugins_state() {
     };
     exercise_shared_states(store.as_ref()).await;
     drop(store);
-    drop_postgres_schema(PG_URL, &schema).await;
+    drop_postgres_schema(&pg_url(), &schema).await;
 }
 
 #[tokio::test]
@@ -288,11 +308,11 @@ async fn postgres_listens_again_before_asking_for_a_resync() {
     let Some(first) = postgres(&schema).await else {
         return;
     };
-    let second = open(PG_URL, &schema, std::path::Path::new("."))
+    let second = open(&pg_store_url(), &schema, std::path::Path::new("."))
         .await
         .unwrap();
     let mut heard = second.listen().await.unwrap().expect("postgres listens");
-    let admin = sqlx::PgPool::connect(PG_URL).await.unwrap();
+    let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
     let cut: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%{schema}%'"
     )))
@@ -312,25 +332,41 @@ async fn postgres_listens_again_before_asking_for_a_resync() {
     );
     admin.close().await;
     drop((first, second));
-    drop_postgres_schema(PG_URL, &schema).await;
+    drop_postgres_schema(&pg_url(), &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_hands_each_job_out_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open("", "plugsconc", dir.path()).await.unwrap();
+    let store = open(&StoreUrl::DataDir, "plugsconc", dir.path())
+        .await
+        .unwrap();
     race_claims(store.jobs(), 4, 200).await;
 }
 
-pub(crate) const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The test database: `PLUGSCONC_TEST_DATABASE_URL`, by default the local server's `test`.
+pub(crate) fn pg_url() -> String {
+    std::env::var("PLUGSCONC_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// [`pg_url`] as the store opens it.
+fn pg_store_url() -> StoreUrl {
+    StoreUrl::Postgres(pg_url())
+}
 
 /// A store on the local PostgreSQL in `schema`; `None` (said loudly) when it is not reachable
 /// and not required.
 async fn postgres(schema: &str) -> Option<Box<dyn Store>> {
-    match open(PG_URL, schema, std::path::Path::new(".")).await {
+    match open(&pg_store_url(), schema, std::path::Path::new(".")).await {
         Ok(store) => Some(store),
         Err(err) if std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL at {PG_URL} is not reachable: {err}");
+            eprintln!(
+                "SKIPPED: PostgreSQL at {} is not reachable: {err}",
+                pg_url()
+            );
             None
         }
         Err(err) => panic!("PostgreSQL is required here: {err}"),
@@ -352,7 +388,7 @@ async fn postgres_shares_states_and_announces_changes() {
     let Some(first) = postgres(&schema).await else {
         return;
     };
-    let second = open(PG_URL, &schema, std::path::Path::new("."))
+    let second = open(&pg_store_url(), &schema, std::path::Path::new("."))
         .await
         .unwrap();
     let mut heard = second.listen().await.unwrap().expect("postgres listens");
@@ -380,7 +416,7 @@ async fn postgres_shares_states_and_announces_changes() {
     assert!(first.jobs().shared());
     exercise_jobs(first.jobs()).await;
     drop((first, second));
-    drop_postgres_schema(PG_URL, &schema).await;
+    drop_postgres_schema(&pg_url(), &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +427,7 @@ async fn postgres_hands_each_job_out_once_to_daemons_claiming_together() {
     };
     race_claims(first.jobs(), 8, 400).await;
     drop(first);
-    drop_postgres_schema(PG_URL, &schema).await;
+    drop_postgres_schema(&pg_url(), &schema).await;
 }
 
 /// Drops the PostgreSQL schema `schema` at `url` with everything in it (test and benchmark
@@ -409,12 +445,29 @@ pub(crate) async fn drop_postgres_schema(url: &str, schema: &str) {
 }
 
 #[test]
-fn a_queue_error_says_what_the_store_error_said() {
-    let store = StoreError::Query {
-        what: "claim a job",
-        source: sqlx::Error::RowNotFound,
-    };
-    let message = store.to_string();
-    let queue = crate::jobs::queue::QueueError::from(store);
-    assert_eq!(queue.to_string(), message);
+fn released_migration_texts_do_not_change() {
+    // The migrator refuses a database whose applied migrations' checksums differ, so the DDL
+    // built per backend must stay byte for byte what it was when released.
+    let digest = |text: String| bundle_sha256(text.as_bytes());
+    let cases = [
+        (
+            super::jobs::job_table("id INTEGER PRIMARY KEY AUTOINCREMENT"),
+            "936b59213ff8b61db8c51759a066bd721fde52b276645c75ccdbb4c7fafd7f40",
+        ),
+        (
+            super::jobs::job_table("id BIGSERIAL PRIMARY KEY"),
+            "d9560988bf1599de4ec788908c919bcfc14985d9a3b25fd12ef151719dc3922d",
+        ),
+        (
+            bundle_table("BLOB"),
+            "691952057e52d5123aecd8698a73e32a8446e908b3b80ca4185e900f8f6eddf7",
+        ),
+        (
+            bundle_table("BYTEA"),
+            "461ce0adb55cf61490ecb4e1452a10b785ae8a7d2e8c1abcc729f91c5b079578",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(digest(text.clone()), want, "{text}");
+    }
 }

@@ -21,7 +21,8 @@ pub use reload::Change;
 pub use slot::{Handle, Lease};
 use slot::{Slot, Source, State};
 pub use types::{
-    Backoff, DEFAULT_HOST_ENV, Event, PluginInfo, Query, RegistryOptions, Runtime, Status,
+    Backoff, BuiltinSelection, DEFAULT_HOST_ENV, Event, PluginInfo, Query, RegistryOptions,
+    Runtime, Status,
 };
 
 use crate::HostError;
@@ -132,7 +133,8 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A catalog holding only the built-in plugins linked into the binary.
+    /// A catalog holding only the built-in plugins linked into the binary (those
+    /// [`RegistryOptions::builtins`] selects).
     pub fn new(options: RegistryOptions) -> Self {
         Self::with_root(None, options)
     }
@@ -161,7 +163,7 @@ impl Registry {
                 options,
             }),
         };
-        for builtin in builtins() {
+        for builtin in builtins().filter(|b| registry.inner.options.builtins.selects(b.name)) {
             registry.add_builtin(builtin);
         }
         registry

@@ -1,5 +1,6 @@
 //! The registry's public vocabulary: statuses, catalog entries, events, queries and options.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -317,6 +318,37 @@ pub struct RegistryOptions {
     /// with SIGKILL, and their folders. A process is signalled only if it still is the one
     /// recorded (same pid and start time). `None`: nothing is recorded.
     pub launch_record: Option<PathBuf>,
+    /// Which of the built-in plugins linked into the binary the catalog holds (default: all of
+    /// them).
+    pub builtins: BuiltinSelection,
+}
+
+/// Which linked built-in plugins a registry catalogs. Linking a built-in makes it available;
+/// this decides whether a given registry offers it (a daemon offers only those its
+/// configuration names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BuiltinSelection {
+    /// Every built-in plugin linked into the binary.
+    #[default]
+    All,
+    /// Only the linked built-ins of these names (names not linked are ignored; the caller
+    /// checks them against [`crate::builtins`]).
+    Only(BTreeSet<String>),
+}
+
+impl BuiltinSelection {
+    /// No built-in plugin at all.
+    pub fn none() -> Self {
+        Self::Only(BTreeSet::new())
+    }
+
+    /// Whether the built-in `name` is selected.
+    pub fn selects(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.contains(name),
+        }
+    }
 }
 
 /// What a plugin gets of the host's environment by default: finding programs and libraries,
@@ -358,6 +390,7 @@ impl Default for RegistryOptions {
                 .collect(),
             config_dir: None,
             launch_record: None,
+            builtins: BuiltinSelection::All,
         }
     }
 }

@@ -12,7 +12,9 @@ use example_animal::AnimalContract;
 use plugsconc_host::registry::{Backoff, Change, Runtime};
 use plugsconc_host::sandbox::SandboxOptions;
 use plugsconc_host::signature::{Publisher, Trust, keygen, sign_plugin};
-use plugsconc_host::{Event, HostError, Query, Registry, RegistryOptions, Status};
+use plugsconc_host::{
+    BuiltinSelection, Event, HostError, Query, Registry, RegistryOptions, Status,
+};
 use tokio::sync::broadcast;
 
 use crate::support::{alive, example_bin};
@@ -125,6 +127,32 @@ async fn speak(registry: &Registry, name: &str) -> Result<String, String> {
 
 fn pid_of(registry: &Registry, name: &str) -> u32 {
     registry.get(name).unwrap().pid.expect("running")
+}
+
+#[tokio::test]
+async fn the_options_choose_which_linked_built_ins_are_cataloged() {
+    let names = |builtins| {
+        Registry::new(RegistryOptions {
+            builtins,
+            ..options()
+        })
+        .list(&Query::default())
+        .into_iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(BuiltinSelection::All),
+        ["cow"],
+        "all linked by default"
+    );
+    assert!(names(BuiltinSelection::none()).is_empty());
+    let only = |name: &str| BuiltinSelection::Only([name.to_owned()].into());
+    assert_eq!(names(only("cow")), ["cow"]);
+    assert!(
+        names(only("horse")).is_empty(),
+        "an unlinked name adds nothing"
+    );
 }
 
 #[tokio::test]

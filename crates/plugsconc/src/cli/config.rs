@@ -1,20 +1,14 @@
 //! `plugsconc config show`: the effective configuration, and where each value came from.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 
-use plugsconc_daemon::config::Config;
+use super::ConfigFlags;
 
 /// Arguments of `config`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// The configuration file (default: config.yaml when it exists).
-    #[arg(long, global = true, env = "PLUGSCONC_CONFIG")]
-    config: Option<PathBuf>,
-    /// Override a key: `section.key=value` (repeatable; lists are comma-separated).
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    #[command(flatten)]
+    config: ConfigFlags,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -31,7 +25,7 @@ enum ConfigCommand {
 /// Runs a `config` subcommand.
 pub fn run(args: &ConfigArgs) -> anyhow::Result<()> {
     let ConfigCommand::Show = args.command;
-    let mut loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
+    let mut loaded = args.config.load()?;
     // Secrets are shown as set or not, never printed.
     if let Some((value, _)) = loaded.keys.get_mut("api.token")
         && value.as_str().is_some_and(|t| !t.is_empty())

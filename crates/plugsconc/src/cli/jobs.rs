@@ -2,7 +2,6 @@
 //! the one its data folder's `daemon.json` names, else `api.listen`; the token in its data
 //! folder).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,19 +15,15 @@ use tonic::codegen::Bytes;
 use tonic::codegen::http::Method;
 
 use super::client::{Daemon, encode};
-use plugsconc_daemon::config::Config;
 
 /// Arguments of `jobs`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
     #[command(subcommand)]
     command: JobsCommand,
-    /// The daemon's configuration file (for its address and data folder).
-    #[arg(long, env = "PLUGSCONC_CONFIG", global = true)]
-    config: Option<PathBuf>,
-    /// Override a configuration key: `section.key=value`.
-    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
-    sets: Vec<String>,
+    /// The daemon's configuration (for its address and data folder).
+    #[command(flatten)]
+    config: super::ConfigFlags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,7 +92,7 @@ struct SubmitArgs {
 
 /// Runs the subcommand on the daemon `address` (`--daemon`) names, else the one found.
 pub async fn run(args: JobsArgs, address: Option<&str>) -> anyhow::Result<()> {
-    let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
+    let loaded = args.config.load()?;
     let daemon = Daemon::find(&loaded.config, address).await?.with_context(|| {
         format!(
             "no daemon answers at the address in {} or at {} (start one with `plugsconc serve`, or name it with --daemon host:port)",

@@ -5,14 +5,12 @@
 //! is reopened when it is replaced).
 
 use std::io::{BufRead as _, BufReader, Seek as _};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use plugsconc_daemon::config::Config;
 use plugsconc_daemon::logqueue::rank;
 
 /// Arguments of `logs`.
@@ -32,12 +30,9 @@ pub struct LogsArgs {
     /// Only records at or after this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
     #[arg(long)]
     since: Option<String>,
-    /// The daemon's configuration file (for the log folder and file name).
-    #[arg(long, env = "PLUGSCONC_CONFIG")]
-    config: Option<PathBuf>,
-    /// Override a configuration key: `section.key=value`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    /// The daemon's configuration (for the log folder and file name).
+    #[command(flatten)]
+    config: super::ConfigFlags,
 }
 
 /// Whether a log line passes the filters; returns the text to print.
@@ -75,7 +70,7 @@ fn render(line: &str, args: &LogsArgs) -> Option<String> {
 
 /// Prints the matching lines.
 pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
-    let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
+    let loaded = args.config.load()?;
     let logging = &loaded.config.logging;
     let since = args
         .since
@@ -181,8 +176,7 @@ mod tests {
             follow: false,
             json: false,
             since: None,
-            config: None,
-            sets: Vec::new(),
+            config: crate::cli::ConfigFlags::default(),
         }
     }
 

@@ -9,7 +9,10 @@ mod plugins;
 mod serve;
 mod sign;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use plugsconc_daemon::config::{Config, Loaded};
 use tracing_subscriber::EnvFilter;
 
 /// Run, call and manage plugins (wire-compatible with HashiCorp go-plugin).
@@ -71,6 +74,33 @@ impl Cli {
             Command::Keygen(args) => sign::keygen(args).await,
             Command::Sign(args) => sign::sign(args).await,
         }
+    }
+}
+
+/// Where the configuration comes from, for every subcommand that reads it (flattened into
+/// each; global, so it may follow a nested subcommand such as `plugins list`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigFlags {
+    /// The configuration file (default: config.yaml when it exists; embedded defaults otherwise).
+    #[arg(long, global = true, env = "PLUGSCONC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a configuration key: `section.key=value` (repeatable; lists are comma-separated).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl ConfigFlags {
+    /// Loads the defaults, the file, the `PLUGSCONC_*` variables and the `--set` flags.
+    ///
+    /// # Errors
+    ///
+    /// The configuration error, naming the key, its layer and what was expected.
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        Ok(Config::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &self.sets,
+        )?)
     }
 }
 

@@ -1,27 +1,21 @@
 //! `plugsconc serve`: the daemon on the effective configuration.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
-use plugsconc_daemon::config::Config;
+use super::ConfigFlags;
 use plugsconc_daemon::daemon::Daemon;
 use plugsconc_host::Query;
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The configuration file (default: config.yaml when it exists; embedded defaults otherwise).
-    #[arg(long, env = "PLUGSCONC_CONFIG")]
-    config: Option<PathBuf>,
-    /// Override a key: `section.key=value` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    #[command(flatten)]
+    config: ConfigFlags,
 }
 
 /// Loads the configuration, starts the daemon and runs it until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.sets)?;
+    let loaded = args.config.load()?;
     let config = loaded.config;
     let _logs = plugsconc_daemon::logging::init(
         &config.logging,

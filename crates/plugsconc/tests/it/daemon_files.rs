@@ -82,12 +82,13 @@ fn the_cli_finds_a_daemon_listening_where_the_configuration_does_not_say() {
     // Each daemon listens on a port of its own (--set api.listen), which the CLI is not told.
     let here = tempfile::tempdir().unwrap();
     plugin(&here.path().join("plugins"), "cat", true);
-    let (mut daemon, _address, mut stdout) = serve(here.path(), &[]);
+    let cow = ["--set", "application.builtins=cow"];
+    let (mut daemon, _address, mut stdout) = serve(here.path(), &cow);
     let record = here.path().join("data/daemon.json");
     assert!(record.exists(), "written once the daemon listens");
     let elsewhere = tempfile::tempdir().unwrap();
     plugin(&elsewhere.path().join("plugins"), "dog", true);
-    let (_other, other_address, _other_stdout) = serve(elsewhere.path(), &[]);
+    let (_other, other_address, _other_stdout) = serve(elsewhere.path(), &cow);
 
     assert_eq!(
         listed(&cli(here.path(), &["plugins", "list", "--json"])),

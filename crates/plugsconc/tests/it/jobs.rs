@@ -8,8 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::serve::{
-    Daemon, DropSchema, PG_URL, example_plugins, job_ended, postgres_available, request, send,
-    serve, token,
+    Daemon, DropSchema, example_plugins, job_ended, postgres_available, request, send, serve, token,
 };
 
 fn submit(address: &str, token: &str, body: &str) -> u64 {
@@ -104,7 +103,7 @@ fn a_job_running_when_the_daemon_is_killed_is_settled_by_the_next_one() {
 /// loaded machine does not delay a renewal past it, which would hand a running job over).
 fn shared_daemon(root: &Path, schema: &str) -> (Daemon, String, String) {
     example_plugins(root);
-    let url = format!("store.url={PG_URL}");
+    let url = format!("store.url={}", crate::support::database_url());
     let schema = format!("store.schema={schema}");
     let (daemon, address, _stdout) = serve(
         root,

@@ -70,6 +70,16 @@ fn list_shows_valid_and_invalid_plugins() {
 
     let out = plugins(root.path(), &["list", "--json"]);
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        list.len(),
+        3,
+        "cat, dog and broken; no built-in unless configured"
+    );
+    let out = plugins(
+        root.path(),
+        &["list", "--json", "--set", "application.builtins=cow"],
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.len(), 4, "cat, dog, broken and the built-in cow");
     let cow = list.iter().find(|p| p["name"] == "cow").unwrap();
     assert_eq!(
@@ -258,4 +268,78 @@ fn install_and_uninstall_on_a_folder() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!target.path().join("cat").exists());
+}
+
+#[test]
+fn plugins_reads_the_configuration_given_by_config_and_set() {
+    let root = folder();
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(support::plugsconc_bin())
+            .current_dir(work.path())
+            .env_remove("PLUGSCONC_PLUGINS_DIR")
+            .env_remove("PLUGSCONC_CONFIG")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let names = |out: &Output| -> Vec<String> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let mut names: Vec<String> = list
+            .iter()
+            .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let folder_set = format!("directories.plugins_dir={}", root.path().display());
+    // After the nested subcommand, without --dir: the folder and the built-ins are the
+    // configuration's.
+    let out = run(&[
+        "plugins",
+        "list",
+        "--local",
+        "--json",
+        "--set",
+        &folder_set,
+        "--set",
+        "application.builtins=cow",
+    ]);
+    assert_eq!(names(&out), ["broken", "cat", "cow", "dog"]);
+    let out = run(&["plugins", "--set", &folder_set, "list", "--local", "--json"]);
+    assert_eq!(names(&out), ["broken", "cat", "dog"]);
+
+    // The same from a file named with --config, a YAML list.
+    let file = work.path().join("elsewhere.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "directories:\n  plugins_dir: {}\napplication:\n  builtins: [cow]\n",
+            root.path().display()
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let out = run(&["plugins", "list", "--local", "--json", "--config", &file]);
+    assert_eq!(names(&out), ["broken", "cat", "cow", "dog"]);
+
+    let out = run(&[
+        "plugins",
+        "list",
+        "--local",
+        "--set",
+        "application.builtins=horse",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("`application.builtins` (--set)")
+            && err.contains("linked into this binary are cow"),
+        "{err}"
+    );
 }

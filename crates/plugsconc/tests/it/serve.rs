@@ -147,11 +147,36 @@ pub(crate) fn pup_folder(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
+fn built_in_plugins_join_the_catalog_only_when_the_configuration_names_them() {
+    let root = tempfile::tempdir().unwrap();
+    let (_daemon, address, _stdout) = serve(root.path(), &[]);
+    let (status, body) = get(&address, "/api/v1/plugins");
+    assert_eq!((status, &body["plugins"]), (200, &serde_json::json!([])));
+    assert_eq!(get(&address, "/api/v1/plugins/cow").0, 404);
+
+    let out = Command::new(support::plugsconc_bin())
+        .current_dir(root.path())
+        .args(["serve", "--set", "api.listen=127.0.0.1:0"])
+        .args(["--set", "application.builtins=cow,horse"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("application.builtins")
+            && err.contains("\"horse\" is not a linked built-in plugin")
+            && err.contains("linked into this binary are cow"),
+        "{err}"
+    );
+}
+
+#[test]
 fn serves_the_catalog_and_stops_on_sigterm() {
     let root = tempfile::tempdir().unwrap();
     example_plugins(root.path());
     std::fs::remove_dir_all(root.path().join("plugins/dog")).unwrap();
-    let (mut daemon, address, mut stdout) = serve(root.path(), &[]);
+    let (mut daemon, address, mut stdout) =
+        serve(root.path(), &["--set", "application.builtins=cow"]);
 
     let (status, body) = get(&address, "/api/v1/plugins");
     assert_eq!(status, 200, "{body}");
@@ -606,15 +631,14 @@ unsafe extern "C" {
     pub(crate) fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
-pub(crate) const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 /// Drops a test's schema when the test ends (best effort: the database is shared).
 pub(crate) struct DropSchema(pub(crate) String);
 
 impl Drop for DropSchema {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(support::database_url())
+            .arg("-qc")
             .arg(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -628,7 +652,7 @@ pub(crate) fn shared_store() -> (DropSchema, Vec<String>) {
     let schema = format!("plugsconc_it_{}_{}", std::process::id(), fastrand::u32(..));
     let flags = vec![
         "--set".to_owned(),
-        format!("store.url={PG_URL}"),
+        format!("store.url={}", support::database_url()),
         "--set".to_owned(),
         format!("store.schema={schema}"),
     ];
@@ -636,14 +660,18 @@ pub(crate) fn shared_store() -> (DropSchema, Vec<String>) {
 }
 
 pub(crate) fn postgres_available(test: &str) -> bool {
-    if TcpStream::connect("127.0.0.1:5432").is_ok() {
+    let address = support::database_address();
+    if TcpStream::connect(&address).is_ok() {
         return true;
     }
     assert!(
         std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_none(),
-        "PostgreSQL on 127.0.0.1:5432 is required here"
+        "PostgreSQL on {address} (PLUGSCONC_TEST_DATABASE_URL) is required here"
     );
-    support::skip(test, "PostgreSQL is not running on 127.0.0.1:5432");
+    support::skip(
+        test,
+        &format!("PostgreSQL is not running on {address} (PLUGSCONC_TEST_DATABASE_URL)"),
+    );
     false
 }
 

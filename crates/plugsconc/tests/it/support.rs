@@ -50,6 +50,31 @@ pub fn plugsconc_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_plugsconc"))
 }
 
+/// The PostgreSQL database of the tests: `PLUGSCONC_TEST_DATABASE_URL`, by default the local
+/// server's `test` database (trust auth).
+pub fn database_url() -> String {
+    std::env::var("PLUGSCONC_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The `host:port` of [`database_url`] (port 5432 when it names none).
+pub fn database_address() -> String {
+    let url = database_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    if host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
 /// Whether a missing toolchain must fail the test instead of skipping it (set in CI).
 fn required() -> bool {
     std::env::var_os("PLUGSCONC_REQUIRE_INTEROP").is_some_and(|v| v == "1")

@@ -1,9 +1,9 @@
 //! `plugsconc plugins list`: the catalog — every plugin of the folder plus the built-in plugins
-//! linked into this binary — with status and the reason for it.
+//! the configuration's `application.builtins` names — with status and the reason for it.
 
 use clap::Args;
 use plugsconc_host::registry::Status;
-use plugsconc_host::{Discovery, PluginInfo, Query, Registry, RegistryOptions};
+use plugsconc_host::{BuiltinSelection, Discovery, PluginInfo, Query, Registry, RegistryOptions};
 use serde_json::{Value, json};
 
 use super::{SHOWN_PROBLEMS, add_problems, print_table};
@@ -26,8 +26,19 @@ pub struct ListArgs {
 }
 
 /// Prints the list.
-pub fn run(args: &ListArgs, discovery: &Discovery, json: bool) -> anyhow::Result<()> {
-    let registry = Registry::from_discovery(discovery.clone(), RegistryOptions::default());
+pub fn run(
+    args: &ListArgs,
+    discovery: &Discovery,
+    builtins: BuiltinSelection,
+    json: bool,
+) -> anyhow::Result<()> {
+    let registry = Registry::from_discovery(
+        discovery.clone(),
+        RegistryOptions {
+            builtins,
+            ..RegistryOptions::default()
+        },
+    );
     let plugins = registry.list(&Query {
         kind: args.kind.clone(),
         tag: args.tag.clone(),

@@ -17,14 +17,10 @@ use serde_json::{Value, json};
 /// Arguments shared by every `plugins` subcommand.
 #[derive(Debug, Args)]
 pub struct PluginsArgs {
-    /// The plugins folder (one sub-folder with a manifest.yaml per plugin).
-    #[arg(
-        long,
-        global = true,
-        env = "PLUGSCONC_PLUGINS_DIR",
-        default_value = "plugins"
-    )]
-    dir: PathBuf,
+    /// The plugins folder (one sub-folder with a manifest.yaml per plugin; by default the
+    /// configuration's directories.plugins_dir, `plugins`).
+    #[arg(long, global = true, env = "PLUGSCONC_PLUGINS_DIR")]
+    dir: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -35,6 +31,10 @@ pub struct PluginsArgs {
     local: bool,
     #[command(flatten)]
     trust: TrustArgs,
+    /// The configuration (the daemon's address and data folder, the plugins folder, the
+    /// built-in plugins listed).
+    #[command(flatten)]
+    config: crate::cli::ConfigFlags,
     #[command(subcommand)]
     command: PluginsCommand,
 }
@@ -113,6 +113,7 @@ pub async fn run(args: PluginsArgs, address: Option<&str>) -> anyhow::Result<()>
         json,
         local,
         trust,
+        config,
         command,
     } = args;
     // Reload and call need the daemon; list and the changes go through it when one answers,
@@ -122,17 +123,33 @@ pub async fn run(args: PluginsArgs, address: Option<&str>) -> anyhow::Result<()>
         C::List(_) | C::Enable(_) | C::Disable(_) | C::Install(_) | C::Uninstall(_) => !local,
         C::Info(_) | C::Verify(_) => false,
     };
-    let daemon = if ask_daemon {
-        let config = plugsconc_daemon::config::Config::load(None, std::env::vars(), &[])?.config;
-        crate::cli::client::Daemon::find(&config, address).await?
+    // Read only when something needs it: info and verify on a named folder work whatever the
+    // configuration file holds.
+    let config = if ask_daemon || dir.is_none() || matches!(command, C::List(_)) {
+        Some(config.load()?.config)
     } else {
         None
     };
+    let daemon = match &config {
+        Some(config) if ask_daemon => crate::cli::client::Daemon::find(config, address).await?,
+        _ => None,
+    };
+    let dir = match (dir, &config) {
+        (Some(dir), _) => dir,
+        (None, Some(config)) => config.directories.plugins_dir.clone(),
+        (None, None) => PathBuf::from("plugins"),
+    };
+    let builtins = plugsconc_host::BuiltinSelection::Only(
+        config
+            .iter()
+            .flat_map(|c| c.application.builtins.iter().cloned())
+            .collect(),
+    );
     match (command, daemon) {
         (C::Reload(reload), daemon) => remote::reload(&reload, daemon.as_ref(), json).await,
         (C::Call(call), daemon) => remote::call(&call, daemon.as_ref()).await,
         (C::List(list), Some(daemon)) => list::run_remote(&list, &daemon, json).await,
-        (C::List(list), None) => list::run(&list, &scan(&dir).await?, json),
+        (C::List(list), None) => list::run(&list, &scan(&dir).await?, builtins, json),
         (C::Info(info), _) => info::run(&info, &scan(&dir).await?, json),
         (C::Verify(verify), _) => {
             verify::run(&verify, &scan(&dir).await?, &trust.load()?, json).await
@@ -246,9 +263,10 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 /// `plugsconc install`: `plugins install` under its own name.
 #[derive(Debug, Args)]
 pub struct InstallCommand {
-    /// The plugins folder to install into when no daemon is running.
-    #[arg(long, env = "PLUGSCONC_PLUGINS_DIR", default_value = "plugins")]
-    dir: PathBuf,
+    /// The plugins folder to install into when no daemon is running (by default the
+    /// configuration's directories.plugins_dir, `plugins`).
+    #[arg(long, env = "PLUGSCONC_PLUGINS_DIR")]
+    dir: Option<PathBuf>,
     /// Install into the folder even when a daemon is running.
     #[arg(long)]
     local: bool,
@@ -256,6 +274,8 @@ pub struct InstallCommand {
     install: install::InstallArgs,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    config: crate::cli::ConfigFlags,
 }
 
 /// Runs `plugsconc install`.
@@ -266,6 +286,7 @@ pub async fn install_command(args: InstallCommand, address: Option<&str>) -> any
             json: false,
             local: args.local,
             trust: args.trust,
+            config: args.config,
             command: PluginsCommand::Install(args.install),
         },
         address,
