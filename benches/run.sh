@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: plugsconc (Rust host + Rust kv plugin) against HashiCorp go-plugin (Go
 # host + Go kv plugin), in one run, alternating, on an idle machine and with two low-priority busy
-# loops keeping the vCPUs awake (see the README for why both conditions matter).
+# loops keeping the CPUs awake (see docs/src/benchmarks.md for why both conditions matter).
 #
 #   benches/run.sh [rounds]     # default 2 rounds per condition; results in target/bench/
 set -euo pipefail

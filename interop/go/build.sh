@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the go-plugin interop binaries into <outdir>: kvplugin-go (a KV + Counter plugin) and
 # kvhost-go (a host that drives any KV plugin, or benchmarks it). GOPATH mode against Debian's Go
-# packages, because the Go module proxy is not reachable; generated code stays in <outdir>.
+# packages, so the build works offline without the Go module proxy; generated code stays in <outdir>.
 #
 # Needs: golang-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev
 #        golang-goprotobuf-dev protobuf-compiler

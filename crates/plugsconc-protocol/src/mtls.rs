@@ -28,7 +28,7 @@ use crate::ProtocolError;
 /// The curve of a generated certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Curve {
-    /// What go-plugin uses; about 10 ms of key generation per side on a small VM.
+    /// What go-plugin uses; about 10 ms of key generation per side on a 2-core VM.
     #[default]
     P521,
     /// Much faster to generate; accepted by Go peers and plugsconc peers alike.

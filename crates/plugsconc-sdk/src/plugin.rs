@@ -98,7 +98,7 @@ impl Plugin {
         self
     }
 
-    /// Threads serving calls (default 1: one thread answers small calls fastest, see the README's
+    /// Threads serving calls (default 1: one thread answers small calls fastest, see the book's
     /// benchmarks; give CPU-heavy plugins more). `PLUGSCONC_WORKER_THREADS` overrides it.
     pub fn worker_threads(mut self, threads: usize) -> Self {
         self.worker_threads = threads;

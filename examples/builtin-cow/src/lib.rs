@@ -21,6 +21,7 @@ impl Animal for Cow {
     }
 }
 
+// ANCHOR: builtin
 plugsconc_host::inventory::submit! {
     Builtin {
         name: "cow",
@@ -31,6 +32,7 @@ plugsconc_host::inventory::submit! {
         make: || builtin_handle::<dyn Animal>(Arc::new(Cow)),
     }
 }
+// ANCHOR_END: builtin
 
 #[cfg(test)]
 mod tests {

@@ -69,6 +69,7 @@ async fn speak(name: &str, path: &PathBuf) -> anyhow::Result<()> {
 }
 
 async fn kv(path: &PathBuf) -> anyhow::Result<()> {
+    // ANCHOR: embed
     let client = PluginClient::builder("kv", path)
         .handshake(HandshakeConfig::new(1, "BASIC_PLUGIN", "hello"))
         .auto_mtls(true)
@@ -87,6 +88,7 @@ async fn kv(path: &PathBuf) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .value;
+    // ANCHOR_END: embed
     println!(
         "kv (pid {}, AutoMTLS): greeting = {:?}",
         client.pid(),

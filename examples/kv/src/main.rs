@@ -114,6 +114,7 @@ impl HostAddedCounter {
     }
 }
 
+// ANCHOR: plugin
 fn plugin() -> Plugin {
     Plugin::new("kv", HandshakeConfig::new(1, "BASIC_PLUGIN", "hello"))
         .service(KvServer::new(Store::default()))
@@ -129,6 +130,7 @@ fn plugin() -> Plugin {
 fn main() {
     plugin().serve()
 }
+// ANCHOR_END: plugin
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,30 @@ use crate::contract::{Builtin, Contract, builtins};
 use crate::discovery::{Discovered, Discovery, Invalid};
 
 /// The thread-safe catalog. Cheap to clone: clones share one catalog.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use plugsconc_host::{Query, Registry, RegistryOptions};
+/// use builtin_cow as _; // links the built-in plugins of that crate
+/// use example_animal::{Animal as _, AnimalContract}; // trait Animal + how a gRPC channel becomes one
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+///
+/// let registry = Registry::open("plugins", RegistryOptions::default()).await?;
+/// registry.watch(Duration::from_millis(250), Some(Duration::from_secs(60)))?; // hot reload
+///
+/// let cat = registry.handle::<AnimalContract>("cat")?; // nothing starts yet
+/// let said = cat.get().await?.speak(true).await?; // first call starts the process: "MEOW!"
+/// let cow = registry.handle::<AnimalContract>("cow")?; // built in: same trait, no IPC
+/// registry.disable("cat").await?; // drained, then stopped
+/// for plugin in registry.list(&Query { tag: Some("animal".into()), ..Query::default() }) {
+///     println!("{} {:?}", plugin.name, plugin.status);
+/// }
+/// let mut events = registry.subscribe(); // Added, StatusChanged, Reloaded, ...
+/// registry.shutdown().await; // drain and stop everything, bounded
+/// # let _ = (said, cow, events.try_recv());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,

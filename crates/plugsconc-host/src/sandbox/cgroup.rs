@@ -2,7 +2,7 @@
 //! exec, so it and everything it starts — even processes that left its process group or session
 //! — are killed as one (`cgroup.kill`) when it stops. Where the memory, pids and cpu controllers
 //! are delegated, the manifest's limits are also set as `memory.max`, `pids.max` and `cpu.max`;
-//! many hosts (containers, this project's CI machines) delegate none, and rlimits hold there.
+//! many hosts (containers, CI runners) delegate none, and rlimits hold there.
 
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
