@@ -56,7 +56,7 @@ impl ClientBuilder {
                     .await
                     .map_err(|source| HostError::Protocol {
                         plugin: self.name.clone(),
-                        source,
+                        cause: source,
                     })?,
             )
         } else {
@@ -152,7 +152,7 @@ fn spawn_error(builder: &ClientBuilder, source: std::io::Error) -> HostError {
     HostError::Spawn {
         plugin: builder.name.clone(),
         path: builder.path.clone(),
-        source,
+        cause: source,
     }
 }
 
@@ -290,7 +290,7 @@ impl Starting<'_> {
                         self.abort().await;
                         return Err(HostError::Protocol {
                             plugin: name,
-                            source,
+                            cause: source,
                         });
                     }
                 }
