@@ -35,7 +35,15 @@ pub enum SubmitError {
     Full(u64),
     /// The queue cannot be written.
     #[error("the job queue cannot be written: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+// By hand rather than `#[from]`: the store error is part of the message, and `#[from]` would
+// also return it from `source()`, printing it twice in a chain.
+impl From<StoreError> for SubmitError {
+    fn from(err: StoreError) -> Self {
+        SubmitError::Store(err)
+    }
 }
 
 /// How the pool stops.

@@ -5,7 +5,7 @@
 //! transaction) and `changes` (listen for what they announce).
 
 pub(super) fn query_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> super::StoreError {
-    move |source| super::StoreError::Query { what, source }
+    move |cause| super::StoreError::Query { what, cause }
 }
 
 /// `impl Store for $store`, whose `pool` field is a `sqlx::Pool`; `$audit_order` is the
