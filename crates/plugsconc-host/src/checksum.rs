@@ -173,7 +173,7 @@ pub(crate) async fn verify(plugin: &str, path: &Path, expected: Sha256) -> Resul
         .map_err(|source| HostError::ChecksumRead {
             plugin: plugin.to_owned(),
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
     if actual.matches(&expected) {
         Ok(())

@@ -1,19 +1,15 @@
 //! [`PluginClient`]: a started plugin — its channel for typed clients, its broker, its health,
-//! and how it is stopped.
+//! reattaching to one another host started, and how it is stopped. Starting one from a
+//! [`crate::ClientBuilder`] is the `launch` module's job.
 
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use plugsconc_protocol::proto::plugin::Empty;
 use plugsconc_protocol::proto::plugin::grpc_controller_client::GrpcControllerClient;
-use plugsconc_protocol::proto::plugin::grpc_stdio_client::GrpcStdioClient;
-use plugsconc_protocol::proto::plugin::stdio_data::Channel as StdioChannel;
 use plugsconc_protocol::{HEALTH_SERVICE, HandshakeLine};
 use plugsconc_transport::{Broker, ChannelOptions, ExpectedPeer, SocketDir, connect};
-use tokio::io::BufReader;
-use tokio::process::ChildStdout;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -21,7 +17,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::HostError;
-use crate::builder::ClientBuilder;
 use crate::process::Process;
 use crate::reattach::{self, ReattachConfig};
 use crate::sandbox::Protections;
@@ -68,11 +63,6 @@ pub(crate) struct Parts {
 }
 
 impl PluginClient {
-    /// How to launch the plugin `name` (used in logs and errors) from the binary at `path`.
-    pub fn builder(name: impl Into<String>, path: impl Into<PathBuf>) -> ClientBuilder {
-        ClientBuilder::new(name, path)
-    }
-
     pub(crate) fn new(parts: Parts) -> Self {
         Self {
             name: parts.name,
@@ -324,48 +314,4 @@ pub(crate) async fn check_health(channel: Channel) -> Result<(), String> {
     } else {
         Err(format!("health status of service \"plugin\" is {status:?}"))
     }
-}
-
-/// Discards stdout after the handshake, logging it at debug (go-plugin discards it silently);
-/// lines are read in bounded pieces, so a plugin printing no newline costs no memory.
-pub(crate) fn drain_stdout(plugin: String, mut stdout: BufReader<ChildStdout>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match crate::stderr::read_line(&mut stdout, &mut line, crate::stderr::MAX_LINE).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line);
-                    tracing::debug!(target: "plugsconc::plugin", plugin, stream = "stdout", "{}", text.trim_end());
-                }
-            }
-        }
-    })
-}
-
-/// Follows `plugin.GRPCStdio` in the background; plugins without it (go-plugin < 1.1, Python
-/// examples that only keep it open) are fine.
-pub(crate) fn stream_stdio(plugin: String, channel: Channel) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut client = GrpcStdioClient::new(channel);
-        let mut stream = match client.stream_stdio(()).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                tracing::debug!(plugin, code = ?status.code(), "plugin does not stream stdio");
-                return;
-            }
-        };
-        while let Ok(Some(data)) = stream.message().await {
-            let stream_name = match data.channel() {
-                StdioChannel::Stdout => "stdout",
-                StdioChannel::Stderr => "stderr",
-                StdioChannel::Invalid => continue,
-            };
-            let text = String::from_utf8_lossy(&data.data);
-            for line in text.lines().filter(|l| !l.is_empty()) {
-                tracing::info!(target: "plugsconc::plugin", plugin, stream = stream_name, "{line}");
-            }
-        }
-    })
 }

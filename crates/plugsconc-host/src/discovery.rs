@@ -117,7 +117,7 @@ impl Discovery {
 pub fn discover(root: &Path) -> Result<Discovery, HostError> {
     let entries = std::fs::read_dir(root).map_err(|source| HostError::PluginsDir {
         path: root.to_owned(),
-        source,
+        cause: source,
     })?;
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)

@@ -4,18 +4,22 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 
 /// Why a plugin could not be started, reached or stopped.
+///
+/// A variant that wraps another error prints it in its message (these errors are shown and
+/// logged with plain `{}`), so it does not also return it from `source()`: a chain printed with
+/// anyhow's `{:#}` names each cause once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostError {
     /// The binary could not be read for its checksum.
-    #[error("plugin {plugin:?}: cannot read {path} to check its SHA-256: {source}")]
+    #[error("plugin {plugin:?}: cannot read {path} to check its SHA-256: {cause}")]
     ChecksumRead {
         /// The plugin.
         plugin: String,
         /// Its binary.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The binary is not the one that was approved; it was not executed.
     #[error(
@@ -40,14 +44,14 @@ pub enum HostError {
         value: String,
     },
     /// The process could not be spawned.
-    #[error("plugin {plugin:?}: cannot execute {path}: {source}")]
+    #[error("plugin {plugin:?}: cannot execute {path}: {cause}")]
     Spawn {
         /// The plugin.
         plugin: String,
         /// Its binary.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The plugin exited before printing its handshake line.
     #[error("plugin {plugin:?} exited before printing its handshake line ({status}){tail}")]
@@ -128,20 +132,20 @@ pub enum HostError {
         plugin: String,
     },
     /// A wire-level problem (bad certificate, TLS set-up).
-    #[error("plugin {plugin:?}: {source}")]
+    #[error("plugin {plugin:?}: {cause}")]
     Protocol {
         /// The plugin.
         plugin: String,
         /// The cause.
-        source: plugsconc_protocol::ProtocolError,
+        cause: plugsconc_protocol::ProtocolError,
     },
     /// Connecting to the plugin's address failed.
-    #[error("plugin {plugin:?}: {source}{tail}")]
+    #[error("plugin {plugin:?}: {cause}{tail}")]
     Connect {
         /// The plugin.
         plugin: String,
         /// The cause.
-        source: plugsconc_transport::TransportError,
+        cause: plugsconc_transport::TransportError,
         /// Its last stderr lines.
         tail: StderrTail,
     },
@@ -178,12 +182,12 @@ pub enum HostError {
         reason: String,
     },
     /// The plugins folder cannot be listed.
-    #[error("cannot read the plugins folder {path}: {source}")]
+    #[error("cannot read the plugins folder {path}: {cause}")]
     PluginsDir {
         /// The folder.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// No plugin of that name is in the catalog.
     #[error("no plugin named {plugin:?} in the catalog (known: {known})")]
@@ -411,9 +415,9 @@ impl HostError {
                 peer,
                 tail,
             },
-            source => HostError::Connect {
+            cause => HostError::Connect {
                 plugin: plugin.to_owned(),
-                source,
+                cause,
                 tail,
             },
         }
@@ -521,5 +525,44 @@ mod tests {
             "{closed}"
         );
         assert!(!closed.contains("exited"), "{closed}");
+    }
+
+    /// The error and its causes as anyhow's `{:#}` prints them.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(err) = cause {
+            text = format!("{text}: {err}");
+            cause = err.source();
+        }
+        text
+    }
+
+    #[test]
+    fn causes_are_printed_once() {
+        let refused = "connection refused by the test";
+        let transport = plugsconc_transport::TransportError::ListenUnix {
+            dir: PathBuf::from("/run/plugins"),
+            cause: std::io::Error::other(refused),
+        };
+        let err = HostError::connect("kv", transport, StderrTail::default());
+        assert!(matches!(err, HostError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains(refused), "{err}");
+        assert_eq!(chain(&err).matches(refused).count(), 1, "{}", chain(&err));
+        assert_eq!(
+            chain(&err).matches("/run/plugins").count(),
+            1,
+            "{}",
+            chain(&err)
+        );
+
+        let err = HostError::Spawn {
+            plugin: "kv".into(),
+            path: PathBuf::from("/plugins/kv/kv"),
+            cause: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied).to_string();
+        assert!(err.to_string().contains(&denied), "{err}");
+        assert_eq!(chain(&err).matches(&denied).count(), 1, "{}", chain(&err));
     }
 }

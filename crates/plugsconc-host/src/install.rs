@@ -107,7 +107,7 @@ fn in_use(dir: &Path) -> bool {
 pub fn remove_leftovers(root: &Path) -> Result<Vec<PathBuf>, HostError> {
     let entries = std::fs::read_dir(root).map_err(|source| HostError::PluginsDir {
         path: root.to_owned(),
-        source,
+        cause: source,
     })?;
     let hidden: Vec<(String, PathBuf)> = entries
         .filter_map(Result::ok)

@@ -24,6 +24,7 @@ mod contract;
 mod discovery;
 mod error;
 pub mod install;
+mod launch;
 mod ledger;
 pub mod manifest;
 pub mod monitor;

@@ -21,7 +21,7 @@ pub enum SdkError {
     },
     /// The descriptor set given to `Plugin::reflection` does not decode.
     #[error("invalid file descriptor set for gRPC reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(tonic_reflection::server::Error),
     /// The host services cannot be reached.
     #[error("host services unavailable: {0}")]
     HostServices(String),
@@ -29,14 +29,110 @@ pub enum SdkError {
     #[error(transparent)]
     Transport(#[from] plugsconc_transport::TransportError),
     /// The gRPC server failed.
-    #[error("gRPC server failed: {0}")]
-    Server(#[from] tonic::transport::Error),
+    // tonic's own message is only "transport error": what went wrong is in its chain.
+    #[error("gRPC server failed: {}", Causes(.0))]
+    Server(tonic::transport::Error),
     /// Writing the handshake line or redirecting stdout failed.
-    #[error("cannot {action}: {source}")]
+    #[error("cannot {action}: {cause}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+}
+
+// The causes below are part of the messages above, so they are converted by hand rather than
+// with `#[from]`, which would also return them from `source()` and print them twice in a chain.
+
+impl From<tonic_reflection::server::Error> for SdkError {
+    fn from(err: tonic_reflection::server::Error) -> Self {
+        SdkError::Reflection(err)
+    }
+}
+
+impl From<tonic::transport::Error> for SdkError {
+    fn from(err: tonic::transport::Error) -> Self {
+        SdkError::Server(err)
+    }
+}
+
+/// An error followed by its causes, `outer: inner: ...`, leaving out a cause whose text the
+/// outer messages already hold.
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(err) = cause {
+            let next = err.to_string();
+            if !text.contains(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            cause = err.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// The error and its causes as anyhow's `{:#}` prints them.
+    fn chain(err: &dyn Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(err) = cause {
+            text = format!("{text}: {err}");
+            cause = err.source();
+        }
+        text
+    }
+
+    #[test]
+    fn causes_are_printed_once() {
+        let err = SdkError::Io {
+            action: "print the handshake line",
+            cause: std::io::Error::other("the pipe is gone"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot print the handshake line: the pipe is gone"
+        );
+        assert_eq!(
+            chain(&err).matches("the pipe is gone").count(),
+            1,
+            "{}",
+            chain(&err)
+        );
+
+        let err = SdkError::from(tonic_reflection::server::Error::InvalidFileDescriptorSet(
+            "no file".into(),
+        ));
+        assert_eq!(chain(&err).matches("no file").count(), 1, "{}", chain(&err));
+    }
+
+    /// A cause whose own message says little (tonic's "transport error") is followed by its
+    /// causes, each once.
+    #[test]
+    fn a_terse_cause_is_followed_by_its_own_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("transport error")]
+        struct Terse(#[source] std::io::Error);
+        let terse = Terse(std::io::Error::other("address in use"));
+        assert_eq!(
+            Causes(&terse).to_string(),
+            "transport error: address in use"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        let repeats = Repeats(std::io::Error::other("address in use"));
+        assert_eq!(Causes(&repeats).to_string(), "wrapped: address in use");
+    }
 }

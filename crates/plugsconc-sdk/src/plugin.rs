@@ -314,7 +314,7 @@ impl Plugin {
             })?;
         let dir = SocketDir::create().map_err(|source| SdkError::Io {
             action: "create a socket folder",
-            source,
+            cause: source,
         })?;
         let listen = ListenOptions {
             socket_dir: Some(dir.path().to_owned()),
@@ -334,7 +334,7 @@ fn print_handshake(line: &HandshakeLine) -> Result<(), SdkError> {
         .and_then(|()| stdout.flush())
         .map_err(|source| SdkError::Io {
             action: "print the handshake line",
-            source,
+            cause: source,
         })
 }
 
@@ -344,7 +344,7 @@ fn watch_signals(shutdown: CancellationToken) -> Result<(), SdkError> {
     use tokio::signal::unix::{SignalKind, signal};
     let io = |source| SdkError::Io {
         action: "install signal handlers",
-        source,
+        cause: source,
     };
     let mut interrupt = signal(SignalKind::interrupt()).map_err(io)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(io)?;

@@ -41,7 +41,7 @@ impl Stdio {
             tokio::net::unix::pipe::Receiver::from_owned_fd(reader).map_err(|source| {
                 SdkError::Io {
                     action: "watch the stdout pipe",
-                    source,
+                    cause: source,
                 }
             })?;
         tokio::spawn(async move {
@@ -79,7 +79,7 @@ fn redirect_fd(fd: libc::c_int) -> Result<OwnedFd, SdkError> {
     let mut fds = [0 as libc::c_int; 2];
     let err = |action| SdkError::Io {
         action,
-        source: std::io::Error::last_os_error(),
+        cause: std::io::Error::last_os_error(),
     };
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {

@@ -87,7 +87,7 @@ pub async fn connect(
             None => TransportError::Connect {
                 network: network.to_string(),
                 address: address.to_owned(),
-                source: Box::new(err),
+                cause: Box::new(err),
             },
         })
 }
@@ -157,5 +157,38 @@ mod tests {
         assert_eq!(normalise(Network::Tcp, ":1234"), "127.0.0.1:1234");
         assert_eq!(normalise(Network::Tcp, "127.0.0.1:1"), "127.0.0.1:1");
         assert_eq!(normalise(Network::Unix, ":x"), ":x");
+    }
+
+    /// The error and its causes as anyhow's `{:#}` prints them.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(err) = cause {
+            text = format!("{text}: {err}");
+            cause = err.source();
+        }
+        text
+    }
+
+    /// tonic says only "transport error"; the message goes on to the OS error beneath it, and
+    /// a chain prints that once.
+    #[tokio::test]
+    async fn a_failed_connection_says_why_once() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let missing = dir.path().join("absent.sock");
+        let err = connect(
+            Network::Unix,
+            &missing.to_string_lossy(),
+            &ChannelOptions::default(),
+        )
+        .await
+        .expect_err("nothing listens there");
+        assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+        let os_error = std::os::unix::net::UnixStream::connect(&missing)
+            .expect_err("nothing listens there")
+            .to_string();
+        let shown = err.to_string();
+        assert!(shown.contains(&os_error), "{shown}");
+        assert_eq!(chain(&err).matches(&os_error).count(), 1, "{}", chain(&err));
     }
 }

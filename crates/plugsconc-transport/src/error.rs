@@ -21,26 +21,29 @@ pub struct ForeignPeer {
 }
 
 /// Failures to listen, connect or broker a connection.
+///
+/// The OS or tonic error behind a variant is part of its message, not its `source()`, so a
+/// chain printed with anyhow's `{:#}` names it once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// A unix socket could not be created.
-    #[error("cannot listen on a unix socket in {dir}: {source}")]
+    #[error("cannot listen on a unix socket in {dir}: {cause}")]
     ListenUnix {
         /// Folder the socket was to be created in.
         dir: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// No port of the range could be bound.
-    #[error("couldn't bind plugin TCP listener on 127.0.0.1 ports {min}-{max}: {source}")]
+    #[error("couldn't bind plugin TCP listener on 127.0.0.1 ports {min}-{max}: {cause}")]
     ListenTcp {
         /// Lowest port tried.
         min: u16,
         /// Highest port tried.
         max: u16,
         /// The last OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The socket group could not be applied.
     #[error("cannot give unix socket {path} to group {group:?}: {reason}")]
@@ -53,14 +56,15 @@ pub enum TransportError {
         reason: String,
     },
     /// The address in a handshake or broker message cannot be dialled.
-    #[error("cannot connect to {network} address {address:?}: {source}")]
+    // tonic's own message is only "transport error": what went wrong is in its chain.
+    #[error("cannot connect to {network} address {address:?}: {}", Causes(&**cause))]
     Connect {
         /// `unix` or `tcp`.
         network: String,
         /// The address.
         address: String,
-        /// The cause.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// The cause, with its own causes in the message.
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The address is served by a process other than the one the connection was meant for
     /// (another plugin's socket, say); nothing was sent to it.
@@ -75,4 +79,24 @@ pub enum TransportError {
     /// The broker stream is closed.
     #[error("broker closed")]
     BrokerClosed,
+}
+
+/// An error followed by its causes, `outer: inner: ...`, leaving out a cause whose text the
+/// outer messages already hold.
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(err) = cause {
+            let next = err.to_string();
+            if !text.contains(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            cause = err.source();
+        }
+        f.write_str(&text)
+    }
 }

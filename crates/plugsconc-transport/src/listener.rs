@@ -183,12 +183,12 @@ fn bind_unix(options: &ListenOptions) -> Result<BoundListener, TransportError> {
                 });
             }
             Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => last_err = Some(err),
-            Err(err) => return Err(TransportError::ListenUnix { dir, source: err }),
+            Err(err) => return Err(TransportError::ListenUnix { dir, cause: err }),
         }
     }
     Err(TransportError::ListenUnix {
         dir,
-        source: last_err.unwrap_or_else(|| std::io::Error::other("no free socket name")),
+        cause: last_err.unwrap_or_else(|| std::io::Error::other("no free socket name")),
     })
 }
 
@@ -258,7 +258,7 @@ fn bind_tcp(range: PortRange) -> Result<BoundListener, TransportError> {
         let io_err = |source| TransportError::ListenTcp {
             min: range.min,
             max: range.max,
-            source,
+            cause: source,
         };
         std_listener.set_nonblocking(true).map_err(io_err)?;
         let address = std_listener.local_addr().map_err(io_err)?.to_string();
@@ -272,7 +272,7 @@ fn bind_tcp(range: PortRange) -> Result<BoundListener, TransportError> {
     Err(TransportError::ListenTcp {
         min: range.min,
         max: range.max,
-        source: last_err.unwrap_or_else(|| std::io::Error::other("empty port range")),
+        cause: last_err.unwrap_or_else(|| std::io::Error::other("empty port range")),
     })
 }
 

@@ -23,7 +23,8 @@ pub use layers::Source;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read the configuration file {path}: {source}")]
+    // The OS error is the source, not part of the message: the CLI prints the chain.
+    #[error("cannot read the configuration file {path}")]
     Read {
         /// The file.
         path: PathBuf,

@@ -395,3 +395,16 @@ mod properties {
         });
     }
 }
+
+/// The OS error is the source of a read failure, not part of its message: the CLI prints it
+/// once, after the file's name.
+#[test]
+fn an_unreadable_file_names_its_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let err = Config::load(Some(&missing), env(&[]), &[]).unwrap_err();
+    let os_error = std::fs::read(&missing).unwrap_err().to_string();
+    let shown = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(shown.matches(&os_error).count(), 1, "{shown}");
+    assert!(shown.contains("missing.yaml"), "{shown}");
+}

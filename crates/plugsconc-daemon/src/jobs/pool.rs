@@ -34,7 +34,15 @@ pub enum SubmitError {
     Full(u64),
     /// The queue cannot be written.
     #[error("the job queue cannot be written: {0}")]
-    Store(#[from] QueueError),
+    Store(QueueError),
+}
+
+// By hand rather than `#[from]`: the queue's error is part of the message, and `#[from]` would
+// also return it from `source()`, printing it twice in a chain.
+impl From<QueueError> for SubmitError {
+    fn from(err: QueueError) -> Self {
+        SubmitError::Store(err)
+    }
 }
 
 /// How the pool stops.

@@ -21,31 +21,34 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Why the store cannot be used.
+///
+/// The driver's error is part of each message (these errors are logged with plain `{}`), not
+/// its `source()`, so a chain printed with anyhow's `{:#}` names it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or opened.
-    #[error("cannot open the catalog store {url}: {source}")]
+    #[error("cannot open the catalog store {url}: {cause}")]
     Open {
         /// Where (credentials removed).
         url: String,
         /// The driver's error.
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// The schema could not be brought up to date.
-    #[error("cannot migrate the catalog store {url}: {source}")]
+    #[error("cannot migrate the catalog store {url}: {cause}")]
     Migrate {
         /// Where.
         url: String,
         /// The migrator's error.
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
     /// A query failed.
-    #[error("catalog store query failed ({what}): {source}")]
+    #[error("catalog store query failed ({what}): {cause}")]
     Query {
         /// What was being done.
         what: &'static str,
         /// The driver's error.
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
 }
 

@@ -30,7 +30,7 @@ impl PgStore {
         let shown = redact(url);
         let open_error = |source| StoreError::Open {
             url: shown.clone(),
-            source,
+            cause: source,
         };
         // Create the schema on a first connection, then have every pooled connection use it.
         let bootstrap = PgPoolOptions::new()
@@ -66,7 +66,7 @@ impl PgStore {
             .await
             .map_err(|source| StoreError::Migrate {
                 url: shown.clone(),
-                source,
+                cause: source,
             })?;
         Ok(Self {
             pool,
@@ -120,7 +120,7 @@ impl PgStore {
             .await
             .map_err(|source| StoreError::Open {
                 url: self.url.clone(),
-                source,
+                cause: source,
             })?;
         listener
             .listen(&self.channel)

@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoA
 use super::{Heard, Notice, Store, StoreError, now_ms};
 
 pub(super) fn query_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { what, source }
+    move |cause| StoreError::Query { what, cause }
 }
 
 /// What one backend adds to the shared SQL: its pool and what truly differs.

@@ -24,7 +24,7 @@ impl SqliteStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|err| StoreError::Open {
                 url: url.clone(),
-                source: sqlx::Error::Io(err),
+                cause: sqlx::Error::Io(err),
             })?;
         }
         let options = SqliteConnectOptions::new()
@@ -37,13 +37,13 @@ impl SqliteStore {
             .await
             .map_err(|source| StoreError::Open {
                 url: url.clone(),
-                source,
+                cause: source,
             })?;
         // SQLite's ever-growing row ids.
         migrator("id INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB")
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate { url, source })?;
+            .map_err(|source| StoreError::Migrate { url, cause: source })?;
         Ok(Self { pool })
     }
 }

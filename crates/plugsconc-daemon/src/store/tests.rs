@@ -471,3 +471,39 @@ fn released_migration_texts_do_not_change() {
         assert_eq!(digest(text.clone()), want, "{text}");
     }
 }
+
+/// How many times `needle` occurs in `err` and its chain of causes, as the CLI prints them.
+fn occurrences_in_chain(
+    err: impl std::error::Error + Send + Sync + 'static,
+    needle: &str,
+) -> usize {
+    format!("{:#}", anyhow::Error::from(err))
+        .matches(needle)
+        .count()
+}
+
+/// A store error carries the driver's error in its message (it is logged with plain `{}`), so
+/// the chain does not print it a second time; nor does a job submission failing on it.
+#[tokio::test]
+async fn store_errors_print_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let Err(err) = SqliteStore::open(&blocker.join("catalog.db")).await else {
+        panic!("a store under a file opened");
+    };
+    // What creating the store's folder (a file here) fails with.
+    let os_error = std::fs::create_dir_all(&blocker).unwrap_err().to_string();
+    let shown = err.to_string();
+    assert!(shown.contains(&os_error), "{shown}");
+    assert_eq!(occurrences_in_chain(err, &os_error), 1);
+
+    let err = crate::jobs::pool::SubmitError::from(crate::jobs::queue::QueueError::from(
+        StoreError::Query {
+            what: "insert a job",
+            cause: sqlx::Error::Protocol("the server went away".into()),
+        },
+    ));
+    assert!(err.to_string().contains("the server went away"), "{err}");
+    assert_eq!(occurrences_in_chain(err, "the server went away"), 1);
+}

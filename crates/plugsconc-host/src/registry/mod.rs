@@ -211,7 +211,7 @@ impl Registry {
             .await
             .map_err(|err| HostError::PluginsDir {
                 path: root.clone(),
-                source: std::io::Error::other(err.to_string()),
+                cause: std::io::Error::other(err.to_string()),
             })??;
         let registry = Self::with_root(Some(root), options);
         registry.add_discovery(discovery);

@@ -73,7 +73,7 @@ impl Registry {
         .await
         .map_err(|err| HostError::PluginsDir {
             path: dir.to_owned(),
-            source: std::io::Error::other(err.to_string()),
+            cause: std::io::Error::other(err.to_string()),
         })?;
         let change = match (existing, loaded) {
             (existing, Some(Err(invalid))) if invalid.error.is_transient() => {
@@ -190,11 +190,11 @@ impl Registry {
         .await
         .map_err(|err| HostError::PluginsDir {
             path: root.clone(),
-            source: std::io::Error::other(err.to_string()),
+            cause: std::io::Error::other(err.to_string()),
         })?
         .map_err(|source| HostError::PluginsDir {
             path: root.clone(),
-            source,
+            cause: source,
         })?;
         dirs.extend(
             self.inner()
