@@ -422,7 +422,9 @@ async fn insert(
     .map(drop)
 }
 
-/// The rank of a level name (case-insensitive): trace 0 … error 4.
+/// The rank of a level name (case-insensitive): trace 0 … error 4. Callers check what users
+/// type (the API and the CLI accept the five names only); a record's level the queue does not
+/// know ranks as an error, so a level filter never hides it.
 pub fn rank(level: &str) -> i64 {
     match level.to_ascii_lowercase().as_str() {
         "trace" => 0,

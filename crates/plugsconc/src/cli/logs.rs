@@ -19,7 +19,7 @@ pub struct LogsArgs {
     /// Only the lines of this plugin.
     plugin: Option<String>,
     /// Only lines at this level or above (trace, debug, info, warn, error).
-    #[arg(long, default_value = "trace")]
+    #[arg(long, default_value = "trace", value_parser = ["trace", "debug", "info", "warn", "error"])]
     level: String,
     /// Keep printing new lines.
     #[arg(short, long)]

@@ -62,3 +62,19 @@ fn show_reports_values_sources_and_hides_the_token() {
         "{err}"
     );
 }
+
+#[test]
+fn a_log_level_filter_other_than_the_five_names_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(support::plugsconc_bin())
+        .args(["logs", "--level", "loud"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loud") && stderr.contains("trace, debug, info, warn, error"),
+        "{stderr}"
+    );
+}
