@@ -1,5 +1,7 @@
 //! The error type of the SDK.
 
+use plugsconc_transport::Causes;
+
 /// Why a plugin could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,26 +56,6 @@ impl From<tonic_reflection::server::Error> for SdkError {
 impl From<tonic::transport::Error> for SdkError {
     fn from(err: tonic::transport::Error) -> Self {
         SdkError::Server(err)
-    }
-}
-
-/// An error followed by its causes, `outer: inner: ...`, leaving out a cause whose text the
-/// outer messages already hold.
-struct Causes<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Causes<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = self.0.to_string();
-        let mut cause = self.0.source();
-        while let Some(err) = cause {
-            let next = err.to_string();
-            if !text.contains(&next) {
-                text.push_str(": ");
-                text.push_str(&next);
-            }
-            cause = err.source();
-        }
-        f.write_str(&text)
     }
 }
 

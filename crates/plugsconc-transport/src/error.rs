@@ -82,8 +82,10 @@ pub enum TransportError {
 }
 
 /// An error followed by its causes, `outer: inner: ...`, leaving out a cause whose text the
-/// outer messages already hold.
-struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+/// outer messages already hold: for wrapping a terse error (tonic's "transport error") whose
+/// reason is only in its causes.
+#[derive(Debug, Clone, Copy)]
+pub struct Causes<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for Causes<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -18,7 +18,7 @@ pub mod socket_dir;
 
 pub use broker::{Broker, BrokerTls, BrokeredServer};
 pub use connector::{ChannelOptions, connect};
-pub use error::{ForeignPeer, TransportError};
+pub use error::{Causes, ForeignPeer, TransportError};
 pub use listener::{BoundListener, ListenOptions};
 pub use peer::ExpectedPeer;
 pub use services::{GrpcService, Services};
