@@ -3,7 +3,9 @@
 //! change (who, what, when). Two implementations behind [`Store`]: SQLite in the data folder
 //! (the default, one daemon) and PostgreSQL (`store.url`), where several daemons share one
 //! catalog and each change is published with `NOTIFY` so every daemon applies it
-//! ([`Store::listen`]). The store also keeps the durable job queue ([`Store::jobs`]). The SQL is
+//! ([`Store::listen`]); there, triggers also announce rows changed by hand ([`Heard::Row`]).
+//! It records each plugin's HTTP endpoints ([`Store::endpoints`]) for the API to list. The
+//! store also keeps the durable job queue ([`Store::jobs`]). The SQL is
 //! written once (`shared`, `jobs`) over a [`shared::Backend`] each backend implements.
 
 mod jobs;
