@@ -540,9 +540,9 @@ async fn row_changed(
 }
 
 /// Records each plugin version the daemon sees (at start, when added, when reloaded), and the
-/// HTTP endpoints its manifest declares; forgets the endpoints of a plugin removed from a store
-/// no one shares (a shared one forgets them at the uninstall, not when one daemon's folder
-/// loses the plugin).
+/// HTTP endpoints its manifest declares (an uninstall forgets them; a plugin that only left one
+/// daemon's folder may still be served by another daemon sharing the store, and the API lists
+/// endpoints only for the plugins a daemon has).
 async fn record_versions(registry: Registry, store: Arc<dyn Store>, origin: Arc<str>) {
     let mut events = registry.subscribe();
     let actor = format!("watcher@{origin}");
@@ -577,11 +577,6 @@ async fn record_versions(registry: Registry, store: Arc<dyn Store>, origin: Arc<
     loop {
         match events.recv().await {
             Ok(Event::Added { name } | Event::Reloaded { name, .. }) => record(name).await,
-            Ok(Event::Removed { name }) if !store.shared() => {
-                if let Err(err) = store.set_endpoints(&name, &[]).await {
-                    tracing::warn!(plugin = %name, error = %err, "cannot forget the plugin's endpoints");
-                }
-            }
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
