@@ -1,7 +1,7 @@
 //! The daemon as one value. [`Daemon::start`] opens the persistent store, brings the plugins'
 //! `.disabled` markers in line with it, opens the catalog of the plugins folder (plus the
 //! built-in plugins `application.builtins` names), applies the recorded states and trusted publishers, follows changes made by
-//! daemons sharing the store, watches the folder for hot reload, starts the job pool and serves
+//! daemons sharing the store or by hand in it, watches the folder for hot reload, starts the job pool and serves
 //! the REST API; [`Daemon::shutdown`] stops accepting, drains the requests and jobs and stops
 //! every plugin — bounded. `plugsconc serve` runs one until SIGINT or SIGTERM.
 
@@ -481,6 +481,7 @@ async fn follow(
                 }
             }
             Heard::Change(_) => {}
+            Heard::Row(row) => row_changed(&registry, store.as_ref(), &states, &row).await,
             Heard::Resync => {
                 tracing::info!("catalog listener reconnected; resynchronising");
                 if let Err(err) = states.converge_all().await {
@@ -501,7 +502,47 @@ async fn follow(
     }
 }
 
-/// Records each plugin version the daemon sees (at start, when added, when reloaded).
+/// Applies a row changed in the store by hand (a trigger's hint): a `plugin_state` row is read
+/// again and applied; `plugin_endpoints` is read at each listing, so nothing waits. A row for a
+/// plugin this daemon does not have, or of a table it does not know, is reported and ignored.
+async fn row_changed(
+    registry: &Registry,
+    store: &dyn Store,
+    states: &crate::states::States,
+    row: &crate::store::RowChange,
+) {
+    let plugin = row.plugin.as_str();
+    let known = registry.get(plugin).is_some();
+    match row.table.as_str() {
+        "plugin_state" if known => {
+            tracing::info!(plugin, op = %row.op, "plugin state changed in the store");
+            if let Err(err) = states.converge(plugin).await {
+                tracing::warn!(plugin, error = %err, "cannot read the plugin's state; it is read again at the next resynchronisation");
+            }
+        }
+        "plugin_state" | "plugin_endpoints" if !known && row.op != "DELETE" => {
+            // Unless the store shares a bundle of it, which brings it here.
+            let shared = store
+                .shared_bundles()
+                .await
+                .is_ok_and(|bundles| bundles.iter().any(|b| b.plugin == plugin && !b.removed));
+            if !shared {
+                tracing::warn!(table = %row.table, op = %row.op, plugin, "ignoring a changed store row: no plugin of that name here");
+            }
+        }
+        "plugin_state" | "plugin_endpoints" => {
+            tracing::debug!(table = %row.table, op = %row.op, plugin, "store row changed");
+        }
+        _ => {
+            tracing::warn!(table = %row.table, op = %row.op, plugin, "ignoring a change to a table the daemon does not follow");
+        }
+    }
+}
+
+/// Records each plugin version the daemon sees (at start, when added, when reloaded), and the
+/// HTTP endpoints its manifest declares (an uninstall forgets them; a plugin that only left one
+/// daemon's folder may still be served by another daemon sharing the store, and the API lists
+/// endpoints only for the plugins a daemon has).
 async fn record_versions(registry: Registry, store: Arc<dyn Store>, origin: Arc<str>) {
     let mut events = registry.subscribe();
     let actor = format!("watcher@{origin}");
@@ -511,6 +552,14 @@ async fn record_versions(registry: Registry, store: Arc<dyn Store>, origin: Arc<
             let Some(info) = registry.get(&name) else {
                 return;
             };
+            let endpoints: Vec<(String, String)> = info
+                .http
+                .iter()
+                .map(|route| (route.method.clone(), route.path.clone()))
+                .collect();
+            if let Err(err) = store.set_endpoints(&name, &endpoints).await {
+                tracing::warn!(plugin = %name, error = %err, "cannot record the plugin's endpoints");
+            }
             let (Some(version), Some(sha)) = (info.version, info.manifest_sha256) else {
                 return;
             };

@@ -1,6 +1,7 @@
 //! The catalog, readable without a token: `GET /api/v1/plugins` (filtered) and
 //! `GET /api/v1/plugins/{name}`, and the same two unversioned (`/plugins`, `/plugins/{name}`),
-//! which older clients use.
+//! which older clients use. Each plugin's `endpoints` are read from the catalog store, so rows
+//! changed there by hand show at once.
 
 use axum::Json;
 use axum::extract::{Path, Query as QueryParams, State};
@@ -9,7 +10,7 @@ use plugsconc_host::Query;
 use plugsconc_host::registry::Status;
 use serde::Deserialize;
 
-use super::types::{ErrorBody, Plugin, PluginList};
+use super::types::{Endpoint, ErrorBody, Plugin, PluginList};
 use super::{ApiError, ApiState};
 
 /// Filters of the plugin list.
@@ -38,7 +39,7 @@ pub async fn list(
         .map(|s| s.parse::<Status>())
         .transpose()
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "bad_filter", err))?;
-    let plugins: Vec<Plugin> = state
+    let mut plugins: Vec<Plugin> = state
         .registry
         .list(&Query {
             kind: params.kind,
@@ -50,6 +51,7 @@ pub async fn list(
         .iter()
         .map(Plugin::from)
         .collect();
+    with_endpoints(&state, &mut plugins).await;
     Ok(Json(PluginList {
         count: plugins.len(),
         plugins,
@@ -76,17 +78,41 @@ pub async fn show(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Plugin>, ApiError> {
-    state
+    let mut plugin = state
         .registry
         .get(&name)
-        .map(|info| Json(Plugin::from(&info)))
+        .map(|info| Plugin::from(&info))
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "plugin_not_found",
                 format!("no plugin named {name:?}"),
             )
-        })
+        })?;
+    with_endpoints(&state, std::slice::from_mut(&mut plugin)).await;
+    Ok(Json(plugin))
+}
+
+/// Fills each plugin's `endpoints` from the store. A store that cannot be read leaves them
+/// empty, with a warning: the catalog still answers.
+async fn with_endpoints(state: &ApiState, plugins: &mut [Plugin]) {
+    let endpoints = match state.store.endpoints().await {
+        Ok(endpoints) => endpoints,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the plugins' endpoints; listing them without");
+            return;
+        }
+    };
+    for plugin in plugins {
+        plugin.endpoints = endpoints
+            .iter()
+            .filter(|e| e.plugin == plugin.name)
+            .map(|e| Endpoint {
+                method: e.method.clone(),
+                path: e.path.clone(),
+            })
+            .collect();
+    }
 }
 
 #[utoipa::path(get, path = "/plugins/{name}", tag = "catalog", params(("name" = String, Path, description = "The plugin's name")),

@@ -311,6 +311,7 @@ fn a_plugin_keeps_its_wire_shape() {
             "name": "p", "type": "greeter", "version": "1.2.3", "runtime": "process",
             "status": "ready", "reason": null, "description": null, "tags": ["t"], "pid": 7,
             "restarts": 1, "reloads": 2, "manifest_sha256": "ab", "sandbox": null, "usage": null,
+            "endpoints": [],
         })
     );
 }

@@ -61,6 +61,19 @@ pub struct Plugin {
     pub sandbox: Option<Sandbox>,
     /// The last resource sample of the running process.
     pub usage: Option<Usage>,
+    /// The HTTP endpoints the plugin serves under `/plugins/{name}`, as the catalog store
+    /// records them.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One HTTP endpoint of a plugin, served at `/plugins/{name}{path}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Endpoint {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// Path under `/plugins/{name}`, starting with `/`.
+    pub path: String,
 }
 
 impl From<&plugsconc_host::PluginInfo> for Plugin {
@@ -80,6 +93,7 @@ impl From<&plugsconc_host::PluginInfo> for Plugin {
             manifest_sha256: info.manifest_sha256.clone(),
             sandbox: info.sandbox.as_ref().map(Sandbox::from),
             usage: info.usage.as_ref().map(Usage::from),
+            endpoints: Vec::new(),
         }
     }
 }

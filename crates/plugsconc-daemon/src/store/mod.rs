@@ -3,7 +3,9 @@
 //! change (who, what, when). Two implementations behind [`Store`]: SQLite in the data folder
 //! (the default, one daemon) and PostgreSQL (`store.url`), where several daemons share one
 //! catalog and each change is published with `NOTIFY` so every daemon applies it
-//! ([`Store::listen`]). The store also keeps the durable job queue ([`Store::jobs`]). The SQL is
+//! ([`Store::listen`]); there, triggers also announce rows changed by hand ([`Heard::Row`]).
+//! It records each plugin's HTTP endpoints ([`Store::endpoints`]) for the API to list. The
+//! store also keeps the durable job queue ([`Store::jobs`]). The SQL is
 //! written once (`shared`, `jobs`) over a [`shared::Backend`] each backend implements.
 
 mod jobs;
@@ -122,11 +124,37 @@ pub struct SharedBundle {
     pub removed: bool,
 }
 
+/// One HTTP endpoint a plugin serves under `/plugins/{name}`, as the `plugin_endpoints` table
+/// records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// The plugin.
+    pub plugin: String,
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path under `/plugins/{name}`, starting with `/`.
+    pub path: String,
+}
+
+/// A row of a catalog table changed by someone other than a daemon (by hand with `psql`, a
+/// script, ...), as the table's trigger announced it. Only a hint: the row is read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowChange {
+    /// `plugin_state` or `plugin_endpoints`.
+    pub table: String,
+    /// `INSERT`, `UPDATE` or `DELETE`.
+    pub op: String,
+    /// The plugin the row is about.
+    pub plugin: String,
+}
+
 /// What the listener reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heard {
     /// A change made elsewhere.
     Change(Notice),
+    /// A row changed in the store by something other than a daemon.
+    Row(RowChange),
     /// The connection was lost and is back: changes may have been missed, read everything.
     Resync,
 }
@@ -226,6 +254,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The bytes of a plugin's bundle, unless it was uninstalled.
     async fn shared_bundle(&self, plugin: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Makes `plugin`'s recorded HTTP endpoints (method, path) exactly `endpoints`; rows already
+    /// as they should be are left alone, so a daemon that catalogs an unchanged plugin writes
+    /// nothing.
+    async fn set_endpoints(
+        &self,
+        plugin: &str,
+        endpoints: &[(String, String)],
+    ) -> Result<(), StoreError>;
+
+    /// Every recorded endpoint, by plugin, method and path.
+    async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError>;
 }
 
 /// Opens the store `url` names (`sqlite://<file>`, `postgres://...`), or SQLite in `data_dir`
@@ -324,9 +364,55 @@ fn bundle_table(bytes: &str) -> String {
     )
 }
 
+/// The HTTP endpoints each plugin's manifest declares, recorded when a daemon catalogs it.
+const MIGRATION_5: &str = "
+CREATE TABLE IF NOT EXISTS plugin_endpoints (
+    plugin TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (plugin, method, path)
+);
+";
+
+/// PostgreSQL only: a change to `plugin_state` or `plugin_endpoints` made by anything but a
+/// daemon (whose connections set `plugsconc.writer`, and which announce their own changes with a
+/// richer notice) is announced on the schema's catalog channel as
+/// `{"table", "op", "plugin"}`. A row renamed by an UPDATE announces both names.
+const PG_TRIGGERS: &str = r#"
+CREATE OR REPLACE FUNCTION notify_plugin_change() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    channel TEXT := TG_TABLE_SCHEMA || '_catalog';
+    old_name TEXT;
+    new_name TEXT;
+BEGIN
+    IF COALESCE(current_setting('plugsconc.writer', TRUE), '') <> '' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        old_name := to_jsonb(OLD) ->> TG_ARGV[0];
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_name := to_jsonb(NEW) ->> TG_ARGV[0];
+        PERFORM pg_notify(channel, json_build_object(
+            'table', TG_TABLE_NAME, 'op', TG_OP, 'plugin', new_name)::text);
+    END IF;
+    IF TG_OP = 'DELETE' OR old_name IS DISTINCT FROM new_name THEN
+        PERFORM pg_notify(channel, json_build_object(
+            'table', TG_TABLE_NAME, 'op', TG_OP, 'plugin', old_name)::text);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER plugin_state_notify AFTER INSERT OR UPDATE OR DELETE ON plugin_state
+    FOR EACH ROW EXECUTE FUNCTION notify_plugin_change('name');
+CREATE TRIGGER plugin_endpoints_notify AFTER INSERT OR UPDATE OR DELETE ON plugin_endpoints
+    FOR EACH ROW EXECUTE FUNCTION notify_plugin_change('plugin');
+"#;
+
 /// The migrations of a backend, whose DDL differs in the `job` id column and the bundle's
-/// binary type. Their text must not change once released: the migrator compares checksums.
-fn migrator(job_id_column: &str, bundle_bytes: &str) -> sqlx::migrate::Migrator {
+/// binary type; PostgreSQL adds its triggers (`triggers`). Their text must not change once
+/// released: the migrator compares checksums.
+fn migrator(job_id_column: &str, bundle_bytes: &str, triggers: bool) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;
     let migration = |version, description: &'static str, sql: String| {
         sqlx::migrate::Migration::new(
@@ -337,12 +423,17 @@ fn migrator(job_id_column: &str, bundle_bytes: &str) -> sqlx::migrate::Migrator 
             false,
         )
     };
-    sqlx::migrate::Migrator::with_migrations(vec![
+    let mut migrations = vec![
         migration(1, "catalog", MIGRATION_1.to_owned()),
         migration(2, "trusted publishers", MIGRATION_2.to_owned()),
         migration(3, "jobs", jobs::job_table(job_id_column)),
         migration(4, "shared plugin bundles", bundle_table(bundle_bytes)),
-    ])
+        migration(5, "plugin endpoints", MIGRATION_5.to_owned()),
+    ];
+    if triggers {
+        migrations.push(migration(6, "change triggers", PG_TRIGGERS.to_owned()));
+    }
+    sqlx::migrate::Migrator::with_migrations(migrations)
 }
 
 #[cfg(test)]

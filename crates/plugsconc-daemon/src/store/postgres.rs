@@ -1,7 +1,11 @@
 //! The PostgreSQL store, shared by several daemons: its tables live in their own schema
 //! (`store.schema`), and every state change is announced with `pg_notify` on a channel of that
 //! schema, which each daemon's listener turns into [`Heard::Change`] (or [`Heard::Resync`] after
-//! a lost connection, since notifications sent meanwhile are gone).
+//! a lost connection, since notifications sent meanwhile are gone). Triggers on `plugin_state`
+//! and `plugin_endpoints` announce on the same channel the changes made by anything but a
+//! daemon — an `UPDATE` typed into `psql` — which the listener turns into [`Heard::Row`]. A
+//! daemon's own connections set `plugsconc.writer`, which silences the triggers: its changes
+//! are announced once, by its own notice. A payload that is neither is logged and skipped.
 
 use std::time::Duration;
 
@@ -9,7 +13,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor as _};
 
 use super::shared::{Backend, query_error};
-use super::{Heard, Notice, StoreError, migrator, redact};
+use super::{Heard, Notice, RowChange, StoreError, migrator, redact};
 
 /// The catalog in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -46,7 +50,10 @@ impl PgStore {
             .await
             .map_err(open_error)?;
         bootstrap.close().await;
-        let search_path = format!("SET search_path TO \"{schema}\"");
+        // `plugsconc.writer` marks the daemon's own writes, which the triggers leave to the
+        // daemon's notice (set per session, so it holds on every pooled connection).
+        let search_path =
+            format!("SET search_path TO \"{schema}\"; SET plugsconc.writer = 'daemon'");
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -61,7 +68,7 @@ impl PgStore {
             .await
             .map_err(open_error)?;
         // Job ids from a sequence.
-        migrator("id BIGSERIAL PRIMARY KEY", "BYTEA")
+        migrator("id BIGSERIAL PRIMARY KEY", "BYTEA", true)
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {
@@ -139,10 +146,10 @@ impl PgStore {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notification)) => {
-                        let heard = match serde_json::from_str::<Notice>(notification.payload()) {
-                            Ok(notice) => Heard::Change(notice),
+                        let heard = match parse_payload(notification.payload()) {
+                            Ok(heard) => heard,
                             Err(err) => {
-                                tracing::warn!(error = %err, "ignoring a malformed catalog notification");
+                                tracing::warn!(payload = %shown_payload(notification.payload()), error = %err, "ignoring a malformed catalog notification");
                                 continue;
                             }
                         };
@@ -178,5 +185,57 @@ impl PgStore {
             }
         });
         Ok(Some(rx))
+    }
+}
+
+/// What a trigger sends; every field is checked, as anyone can `pg_notify` the channel.
+#[derive(Debug, serde::Deserialize)]
+struct RawRowChange {
+    table: Option<String>,
+    op: Option<String>,
+    plugin: Option<String>,
+}
+
+/// Reads a notification: a daemon's [`Notice`], or a trigger's row change (told apart by its
+/// `table` field).
+///
+/// # Errors
+///
+/// What is wrong with it, for the warning that skips it.
+pub(super) fn parse_payload(payload: &str) -> Result<Heard, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(payload).map_err(|err| format!("not JSON: {err}"))?;
+    if value.get("table").is_none() {
+        return serde_json::from_value::<Notice>(value)
+            .map(Heard::Change)
+            .map_err(|err| format!("not a catalog notice: {err}"));
+    }
+    let raw: RawRowChange =
+        serde_json::from_value(value).map_err(|err| format!("not a row change: {err}"))?;
+    let field = |value: Option<String>, name: &str| {
+        value
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("the row change has no {name} (null or empty)"))
+    };
+    let change = RowChange {
+        table: field(raw.table, "table")?,
+        op: field(raw.op, "op")?,
+        plugin: field(raw.plugin, "plugin")?,
+    };
+    if !["INSERT", "UPDATE", "DELETE"].contains(&change.op.as_str()) {
+        return Err(format!(
+            "the row change's op is {:?}, expected INSERT, UPDATE or DELETE",
+            change.op
+        ));
+    }
+    Ok(Heard::Row(change))
+}
+
+/// A payload as a warning shows it: at most 200 characters.
+fn shown_payload(payload: &str) -> String {
+    const MAX: usize = 200;
+    match payload.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &payload[..cut]),
+        None => payload.to_owned(),
     }
 }

@@ -366,6 +366,12 @@ where
             .execute(&mut *tx)
             .await
             .map_err(query_error("forget the plugin's state"))?;
+        // And its endpoints: no daemon serves them any more.
+        sqlx::query("DELETE FROM plugin_endpoints WHERE plugin = $1")
+            .bind(plugin)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("forget the plugin's endpoints"))?;
         self.announce(
             &mut tx,
             &super::Notice::action(origin, plugin, super::Action::Uninstall),
@@ -414,6 +420,70 @@ where
                 .map_err(query_error(what))?;
         row.map(|row| row.try_get("bundle"))
             .transpose()
+            .map_err(query_error(what))
+    }
+
+    async fn set_endpoints(
+        &self,
+        plugin: &str,
+        endpoints: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        use sqlx::Row as _;
+        let mut tx = self.pool().begin().await.map_err(query_error("begin"))?;
+        let what = "read a plugin's endpoints";
+        let rows = sqlx::query("SELECT method, path FROM plugin_endpoints WHERE plugin = $1")
+            .bind(plugin)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_error(what))?;
+        let recorded = rows
+            .iter()
+            .map(|row| Ok((row.try_get("method")?, row.try_get("path")?)))
+            .collect::<Result<std::collections::BTreeSet<(String, String)>, sqlx::Error>>()
+            .map_err(query_error(what))?;
+        let wanted: std::collections::BTreeSet<(String, String)> =
+            endpoints.iter().cloned().collect();
+        for (method, path) in recorded.difference(&wanted) {
+            sqlx::query(
+                "DELETE FROM plugin_endpoints WHERE plugin = $1 AND method = $2 AND path = $3",
+            )
+            .bind(plugin)
+            .bind(method.as_str())
+            .bind(path.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("remove a plugin endpoint"))?;
+        }
+        for (method, path) in wanted.difference(&recorded) {
+            sqlx::query("INSERT INTO plugin_endpoints (plugin, method, path) VALUES ($1, $2, $3)")
+                .bind(plugin)
+                .bind(method.as_str())
+                .bind(path.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("record a plugin endpoint"))?;
+        }
+        tx.commit().await.map_err(query_error("commit"))
+    }
+
+    async fn endpoints(&self) -> Result<Vec<super::Endpoint>, StoreError> {
+        use sqlx::Row as _;
+        let what = "read the plugins' endpoints";
+        let rows = sqlx::query(
+            "SELECT plugin, method, path FROM plugin_endpoints ORDER BY plugin, method, path",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error(what))?;
+        rows.iter()
+            .map(|row| {
+                Ok(super::Endpoint {
+                    plugin: row.try_get("plugin")?,
+                    method: row.try_get("method")?,
+                    path: row.try_get("path")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
             .map_err(query_error(what))
     }
 }

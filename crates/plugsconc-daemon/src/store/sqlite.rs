@@ -40,7 +40,7 @@ impl SqliteStore {
                 cause: source,
             })?;
         // SQLite's ever-growing row ids.
-        migrator("id INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB")
+        migrator("id INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB", false)
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url, cause: source })?;

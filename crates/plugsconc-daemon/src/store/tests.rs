@@ -335,6 +335,223 @@ async fn postgres_listens_again_before_asking_for_a_resync() {
     drop_postgres_schema(&pg_url(), &schema).await;
 }
 
+/// Endpoints are recorded per plugin, replaced as a whole, listed in order, and forgotten with
+/// the plugin's uninstall.
+async fn exercise_endpoints(store: &dyn Store) {
+    let route = |method: &str, path: &str| (method.to_owned(), path.to_owned());
+    let endpoint = |plugin: &str, method: &str, path: &str| Endpoint {
+        plugin: plugin.into(),
+        method: method.into(),
+        path: path.into(),
+    };
+    assert!(store.endpoints().await.unwrap().is_empty());
+    store
+        .set_endpoints("kv", &[route("POST", "/value"), route("GET", "/value")])
+        .await
+        .unwrap();
+    store
+        .set_endpoints("cat", &[route("GET", "/speak")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.endpoints().await.unwrap(),
+        [
+            endpoint("cat", "GET", "/speak"),
+            endpoint("kv", "GET", "/value"),
+            endpoint("kv", "POST", "/value"),
+        ]
+    );
+    // A new version of the manifest: one route gone, one added, one kept.
+    store
+        .set_endpoints("kv", &[route("GET", "/value"), route("DELETE", "/value")])
+        .await
+        .unwrap();
+    store
+        .set_endpoints("kv", &[route("GET", "/value"), route("DELETE", "/value")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.endpoints().await.unwrap(),
+        [
+            endpoint("cat", "GET", "/speak"),
+            endpoint("kv", "DELETE", "/value"),
+            endpoint("kv", "GET", "/value"),
+        ]
+    );
+    store.set_endpoints("cat", &[]).await.unwrap();
+    store
+        .share_install("kv", b"kv", "api@a", "a")
+        .await
+        .unwrap();
+    store.share_uninstall("kv", "api@a", "a").await.unwrap();
+    assert!(store.endpoints().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_records_and_lists_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&StoreUrl::DataDir, "plugsconc", dir.path())
+        .await
+        .unwrap();
+    exercise_endpoints(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn postgres_records_and_lists_endpoints() {
+    let schema = fresh_schema("endpoints");
+    let Some(store) = postgres(&schema).await else {
+        return;
+    };
+    exercise_endpoints(store.as_ref()).await;
+    drop(store);
+    drop_postgres_schema(&pg_url(), &schema).await;
+}
+
+/// The next thing heard, bounded.
+async fn next(heard: &mut tokio::sync::mpsc::Receiver<Heard>) -> Heard {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), heard.recv()).await {
+        Ok(Some(heard)) => heard,
+        other => panic!("nothing heard: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn postgres_triggers_announce_changes_made_by_hand_and_not_the_daemons_own() {
+    let schema = fresh_schema("triggers");
+    let Some(first) = postgres(&schema).await else {
+        return;
+    };
+    let second = open(&pg_store_url(), &schema, std::path::Path::new("."))
+        .await
+        .unwrap();
+    let mut heard = second.listen().await.unwrap().expect("postgres listens");
+    // A connection of someone else's, as `psql` would be.
+    let by_hand = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    let run = |sql: String| {
+        let by_hand = by_hand.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&by_hand)
+                .await
+                .unwrap();
+        }
+    };
+    let row = |table: &str, op: &str, plugin: &str| {
+        Heard::Row(RowChange {
+            table: table.into(),
+            op: op.into(),
+            plugin: plugin.into(),
+        })
+    };
+
+    // The daemon's own changes are announced once, by its notice (a trigger's would come first).
+    first.set_enabled("cat", true, "api@a", "a").await.unwrap();
+    first
+        .set_endpoints("cat", &[("GET".into(), "/speak".into())])
+        .await
+        .unwrap();
+    assert!(
+        matches!(next(&mut heard).await, Heard::Change(n) if n.plugin == "cat" && n.origin == "a")
+    );
+    run(format!(
+        "UPDATE \"{schema}\".plugin_state SET enabled = false WHERE name = 'cat'"
+    ))
+    .await;
+    assert_eq!(
+        next(&mut heard).await,
+        row("plugin_state", "UPDATE", "cat"),
+        "the endpoints the daemon wrote were not announced"
+    );
+    assert_eq!(second.state("cat").await.unwrap(), Some(false));
+    // Anything else that is not a notice or a row change is skipped, and the listener goes on.
+    for junk in [
+        "not json",
+        r#"{"table": "plugin_state", "op": "UPDATE", "plugin": null}"#,
+        r#"{"something": "else"}"#,
+    ] {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(format!("{schema}_catalog"))
+            .bind(junk)
+            .execute(&by_hand)
+            .await
+            .unwrap();
+    }
+    run(format!(
+        "INSERT INTO \"{schema}\".plugin_endpoints VALUES ('kv', 'GET', '/value')"
+    ))
+    .await;
+    assert_eq!(
+        next(&mut heard).await,
+        row("plugin_endpoints", "INSERT", "kv")
+    );
+    run(format!(
+        "UPDATE \"{schema}\".plugin_state SET name = 'dog' WHERE name = 'cat'"
+    ))
+    .await;
+    let renamed = [next(&mut heard).await, next(&mut heard).await];
+    assert!(
+        renamed.contains(&row("plugin_state", "UPDATE", "dog")),
+        "{renamed:?}"
+    );
+    assert!(
+        renamed.contains(&row("plugin_state", "UPDATE", "cat")),
+        "{renamed:?}"
+    );
+    run(format!("DELETE FROM \"{schema}\".plugin_state")).await;
+    assert_eq!(next(&mut heard).await, row("plugin_state", "DELETE", "dog"));
+    by_hand.close().await;
+    drop((first, second));
+    drop_postgres_schema(&pg_url(), &schema).await;
+}
+
+#[test]
+fn malformed_payloads_are_refused_with_a_reason() {
+    use super::postgres::parse_payload;
+    let cases = [
+        ("", "not JSON"),
+        ("{", "not JSON"),
+        ("[1, 2]", "not a catalog notice"),
+        (r#"{"origin": "a"}"#, "not a catalog notice"),
+        (r#"{"table": "plugin_state", "op": "UPDATE"}"#, "no plugin"),
+        (
+            r#"{"table": "plugin_state", "op": "UPDATE", "plugin": null}"#,
+            "no plugin",
+        ),
+        (
+            r#"{"table": null, "op": "UPDATE", "plugin": "cat"}"#,
+            "no table",
+        ),
+        (
+            r#"{"table": "plugin_state", "op": "", "plugin": "cat"}"#,
+            "no op",
+        ),
+        (
+            r#"{"table": "plugin_state", "op": "TRUNCATE", "plugin": "cat"}"#,
+            "expected INSERT, UPDATE or DELETE",
+        ),
+        (
+            r#"{"table": 7, "op": "UPDATE", "plugin": "cat"}"#,
+            "not a row change",
+        ),
+    ];
+    for (payload, why) in cases {
+        let err = parse_payload(payload).expect_err(payload);
+        assert!(err.contains(why), "{payload}: {err}");
+    }
+    assert_eq!(
+        parse_payload(r#"{"table": "plugin_state", "op": "DELETE", "plugin": "cat"}"#),
+        Ok(Heard::Row(RowChange {
+            table: "plugin_state".into(),
+            op: "DELETE".into(),
+            plugin: "cat".into(),
+        }))
+    );
+    assert!(matches!(
+        parse_payload(r#"{"origin": "a", "plugin": "cat", "enabled": true}"#),
+        Ok(Heard::Change(n)) if n.plugin == "cat"
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_hands_each_job_out_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -465,6 +682,14 @@ fn released_migration_texts_do_not_change() {
         (
             bundle_table("BYTEA"),
             "461ce0adb55cf61490ecb4e1452a10b785ae8a7d2e8c1abcc729f91c5b079578",
+        ),
+        (
+            MIGRATION_5.to_owned(),
+            "b396be99a865ae99e224a5d8179325c75f6b2e0d59dd91782aac6eabc2fe20e3",
+        ),
+        (
+            PG_TRIGGERS.to_owned(),
+            "7bd8975700300856ea791e72c7eb338023abaa106f40cc048d98c12ea7336d22",
         ),
     ];
     for (text, want) in cases {

@@ -18,4 +18,5 @@ mod python;
 mod serve;
 mod shared_states;
 mod signing_cli;
+mod store_triggers;
 mod support;
