@@ -42,6 +42,10 @@ pub fn registry_options(config: &Config) -> anyhow::Result<RegistryOptions> {
         config_dir: Some(config.directories.plugin_configs_dir.clone()),
         // What a daemon killed without stopping its plugins left is ended at the next start.
         launch_record: Some(config.directories.data_dir.join("launched")),
+        scanners: config
+            .security
+            .scanners(&config.directories.data_dir)
+            .context("security.scan_commands")?,
         backoff: config.supervisor.backoff(),
         restart_wait: Duration::from_secs(config.supervisor.restart_wait_secs),
         // The configuration checked the names against the linked built-ins.

@@ -275,6 +275,26 @@ pub enum HostError {
         /// Why.
         reason: String,
     },
+    /// A security scanner refused a plugin folder; it was not installed or not executed.
+    #[error("plugin {plugin:?}: the security scanner `{command}` refused it: {reason}{}", scan_output(.output))]
+    ScanRefused {
+        /// The plugin.
+        plugin: String,
+        /// The scanner's command line.
+        command: String,
+        /// How it refused: its exit status, the timeout, or why it could not run.
+        reason: String,
+        /// The last bytes of its output, trimmed.
+        output: String,
+    },
+    /// A configured scanner command line cannot be used.
+    #[error("security scanner {line:?}: {reason}")]
+    ScanCommand {
+        /// The command line.
+        line: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A bundle goes over one of the install caps; nothing was installed.
     #[error("cannot install {source_path}: {reason}")]
     BundleTooLarge {
@@ -440,6 +460,7 @@ impl HostError {
                 | HostError::BadSignature { .. }
                 | HostError::SignedForOther { .. }
                 | HostError::SignedBinaryMismatch { .. }
+                | HostError::ScanRefused { .. }
         )
     }
 
@@ -457,6 +478,15 @@ impl HostError {
                 | HostError::Spawn { .. }
                 | HostError::ChecksumRead { .. }
         )
+    }
+}
+
+/// A scanner's output, rendered after the refusal.
+fn scan_output(output: &str) -> String {
+    if output.is_empty() {
+        "; it printed nothing".to_owned()
+    } else {
+        format!("; its output:\n{output}")
     }
 }
 

@@ -168,6 +168,7 @@ pub struct Installer<'a> {
     replace: bool,
     expected: Option<&'a str>,
     limits: Limits,
+    scanners: Option<&'a crate::scan::Scanners>,
 }
 
 impl<'a> Installer<'a> {
@@ -180,6 +181,7 @@ impl<'a> Installer<'a> {
             replace: false,
             expected: None,
             limits: Limits::default(),
+            scanners: None,
         }
     }
 
@@ -211,6 +213,14 @@ impl<'a> Installer<'a> {
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Runs `scanners` over the staged plugin folder after the checksum and signature checks,
+    /// before it is moved into place; a refusal fails the install (default: no scanner).
+    #[must_use]
+    pub fn scanners(mut self, scanners: &'a crate::scan::Scanners) -> Self {
+        self.scanners = Some(scanners);
         self
     }
 
@@ -748,6 +758,9 @@ impl Installer<'_> {
                 .map_err(|err| fail(source, format!("cannot read the entry point: {err}")))?
         };
         let verdict = check(&staged, &digest, trust)?;
+        if let Some(scanners) = self.scanners {
+            scanners.check(&name, &named)?;
+        }
         let target = root.join(&name);
         let replaced = target.exists();
         if replaced && !replace {

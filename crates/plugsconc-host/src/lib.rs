@@ -32,6 +32,7 @@ mod process;
 mod reattach;
 pub mod registry;
 pub mod sandbox;
+pub mod scan;
 pub mod services;
 pub mod signature;
 mod stderr;
@@ -49,4 +50,5 @@ pub use registry::{
     BuiltinSelection, DEFAULT_HOST_ENV, Event, Handle, Lease, PluginInfo, Query, Registry,
     RegistryOptions, Status,
 };
+pub use scan::{ScanCommand, Scanners};
 pub use signature::{Publisher, SignaturePolicy, Trust, Verdict};

@@ -104,6 +104,7 @@ struct Policy {
     checksum: bool,
     replace: bool,
     limits: Limits,
+    scanners: plugsconc_host::Scanners,
 }
 
 impl Policy {
@@ -112,6 +113,7 @@ impl Policy {
             .insecure_skip_checksum(!self.checksum)
             .replace(self.replace)
             .limits(self.limits)
+            .scanners(&self.scanners)
     }
 }
 
@@ -200,6 +202,8 @@ pub async fn install(
         checksum: state.require_checksum,
         replace: params.replace,
         limits: gate.limits,
+        // The registry's: a verdict given here is found again at the plugin's first launch.
+        scanners: state.registry.scanners().clone(),
     };
     let interrupted = |_| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "interrupted").into_response()

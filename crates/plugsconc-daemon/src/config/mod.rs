@@ -404,7 +404,7 @@ fn duration_ms(duration: std::time::Duration) -> u64 {
 }
 
 /// `security`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Security {
     /// `require`, `allow-unsigned`, or empty: `require` in prod mode, `allow-unsigned` in dev.
@@ -422,6 +422,52 @@ pub struct Security {
     /// Environment variables of the daemon that plugins get besides the defaults (`PATH`,
     /// `HOME`, the locale, `TZ`, TLS roots, `RUST_LOG`); the rest stays with the daemon.
     pub plugin_env: Vec<String>,
+    /// Security scanners: command lines split like shell words, each run with the plugin
+    /// folder's path appended as its last argument, on every install and before a new version
+    /// of a plugin first launches; a non-zero exit refuses the plugin.
+    pub scan_commands: Vec<String>,
+    /// Seconds one scanner may run before it is killed (with its process group) and the
+    /// plugin refused.
+    pub scan_timeout_secs: u64,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Self {
+            signatures: Signatures::default(),
+            trusted_publishers: Vec::new(),
+            unsigned_allowed: Vec::new(),
+            insecure_skip_checksum: false,
+            require_sandbox: false,
+            disable_sandbox: false,
+            plugin_env: Vec::new(),
+            scan_commands: Vec::new(),
+            scan_timeout_secs: 60,
+        }
+    }
+}
+
+impl Security {
+    /// The configured scanners, their verdicts kept in `<data_dir>/scans`.
+    ///
+    /// # Errors
+    ///
+    /// A command line that cannot be split (checked when the configuration loads).
+    pub fn scanners(
+        &self,
+        data_dir: &Path,
+    ) -> Result<plugsconc_host::Scanners, plugsconc_host::HostError> {
+        let commands = self
+            .scan_commands
+            .iter()
+            .map(|line| plugsconc_host::ScanCommand::parse(line))
+            .collect::<Result<_, _>>()?;
+        Ok(plugsconc_host::Scanners::new(
+            commands,
+            std::time::Duration::from_secs(self.scan_timeout_secs),
+            Some(data_dir.join("scans")),
+        ))
+    }
 }
 
 /// The whole configuration.
@@ -606,6 +652,19 @@ impl Config {
             1,
             "connection",
         )?;
+        at_least(
+            "security.scan_timeout_secs",
+            self.security.scan_timeout_secs,
+            1,
+            "second",
+        )?;
+        if let Err(err) = self.security.scanners(Path::new("")) {
+            return Err(ConfigError::Invalid {
+                key: "security.scan_commands".into(),
+                origin: tree.source("security.scan_commands"),
+                problem: err.to_string(),
+            });
+        }
         let install = &self.install;
         at_least("install.max_upload_mib", install.max_upload_mib, 1, "MiB")?;
         at_least(

@@ -408,3 +408,46 @@ fn an_unreadable_file_names_its_os_error_once() {
     assert_eq!(shown.matches(&os_error).count(), 1, "{shown}");
     assert!(shown.contains("missing.yaml"), "{shown}");
 }
+
+#[test]
+fn scan_commands_default_to_none_and_are_split_when_loaded() {
+    let loaded = Config::load(None, env(&[]), &[]).unwrap();
+    assert!(loaded.config.security.scan_commands.is_empty());
+    assert_eq!(loaded.config.security.scan_timeout_secs, 60);
+    let scanners = loaded
+        .config
+        .security
+        .scanners(Path::new("/var/lib/plugsconc"))
+        .unwrap();
+    assert!(scanners.is_empty());
+
+    let (_dir, path) = file(
+        "security:\n  scan_commands: [\"clamscan --no-summary -r\", \"/opt/check 'a b'\"]\n  scan_timeout_secs: 5\n",
+    );
+    let loaded = Config::load(Some(&path), env(&[]), &[]).unwrap();
+    let scanners = loaded
+        .config
+        .security
+        .scanners(Path::new("/var/lib/plugsconc"))
+        .unwrap();
+    assert_eq!(
+        scanners.commands().collect::<Vec<_>>(),
+        ["clamscan --no-summary -r", "/opt/check 'a b'"]
+    );
+
+    let err = Config::load(
+        None,
+        env(&[]),
+        &["security.scan_commands=scan 'open".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("security.scan_commands") && err.contains("unclosed quote"),
+        "{err}"
+    );
+    let err = Config::load(None, env(&[]), &["security.scan_timeout_secs=0".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("security.scan_timeout_secs"), "{err}");
+}

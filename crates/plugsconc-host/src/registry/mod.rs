@@ -238,6 +238,12 @@ impl Registry {
         self.check_dependencies();
     }
 
+    /// The security scanners launches run ([`RegistryOptions::scanners`]); installs into this
+    /// registry's folder run them too, sharing their cache.
+    pub fn scanners(&self) -> &crate::scan::Scanners {
+        &self.inner.options.scanners
+    }
+
     /// The signature policy in force.
     pub fn trust(&self) -> crate::signature::Trust {
         self.inner.trust()

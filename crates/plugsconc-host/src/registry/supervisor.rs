@@ -220,6 +220,8 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
         }
     };
     tracing::debug!(plugin = %name, %verdict, "signature policy passed");
+    // After the cheap checks; a verdict is cached per content, so only a new version waits.
+    options.scanners.check_async(name, &plugin.dir).await?;
     let client = builder
         .start()
         .await

@@ -321,6 +321,9 @@ pub struct RegistryOptions {
     /// Which of the built-in plugins linked into the binary the catalog holds (default: all of
     /// them).
     pub builtins: BuiltinSelection,
+    /// Security scanners run over a plugin folder before a new version of it is first launched
+    /// (default: none); a refusal marks the plugin `failed` and it is not executed.
+    pub scanners: crate::scan::Scanners,
 }
 
 /// Which linked built-in plugins a registry catalogs. Linking a built-in makes it available;
@@ -391,6 +394,7 @@ impl Default for RegistryOptions {
             config_dir: None,
             launch_record: None,
             builtins: BuiltinSelection::All,
+            scanners: crate::scan::Scanners::default(),
         }
     }
 }

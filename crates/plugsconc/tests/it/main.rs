@@ -15,6 +15,7 @@ mod jobs;
 mod orphans;
 mod plugins_cli;
 mod python;
+mod scan;
 mod serve;
 mod shared_states;
 mod signing_cli;

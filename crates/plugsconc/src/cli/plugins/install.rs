@@ -1,6 +1,7 @@
 //! `plugsconc plugins install <folder|bundle.tar.gz>` and `plugins uninstall <name>` on a
 //! plugins folder: the same staged, validated, renamed-into-place install the daemon's API does,
-//! under the signature policy given to `plugins` (--trust, --unsigned, --allow-unsigned). A
+//! under the signature policy given to `plugins` (--trust, --unsigned, --allow-unsigned) and the
+//! configured `security.scan_commands`. A
 //! daemon watching the folder picks the change up (an upgrade is hot-reloaded, an uninstalled
 //! plugin is drained and stopped).
 
@@ -33,14 +34,20 @@ pub struct UninstallArgs {
 }
 
 /// Installs, with a progress bar while a bundle is unpacked.
-pub async fn install(args: InstallArgs, root: &Path, trust: Trust) -> anyhow::Result<()> {
+pub async fn install(
+    args: InstallArgs,
+    root: &Path,
+    trust: Trust,
+    scanners: plugsconc_host::Scanners,
+) -> anyhow::Result<()> {
     let root = root.to_owned();
     let installed = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         std::fs::create_dir_all(&root)?;
         plugsconc_host::install::remove_leftovers(&root)?;
         let installer = Installer::new(&root, &trust)
             .insecure_skip_checksum(args.insecure_skip_checksum)
-            .replace(args.replace);
+            .replace(args.replace)
+            .scanners(&scanners);
         if args.source.is_dir() {
             return Ok(installer.dir(&args.source)?);
         }

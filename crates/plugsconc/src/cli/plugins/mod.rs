@@ -159,7 +159,15 @@ pub async fn run(args: PluginsArgs, address: Option<&str>) -> anyhow::Result<()>
         (C::Disable(toggle), Some(daemon)) => toggle::run_remote(&toggle, &daemon, true).await,
         (C::Disable(toggle), None) => toggle::run(&toggle, &scan(&dir).await?, true),
         (C::Install(install), Some(daemon)) => install::install_remote(install, &daemon).await,
-        (C::Install(install), None) => install::install(install, &dir, trust.load()?).await,
+        (C::Install(install), None) => {
+            // The configured scanners, sharing the daemon's verdicts: what passes here is not
+            // scanned again at its first launch.
+            let scanners = match &config {
+                Some(config) => config.security.scanners(&config.directories.data_dir)?,
+                None => plugsconc_host::Scanners::default(),
+            };
+            install::install(install, &dir, trust.load()?, scanners).await
+        }
         (C::Uninstall(uninstall), Some(daemon)) => {
             install::uninstall_remote(&uninstall, &daemon).await
         }
