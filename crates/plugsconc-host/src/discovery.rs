@@ -1,4 +1,4 @@
-//! Scanning a plugins folder: every `<dir>/<name>/manifest.yaml` is read and validated in
+//! Scanning a plugins folder: every `<dir>/<name>/manifest.yaml` (or `manifest.json`) is read and validated in
 //! parallel, binaries are not touched (they start lazily). One broken plugin never hides the
 //! others: the result holds every valid plugin and every invalid one with its error.
 
@@ -8,7 +8,7 @@ use sha2::Digest as _;
 
 use crate::HostError;
 use crate::checksum::Sha256;
-use crate::manifest::{MANIFEST_FILE, Manifest, ManifestError};
+use crate::manifest::{Manifest, ManifestError, has_manifest};
 
 /// A plugin whose manifest is valid.
 #[derive(Debug, Clone)]
@@ -17,6 +17,9 @@ pub struct Discovered {
     pub dir: PathBuf,
     /// Its validated manifest.
     pub manifest: Manifest,
+    /// The file it was read from (`manifest.yaml` or `manifest.json`), which a signature
+    /// covers.
+    pub manifest_file: PathBuf,
     /// SHA-256 of the manifest's bytes, to notice changes.
     pub manifest_sha256: Sha256,
     /// A [`DISABLED_MARKER`] file is in its folder.
@@ -39,6 +42,12 @@ impl Discovered {
     /// Absolute path of the entry point.
     pub fn entrypoint(&self) -> PathBuf {
         self.dir.join(&self.manifest.entrypoint)
+    }
+
+    /// Where its signature is: the manifest file's name with `.minisig` added, as minisign
+    /// names it (`manifest.yaml.minisig` or `manifest.json.minisig`).
+    pub fn signature_file(&self) -> PathBuf {
+        crate::signature::signature_path(&self.manifest_file)
     }
 }
 
@@ -108,7 +117,7 @@ impl Discovery {
     }
 }
 
-/// Scans `root`: each sub-folder holding a `manifest.yaml` is a plugin. Blocking (file I/O on
+/// Scans `root`: each sub-folder holding a `manifest.yaml` or `manifest.json` is a plugin. Blocking (file I/O on
 /// worker threads); call it from `spawn_blocking` in async code.
 ///
 /// # Errors
@@ -124,7 +133,7 @@ pub fn discover(root: &Path) -> Result<Discovery, HostError> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
-        .filter(|dir| dir.join(MANIFEST_FILE).exists())
+        .filter(|dir| has_manifest(dir))
         .collect();
     dirs.sort();
     let workers = std::thread::available_parallelism()
@@ -155,10 +164,11 @@ pub fn discover(root: &Path) -> Result<Discovery, HostError> {
 /// Loads one plugin folder. An error that [`ManifestError::is_transient`] says nothing about
 /// the plugin: the manifest could not be read.
 pub fn load(dir: &Path) -> Result<Discovered, Invalid> {
-    match Manifest::load(dir) {
-        Ok((manifest, bytes)) => Ok(Discovered {
+    match Manifest::load_located(dir) {
+        Ok((manifest, bytes, manifest_file)) => Ok(Discovered {
             dir: dir.to_owned(),
             manifest,
+            manifest_file,
             manifest_sha256: Sha256(sha2::Sha256::digest(&bytes).into()),
             disabled: dir.join(DISABLED_MARKER).exists(),
         }),
@@ -172,6 +182,7 @@ pub fn load(dir: &Path) -> Result<Discovered, Invalid> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::manifest::MANIFEST_FILE;
 
     pub(crate) fn write_plugin(root: &Path, name: &str, extra: &str) -> PathBuf {
         let dir = root.join(name);

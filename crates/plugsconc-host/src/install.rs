@@ -266,9 +266,7 @@ impl<'a> Installer<'a> {
             .map(|e| e.path())
             .collect();
         let plugin_dir = match top.as_slice() {
-            [only] if only.is_dir() && !pkg.join(crate::manifest::MANIFEST_FILE).exists() => {
-                only.clone()
-            }
+            [only] if only.is_dir() && !crate::manifest::has_manifest(&pkg) => only.clone(),
             _ => pkg,
         };
         self.finish(staging, &plugin_dir, source)
@@ -694,10 +692,16 @@ fn copy_tree(from: &Path, to: &Path, source: &Path, depth: usize) -> Result<(), 
 /// The `plugin.name` a manifest claims, read before validation (which needs the folder to
 /// carry that name already).
 fn claimed_name(dir: &Path, source: &Path) -> Result<String, HostError> {
-    let text = std::fs::read_to_string(dir.join(crate::manifest::MANIFEST_FILE))
-        .map_err(|err| fail(source, format!("no readable manifest.yaml: {err}")))?;
-    let value: serde_json::Value = serde_saphyr::from_str(&text)
-        .map_err(|err| fail(source, format!("manifest.yaml: {err}")))?;
+    let file = crate::manifest::manifest_path(dir);
+    let shown = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = std::fs::read_to_string(&file)
+        .map_err(|err| fail(source, format!("no readable {shown}: {err}")))?;
+    // YAML reads a JSON manifest too; the full checks come after, with positions.
+    let value: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|err| fail(source, format!("{shown}: {err}")))?;
     let name = value["plugin"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -712,7 +716,7 @@ fn claimed_name(dir: &Path, source: &Path) -> Result<String, HostError> {
     } else {
         Err(fail(
             source,
-            format!("manifest.yaml: plugin.name {name:?} is not a plain name"),
+            format!("{shown}: plugin.name {name:?} is not a plain name"),
         ))
     }
 }

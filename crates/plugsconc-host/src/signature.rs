@@ -2,7 +2,8 @@
 //! plugin folder, and checking one against trusted publishers.
 //!
 //! A signed plugin folder holds `manifest.yaml.minisig`: a [minisign] signature (Ed25519) over
-//! the exact bytes of `manifest.yaml`, whose *trusted comment* — covered by minisign's global
+//! the exact bytes of `manifest.yaml` (for a JSON manifest, `manifest.json.minisig` over
+//! `manifest.json`), whose *trusted comment* — covered by minisign's global
 //! signature — binds the binary:
 //!
 //! ```text
@@ -26,11 +27,17 @@ use sha2::Digest as _;
 
 use crate::checksum::{SIDECAR_SUFFIX, Sha256};
 use crate::discovery::{Discovered, folder_name};
-use crate::manifest::MANIFEST_FILE;
 use crate::{HostError, sha256_file};
 
-/// The signature file in a plugin's folder.
+/// The signature file in a plugin's folder whose manifest is `manifest.yaml`.
 pub const SIGNATURE_FILE: &str = "manifest.yaml.minisig";
+
+/// The signature of `manifest`: its path with `.minisig` added, as minisign names it.
+pub fn signature_path(manifest: &Path) -> PathBuf {
+    let mut path = manifest.as_os_str().to_owned();
+    path.push(".minisig");
+    PathBuf::from(path)
+}
 
 /// First word of the trusted comment; tells a plugsconc signature from a plain minisign one.
 const COMMENT_TAG: &str = "plugsconc";
@@ -262,7 +269,7 @@ pub fn check(
     trust: &Trust,
 ) -> Result<Verdict, HostError> {
     let name = &plugin.manifest.name;
-    let path = plugin.dir.join(SIGNATURE_FILE);
+    let path = plugin.signature_file();
     let malformed = |reason: String| HostError::Signature {
         plugin: name.clone(),
         path: path.clone(),
@@ -287,8 +294,8 @@ pub fn check(
             trusted: trust.describe_publishers(),
         });
     };
-    let manifest_path = plugin.dir.join(MANIFEST_FILE);
-    let manifest = std::fs::read(&manifest_path).map_err(|err| {
+    let manifest_path = &plugin.manifest_file;
+    let manifest = std::fs::read(manifest_path).map_err(|err| {
         malformed(format!(
             "cannot read {} to verify it: {err}",
             manifest_path.display()
@@ -298,7 +305,8 @@ pub fn check(
     // settings the plugin does not run with.
     if !Sha256(sha2::Sha256::digest(&manifest).into()).matches(&plugin.manifest_sha256) {
         return Err(malformed(format!(
-            "{MANIFEST_FILE} changed since it was read; scan the folder again"
+            "{} changed since it was read; scan the folder again",
+            manifest_path.display()
         )));
     }
     minisign::verify(
@@ -528,7 +536,8 @@ pub struct Signed {
 
 /// Signs the plugin in `dir` with the secret key in `secret_key` (decrypted with `password`
 /// when it is password-protected): hashes the binary, (re)writes its `.sha256` sidecar so the
-/// folder is complete, and writes [`SIGNATURE_FILE`] binding the manifest to that hash.
+/// folder is complete, and writes the signature ([`SIGNATURE_FILE`], or `manifest.json.minisig`
+/// for a JSON manifest) binding the manifest to that hash.
 ///
 /// The publisher's name is not part of the signature: a host names the publisher after the
 /// trusted `.pub` file whose key verifies it, never after what the signer claims.
@@ -546,6 +555,7 @@ pub fn sign_plugin(
         let error = invalid.error;
         let reason = match &error {
             crate::manifest::ManifestError::Read { io, .. } => format!("cannot read: {io}"),
+            crate::manifest::ManifestError::Both { .. } => error.to_string(),
             _ => {
                 let problems = error.problems();
                 let first = problems.first().map_or_else(String::new, |p| {
@@ -585,7 +595,7 @@ pub fn sign_plugin(
     }
     let sha256 = sha256_file(&entrypoint)
         .map_err(|err| fail(&entrypoint, format!("cannot read the binary: {err}")))?;
-    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest_path = plugin.manifest_file.clone();
     let manifest = std::fs::read(&manifest_path)
         .map_err(|err| fail(&manifest_path, format!("cannot read it: {err}")))?;
     if !Sha256(sha2::Sha256::digest(&manifest).into()).matches(&plugin.manifest_sha256) {
@@ -633,7 +643,7 @@ pub fn sign_plugin(
     let sidecar = PathBuf::from(sidecar);
     write_replacing(&sidecar, format!("{hex}  {file_name}\n").as_bytes())
         .map_err(|err| fail(&sidecar, format!("cannot write it: {err}")))?;
-    let path = dir.join(SIGNATURE_FILE);
+    let path = plugin.signature_file();
     write_replacing(&path, signature.into_string().as_bytes())
         .map_err(|err| fail(&path, format!("cannot write it: {err}")))?;
     Ok(Signed {

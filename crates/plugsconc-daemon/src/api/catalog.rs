@@ -1,7 +1,8 @@
 //! The catalog, readable without a token: `GET /api/v1/plugins` (filtered) and
 //! `GET /api/v1/plugins/{name}`, and the same two unversioned (`/plugins`, `/plugins/{name}`),
-//! which older clients use. Each plugin's `endpoints` are read from the catalog store, so rows
-//! changed there by hand show at once.
+//! which older clients use, and `GET /api/v1/plugins/search`, the list whose `q` is required.
+//! Each plugin's `endpoints` are read from the catalog store, so rows changed there by hand show
+//! at once.
 
 use axum::Json;
 use axum::extract::{Path, Query as QueryParams, State};
@@ -56,6 +57,29 @@ pub async fn list(
         count: plugins.len(),
         plugins,
     }))
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins/search", tag = "catalog",
+    params(("q" = String, Query, description = "Text in the name or description (required; the list without one is `GET /api/v1/plugins`)"),
+           ("type" = Option<String>, Query, description = "Contract type"),
+           ("tag" = Option<String>, Query, description = "Tag"),
+           ("status" = Option<String>, Query, description = "discovered, invalid, disabled, starting, ready, degraded, stopped or failed")),
+    responses((status = 200, description = "The matching plugins and their count", body = PluginList),
+              (status = 400, description = "No `q`, or a filter is not valid", body = ErrorBody)))]
+pub async fn search(
+    state: State<ApiState>,
+    params: QueryParams<ListParams>,
+) -> Result<Json<PluginList>, ApiError> {
+    // A search without text is a mistake rather than "everything": the older API's clients
+    // reach the whole list at `/plugins`.
+    if params.q.as_deref().is_none_or(|q| q.trim().is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query_required",
+            "q: expected the text to search for (GET /api/v1/plugins lists every plugin)",
+        ));
+    }
+    list(state, params).await
 }
 
 #[utoipa::path(get, path = "/plugins", tag = "catalog",

@@ -1,11 +1,14 @@
 //! State changes: enable, disable, reload one plugin or the whole folder, and the audit log.
 //! Enable and disable are recorded in the store (which survives restarts and, with PostgreSQL,
 //! reaches every daemon sharing it) and in the plugin's `.disabled` marker (what
-//! `plugsconc plugins enable|disable` reads without a daemon).
+//! `plugsconc plugins enable|disable` reads without a daemon). `POST` records every request;
+//! `PUT` (the older plugin manager's verb) is idempotent: a plugin already in the asked state
+//! is answered as it is, with nothing recorded or announced.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use plugsconc_host::registry::Status;
 use plugsconc_host::{DISABLED_MARKER, HostError};
 use serde::Deserialize;
 
@@ -87,14 +90,7 @@ pub async fn enable(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Plugin>, ApiError> {
-    let _known = current(&state, &name)?;
-    // Held from the store write to the status here: a change another daemon announces
-    // meanwhile is applied after, read from the store then.
-    let _guard = state.states.lock(&name).await;
-    record(&state, &name, true).await?;
-    marker(&state, &name, false).await?;
-    state.registry.enable(&name).map_err(host_error)?;
-    current(&state, &name)
+    set(&state, &name, true, Repeat::Record).await
 }
 
 #[utoipa::path(post, path = "/api/v1/plugins/{name}/disable", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
@@ -103,14 +99,68 @@ pub async fn disable(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Plugin>, ApiError> {
-    let _known = current(&state, &name)?;
+    set(&state, &name, false, Repeat::Record).await
+}
+
+#[utoipa::path(put, path = "/api/v1/plugins/{name}/enable", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
+    responses((status = 200, description = "The plugin, enabled: as POST, except that a plugin not disabled or failed is answered as it is, with nothing recorded", body = Plugin), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 404, description = "No such plugin", body = ErrorBody)))]
+pub async fn put_enable(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Plugin>, ApiError> {
+    set(&state, &name, true, Repeat::Skip).await
+}
+
+#[utoipa::path(put, path = "/api/v1/plugins/{name}/disable", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),
+    responses((status = 200, description = "The plugin, disabled: as POST, except that a disabled plugin is answered as it is, with nothing recorded", body = Plugin), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody), (status = 404, description = "No such plugin", body = ErrorBody)))]
+pub async fn put_disable(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Plugin>, ApiError> {
+    set(&state, &name, false, Repeat::Skip).await
+}
+
+/// What a request for the state a plugin is already in does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Records (and announces) it again, as `POST` always has.
+    Record,
+    /// Nothing: `PUT`.
+    Skip,
+}
+
+async fn set(
+    state: &ApiState,
+    name: &str,
+    enabled: bool,
+    repeat: Repeat,
+) -> Result<Json<Plugin>, ApiError> {
+    let _known = current(state, name)?;
     // Held from the store write to the status here: a change another daemon announces
     // meanwhile is applied after, read from the store then.
-    let _guard = state.states.lock(&name).await;
-    record(&state, &name, false).await?;
-    marker(&state, &name, true).await?;
-    state.registry.disable(&name).await.map_err(host_error)?;
-    current(&state, &name)
+    let _guard = state.states.lock(name).await;
+    if repeat == Repeat::Skip {
+        // Read under the lock, so two concurrent PUTs record one change, not two.
+        let status = state.registry.get(name).map(|info| info.status);
+        // Enabling acts on a disabled or failed plugin (a failed one is retried), as the
+        // registry's enable does; an invalid one gets POST's refusal.
+        let settled = match status {
+            Some(Status::Disabled) => !enabled,
+            Some(Status::Failed | Status::Invalid) | None => false,
+            Some(_) => enabled,
+        };
+        if settled {
+            return current(state, name);
+        }
+    }
+    record(state, name, enabled).await?;
+    marker(state, name, !enabled).await?;
+    if enabled {
+        state.registry.enable(name).map_err(host_error)?;
+    } else {
+        state.registry.disable(name).await.map_err(host_error)?;
+    }
+    current(state, name)
 }
 
 #[utoipa::path(post, path = "/api/v1/plugins/{name}/reload", tag = "manage", params(("name" = String, Path, description = "The plugin's name")), security(("bearer" = [])),

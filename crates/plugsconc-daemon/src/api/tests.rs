@@ -17,13 +17,21 @@ use super::types::{
 };
 use super::{ApiState, InstallGate, Verb, docs, router, table};
 
+mod older;
+
 const TOKEN: &str = "secret";
 
 /// An API over an empty plugins folder and a fresh SQLite store, with its folder.
 async fn state() -> (ApiState, tempfile::TempDir) {
+    state_with(|_| {}).await
+}
+
+/// An API over a plugins folder `fill` writes into, and a fresh SQLite store, with its folder.
+async fn state_with(fill: impl FnOnce(&std::path::Path)) -> (ApiState, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).expect("the plugins folder");
+    fill(&plugins);
     let registry = plugsconc_host::Registry::open(&plugins, Default::default())
         .await
         .expect("an empty catalog");
@@ -321,6 +329,8 @@ fn documented_methods(verb: Verb) -> &'static [&'static str] {
     match verb {
         Verb::Get => &["get"],
         Verb::Post => &["post"],
+        Verb::Put => &["put"],
+        Verb::Delete => &["delete"],
         // What a manifest may declare.
         Verb::Any => &["get", "post", "put", "patch", "delete"],
     }
@@ -331,7 +341,18 @@ fn every_route_is_documented_and_every_document_path_is_a_route() {
     let doc = serde_json::to_value(docs::ApiDoc::openapi()).expect("JSON");
     let paths = doc["paths"].as_object().expect("paths");
     let mut served = std::collections::BTreeSet::new();
-    for route in table() {
+    let table = table();
+    for route in &table {
+        // An alias stands for a route the table serves with its verb.
+        if let Some((verb, of)) = route.alias_of {
+            assert!(
+                table
+                    .iter()
+                    .any(|r| r.verb == verb && r.full_path() == of && r.alias_of.is_none()),
+                "{} is an alias of {of}, which is not a route of its own",
+                route.full_path()
+            );
+        }
         // axum's `{*rest}` is OpenAPI's `{rest}`.
         let path = route.full_path().replace("{*", "{");
         for method in documented_methods(route.verb) {

@@ -705,3 +705,67 @@ mod hostile {
         }
     }
 }
+
+/// [`manifest`] written as JSON.
+fn json_manifest(name: &str) -> String {
+    let value: serde_json::Value = serde_saphyr::from_str(&manifest(name)).unwrap();
+    serde_json::to_string_pretty(&value).unwrap()
+}
+
+#[test]
+fn json_manifests_install_from_folders_and_bundles() {
+    let root = tempfile::tempdir().unwrap();
+    let binary = b"#!/bin/sh\n";
+    let digest = {
+        use sha2::Digest as _;
+        crate::checksum::Sha256(sha2::Sha256::digest(binary).into()).to_hex()
+    };
+    let dog_sidecar = format!("{digest}  dog\n");
+    // A bundle with one top folder holding manifest.json.
+    let data = bundle(
+        &[
+            ("pkg/manifest.json", json_manifest("dog").as_bytes()),
+            ("pkg/dog", binary),
+            ("pkg/dog.sha256", dog_sidecar.as_bytes()),
+        ],
+        None,
+        None,
+    );
+    let installed = Installer::new(root.path(), &dev())
+        .tar_gz(&data[..], Path::new("dog.tar.gz"))
+        .unwrap();
+    assert_eq!(installed.plugin.manifest.name, "dog");
+    assert_eq!(
+        installed.plugin.manifest_file,
+        root.path().join("dog/manifest.json")
+    );
+    assert!(!root.path().join("dog/manifest.yaml").exists());
+
+    // A folder.
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("cat");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("cat"), binary).unwrap();
+    sidecar(&dir, "cat");
+    std::fs::write(dir.join("manifest.json"), json_manifest("cat")).unwrap();
+    let installed = Installer::new(root.path(), &dev())
+        .replace(false)
+        .dir(&dir)
+        .unwrap();
+    assert_eq!(installed.plugin.manifest.name, "cat");
+    assert!(root.path().join("cat/manifest.json").exists());
+
+    // Both manifests: refused, naming both, nothing left behind.
+    std::fs::write(dir.join("manifest.yaml"), manifest("cat")).unwrap();
+    let err = Installer::new(root.path(), &dev())
+        .replace(true)
+        .dir(&dir)
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("manifest.yaml") && message.contains("manifest.json"),
+        "{message}"
+    );
+    assert!(leftovers(root.path()).is_empty());
+    assert!(!root.path().join("cat/manifest.yaml").exists());
+}

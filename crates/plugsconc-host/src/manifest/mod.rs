@@ -1,6 +1,8 @@
-//! `plugins/<name>/manifest.yaml`: parsed once into a tree of positioned YAML nodes
-//! ([`syntax`]), read into a raw form ([`raw`]), then converted into a validated [`Manifest`], the
-//! only form the rest of the host accepts. Every problem is reported, not only the first, sorted
+//! `plugins/<name>/manifest.yaml` (or the same schema as `manifest.json`, never both): parsed
+//! once into a tree of positioned nodes ([`syntax`]; JSON is checked as JSON, then read by the
+//! YAML parser, of which it is a subset, so both forms get the same positions and checks), read
+//! into a raw form ([`raw`]), then converted into a validated [`Manifest`], the only form the
+//! rest of the host accepts. Every problem is reported, not only the first, sorted
 //! by position; each names the line and column, the field and what was expected (a missing field
 //! at the mapping it belongs in, a bad value at the value); unknown fields get a did-you-mean. A
 //! file that cannot be read is a [`ManifestError::Read`], never an invalid manifest.
@@ -24,6 +26,31 @@ pub use capabilities::{
 
 /// The file name of a manifest inside a plugin folder.
 pub const MANIFEST_FILE: &str = "manifest.yaml";
+
+/// The other name a manifest may have: the same schema written as JSON, as the older plugin
+/// manager's manifests are. A folder holds one or the other.
+pub const MANIFEST_JSON_FILE: &str = "manifest.json";
+
+/// The manifest file of plugin folder `dir`: [`MANIFEST_JSON_FILE`] when only that one is
+/// there, else [`MANIFEST_FILE`] (whether or not it exists). Blocking: it looks at the folder.
+pub fn manifest_path(dir: &Path) -> PathBuf {
+    let (yaml, json) = (dir.join(MANIFEST_FILE), dir.join(MANIFEST_JSON_FILE));
+    if !yaml.exists() && json.exists() {
+        json
+    } else {
+        yaml
+    }
+}
+
+/// Whether plugin folder `dir` holds a manifest, in either form. Blocking.
+pub fn has_manifest(dir: &Path) -> bool {
+    dir.join(MANIFEST_FILE).exists() || dir.join(MANIFEST_JSON_FILE).exists()
+}
+
+/// Whether `file` is read as JSON (by its name).
+fn is_json(file: &Path) -> bool {
+    file.extension().is_some_and(|ext| ext == "json")
+}
 
 /// A manifest that passed every check.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,6 +234,19 @@ pub enum ManifestError {
         /// Every problem, sorted by position; never empty.
         problems: Vec<Problem>,
     },
+    /// The folder holds both `manifest.yaml` and `manifest.json`: which one describes the
+    /// plugin is not guessed.
+    #[error(
+        "{} and {}: a plugin folder holds one manifest, not both; remove one of them",
+        yaml.display(),
+        json.display()
+    )]
+    Both {
+        /// The YAML manifest.
+        yaml: PathBuf,
+        /// The JSON manifest.
+        json: PathBuf,
+    },
 }
 
 fn more(count: usize) -> String {
@@ -222,13 +262,14 @@ impl ManifestError {
     pub fn file(&self) -> &Path {
         match self {
             ManifestError::Read { file, .. } | ManifestError::Invalid { file, .. } => file,
+            ManifestError::Both { yaml, .. } => yaml,
         }
     }
 
     /// Every problem of an invalid manifest, sorted by position (none for a read failure).
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ManifestError::Read { .. } => &[],
+            ManifestError::Read { .. } | ManifestError::Both { .. } => &[],
             ManifestError::Invalid { problems, .. } => problems,
         }
     }
@@ -348,32 +389,44 @@ impl<'a> Checker<'a> {
 }
 
 impl Manifest {
-    /// Reads and validates `<dir>/manifest.yaml`; the folder's name must be the plugin's name.
+    /// Reads and validates `<dir>/manifest.yaml`, or `<dir>/manifest.json` when the folder
+    /// has that one instead; the folder's name must be the plugin's name.
     ///
     /// # Errors
     ///
     /// [`ManifestError::Read`] when the file cannot be read, [`ManifestError::Invalid`] with
-    /// every syntax error, unknown or missing field and value that fails its check.
+    /// every syntax error, unknown or missing field and value that fails its check,
+    /// [`ManifestError::Both`] when the folder holds both files.
     pub fn load(dir: &Path) -> Result<(Self, Vec<u8>), ManifestError> {
+        Self::load_with(dir, read_file).map(|(manifest, bytes, _)| (manifest, bytes))
+    }
+
+    /// [`Manifest::load`], also answering the file it read.
+    pub(crate) fn load_located(dir: &Path) -> Result<(Self, Vec<u8>, PathBuf), ManifestError> {
         Self::load_with(dir, read_file)
     }
 
-    /// [`Manifest::load`], reading the file with `read` (a seam for tests that need the
-    /// system to fail).
+    /// [`Manifest::load_located`], reading the file with `read` (a seam for tests that need
+    /// the system to fail).
     pub(crate) fn load_with(
         dir: &Path,
         read: impl Fn(&Path) -> std::io::Result<Vec<u8>>,
-    ) -> Result<(Self, Vec<u8>), ManifestError> {
-        let file = dir.join(MANIFEST_FILE);
+    ) -> Result<(Self, Vec<u8>, PathBuf), ManifestError> {
+        let (yaml, json) = (dir.join(MANIFEST_FILE), dir.join(MANIFEST_JSON_FILE));
+        if yaml.exists() && json.exists() {
+            return Err(ManifestError::Both { yaml, json });
+        }
+        let file = manifest_path(dir);
         let bytes = read_retrying(&file, read).map_err(|io| ManifestError::Read {
             file: file.clone(),
             io: Arc::new(io),
         })?;
         let manifest = Self::parse(&file, dir, &bytes)?;
-        Ok((manifest, bytes))
+        Ok((manifest, bytes, file))
     }
 
-    /// Parses and validates manifest text found at `file` in plugin folder `dir`.
+    /// Parses and validates manifest text found at `file` in plugin folder `dir`: JSON when
+    /// `file` ends in `.json`, YAML otherwise.
     ///
     /// # Errors
     ///
@@ -382,7 +435,12 @@ impl Manifest {
         let text = String::from_utf8_lossy(bytes);
         let checker = Checker::new(file, &text);
         report_bad_utf8(&checker, bytes);
-        let manifest = match syntax::parse(&text) {
+        let tree = if is_json(file) {
+            syntax::parse_json(&text)
+        } else {
+            syntax::parse(&text)
+        };
+        let manifest = match tree {
             Ok(root) => {
                 let raw = raw::read(&checker, &root);
                 convert(&checker, dir, raw)

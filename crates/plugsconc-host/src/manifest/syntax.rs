@@ -1,4 +1,5 @@
-//! The YAML layer of a manifest: text into a tree of nodes that each know where they are, and
+//! The YAML layer of a manifest (JSON manifests included: JSON is checked as JSON, then read as
+//! the YAML it also is): text into a tree of nodes that each know where they are, and
 //! the parser's errors reworded for the person editing the manifest. The parser's own messages
 //! sometimes give advice to the Rust program that calls it (which option to set, which type to
 //! use); that advice means nothing to a manifest's author, so each such message is replaced.
@@ -170,6 +171,29 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
             message,
         }
     })
+}
+
+/// Parses JSON text into the same node tree as [`parse`]. The text is checked as JSON first, so
+/// what JSON does not allow (comments, unquoted text, a trailing comma) is an error at its
+/// position rather than YAML read leniently; valid JSON is then read by the YAML parser, of
+/// which it is a subset, for the positions of its nodes.
+pub(crate) fn parse_json(text: &str) -> Result<Node, SyntaxError> {
+    if let Err(err) = serde_json::from_str::<de::IgnoredAny>(text) {
+        // serde_json's message ends with the position, which is reported separately.
+        let full = err.to_string();
+        let message = full
+            .rsplit_once(" at line ")
+            .map_or(full.as_str(), |(message, _)| message);
+        return Err(SyntaxError {
+            line: u64::try_from(err.line()).unwrap_or(0),
+            column: u64::try_from(err.column()).unwrap_or(0),
+            message: format!("not valid JSON: {message}"),
+        });
+    }
+    // JSON allows tabs wherever it allows spaces, YAML not in indentation. In valid JSON a tab
+    // is whitespace (inside a string it must be escaped), so it becomes a space, which keeps
+    // every line and column.
+    parse(&text.replace('\t', " "))
 }
 
 /// The position of the first tab at or after `line`:`column` (1-based).

@@ -5,6 +5,8 @@ use std::sync::Mutex;
 
 use super::*;
 
+mod json;
+
 /// Manifest files whose reading fails with an OS error, by path; tests use their own temporary
 /// folders, so they do not see each other's failures.
 static FAILING_READS: Mutex<Map<PathBuf, (i32, usize)>> = Mutex::new(Map::new());

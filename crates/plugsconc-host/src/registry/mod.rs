@@ -338,7 +338,7 @@ impl Registry {
                 .iter()
                 .enumerate()
                 .map(|(i, d)| {
-                    let file = plugin.dir.join(crate::manifest::MANIFEST_FILE);
+                    let file = &plugin.manifest_file;
                     let site = format!("{}:{}, dependencies[{i}]", file.display(), d.position);
                     (d.name.clone(), d.version.clone(), Some(site))
                 })

@@ -21,7 +21,7 @@ use super::supervisor::{content_hash, drain_and_stop, install, launch};
 use super::{Event, Registry, Status};
 use crate::HostError;
 use crate::discovery::{Discovered, load};
-use crate::manifest::MANIFEST_FILE;
+use crate::manifest::{MANIFEST_FILE, MANIFEST_JSON_FILE};
 
 /// What a rescan of one plugin folder did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,10 @@ impl Registry {
             .find(|s| s.state().info.dir.as_deref() == Some(dir));
         let scan = dir.to_owned();
         let loaded = tokio::task::spawn_blocking(move || {
-            scan.join(MANIFEST_FILE).is_file().then(|| load(&scan))
+            [MANIFEST_FILE, MANIFEST_JSON_FILE]
+                .iter()
+                .any(|file| scan.join(file).is_file())
+                .then(|| load(&scan))
         })
         .await
         .map_err(|err| HostError::PluginsDir {

@@ -69,18 +69,16 @@ pub(crate) async fn fail(inner: &Inner, slot: &Slot, plugin: &Discovered, reason
 /// The hash of what decides whether a plugin can start: its manifest, binary, checksum
 /// sidecar and signature (`None` when they cannot be read).
 pub(crate) async fn content_hash(plugin: &Discovered) -> Option<crate::checksum::Sha256> {
-    let (dir, entrypoint) = (plugin.dir.clone(), plugin.entrypoint());
+    let (manifest, entrypoint, signature) = (
+        plugin.manifest_file.clone(),
+        plugin.entrypoint(),
+        plugin.signature_file(),
+    );
     tokio::task::spawn_blocking(move || {
         let mut sidecar = entrypoint.clone().into_os_string();
         sidecar.push(crate::checksum::SIDECAR_SUFFIX);
         let sidecar = std::path::PathBuf::from(sidecar);
-        crate::checksum::sha256_files(&[
-            &dir.join(crate::manifest::MANIFEST_FILE),
-            &entrypoint,
-            &sidecar,
-            &dir.join(crate::signature::SIGNATURE_FILE),
-        ])
-        .ok()
+        crate::checksum::sha256_files(&[&manifest, &entrypoint, &sidecar, &signature]).ok()
     })
     .await
     .ok()
@@ -204,14 +202,14 @@ pub(crate) async fn launch(inner: &Inner, plugin: &Discovered) -> Result<Instanc
                 .await
                 .map_err(|err| HostError::Signature {
                     plugin: name.clone(),
-                    path: plugin_dir_signature(&plugin.dir),
+                    path: plugin.signature_file(),
                     reason: err.to_string(),
                 })??
         }
         None => {
             return Err(HostError::Signature {
                 plugin: name.clone(),
-                path: plugin_dir_signature(&plugin.dir),
+                path: plugin.signature_file(),
                 reason: format!(
                     "cannot hash {} to check its signature",
                     plugin.entrypoint().display()
@@ -576,10 +574,6 @@ async fn restart_locked(
             }
         }
     }
-}
-
-fn plugin_dir_signature(dir: &std::path::Path) -> std::path::PathBuf {
-    dir.join(crate::signature::SIGNATURE_FILE)
 }
 
 #[cfg(test)]

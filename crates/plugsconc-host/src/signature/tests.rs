@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::discovery::tests::write_plugin;
+use crate::manifest::MANIFEST_FILE;
 
 struct Fixture {
     _root: tempfile::TempDir,

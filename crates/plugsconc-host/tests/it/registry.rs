@@ -834,3 +834,62 @@ async fn the_manifest_config_reaches_the_plugin_and_start_all_follows_dependenci
     );
     registry.shutdown().await;
 }
+
+/// Replaces plugin folder `dir`'s `manifest.yaml` with the same manifest written as JSON.
+fn to_json_manifest(dir: &Path) {
+    let yaml = std::fs::read_to_string(dir.join("manifest.yaml")).unwrap();
+    let value: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    write_atomic(
+        &dir.join("manifest.json"),
+        &serde_json::to_string_pretty(&value).unwrap(),
+    );
+    std::fs::remove_file(dir.join("manifest.yaml")).unwrap();
+}
+
+#[tokio::test]
+async fn a_json_manifest_plugin_is_signed_verified_started_and_called() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    let dir = put_plugin(&plugins, "cat", &example_bin("cat"), "1.0.0");
+    to_json_manifest(&dir);
+    // A folder with both manifests is refused, naming both; the others are unaffected.
+    let both = put_plugin(&plugins, "dog", &example_bin("cat"), "1.0.0");
+    std::fs::copy(dir.join("manifest.json"), both.join("manifest.json")).unwrap();
+    let (public, secret) = keygen(&root.path().join("keys"), "acme", None, false).unwrap();
+    let signed = sign_plugin(&dir, &secret, None).unwrap();
+    assert_eq!(signed.path, dir.join("manifest.json.minisig"));
+    assert!(!dir.join("manifest.yaml.minisig").exists());
+    let trust = Trust {
+        publishers: vec![Publisher::load(&public).unwrap()],
+        ..Trust::default()
+    };
+    let registry = Registry::open(&plugins, RegistryOptions { trust, ..options() })
+        .await
+        .unwrap();
+
+    let cat = registry.get("cat").unwrap();
+    assert_eq!(
+        (cat.status, cat.tags.as_slice(), cat.description.as_deref()),
+        (Status::Discovered, &["pet".to_owned()][..], Some("the cat"))
+    );
+    assert_eq!(speak(&registry, "cat").await.unwrap(), "Meow!");
+    let dog = registry.get("dog").unwrap();
+    let reason = dog.reason.unwrap_or_default();
+    assert_eq!(dog.status, Status::Invalid);
+    assert!(
+        reason.contains("manifest.yaml") && reason.contains("manifest.json"),
+        "{reason}"
+    );
+
+    // The signature covers the JSON manifest: an edit after signing is caught before exec.
+    registry.disable("cat").await.unwrap();
+    let edited = std::fs::read_to_string(dir.join("manifest.json"))
+        .unwrap()
+        .replace("the cat", "a cat");
+    write_atomic(&dir.join("manifest.json"), &edited);
+    registry.sync_dir(&dir).await.unwrap();
+    registry.enable("cat").unwrap();
+    let err = speak(&registry, "cat").await.unwrap_err();
+    assert!(err.contains("does not verify"), "{err}");
+    registry.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! `plugsconc keygen` and `plugsconc sign <plugin dir>`: publisher keys and plugin signatures
-//! (minisign format, so `minisign -Vm manifest.yaml -p <publisher>.pub` checks them too).
+//! (minisign format, so `minisign -Vm manifest.yaml -p <publisher>.pub` checks them too;
+//! `manifest.json` for a folder whose manifest is JSON).
 
 use std::path::PathBuf;
 
@@ -27,7 +28,7 @@ pub struct KeygenArgs {
 /// Arguments of `sign`.
 #[derive(Debug, Args)]
 pub struct SignArgs {
-    /// The plugin's folder (holding manifest.yaml and the binary).
+    /// The plugin's folder (holding manifest.yaml or manifest.json, and the binary).
     dir: PathBuf,
     /// The publisher's secret key (from `plugsconc keygen`).
     #[arg(long)]
@@ -67,7 +68,6 @@ pub async fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 /// Signs a plugin folder.
 pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
     let password = password(args.password_env.as_ref())?;
-    let dir = args.dir.clone();
     let signed = tokio::task::spawn_blocking(move || {
         signature::sign_plugin(&args.dir, &args.key, password).map_err(anyhow::Error::from)
     })
@@ -82,7 +82,8 @@ pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
     );
     println!(
         "the standard tool checks it too: minisign -Vm {} -p <publisher>.pub",
-        dir.join("manifest.yaml").display()
+        // The signature sits beside the manifest it covers, named after it.
+        signed.path.with_extension("").display()
     );
     Ok(())
 }

@@ -12,6 +12,7 @@ mod go_host;
 mod go_plugin;
 mod install;
 mod jobs;
+mod older_api;
 mod orphans;
 mod plugins_cli;
 mod python;

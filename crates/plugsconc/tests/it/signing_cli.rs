@@ -217,3 +217,88 @@ fn a_password_protected_key_signs_with_its_password_from_the_environment() {
     assert!(succeeded(&out));
     assert_eq!(json(&out)[0]["signature"]["publisher"], "vault");
 }
+
+/// Replaces the `manifest.yaml` of `dir` (plugin `cat`) with the same manifest written as JSON.
+fn to_json_manifest(dir: &Path) {
+    let manifest = serde_json::json!({
+        "plugin": {"name": "cat", "type": "animal", "version": "1.0.0", "entrypoint": "./cat"},
+        "about": {"description": "the cat"},
+        "handshake": {
+            "protocol_version": 1,
+            "magic_cookie_key": "ANIMAL_PLUGIN",
+            "magic_cookie_value": "animal"
+        },
+        "tags": ["pet"]
+    });
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("manifest.yaml")).unwrap();
+}
+
+#[test]
+fn a_json_manifest_folder_is_listed_signed_and_verified() {
+    let root = folder();
+    let cat = root.path().join("cat");
+    to_json_manifest(&cat);
+    let out = plugins(root.path(), &["info", "cat", "--json"]);
+    assert!(succeeded(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["handshake"]["magic_cookie_key"], "ANIMAL_PLUGIN");
+    let out = plugins(root.path(), &["list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the cat"));
+
+    let keys = tempfile::tempdir().unwrap();
+    assert!(succeeded(&keygen(keys.path(), "acme", &[], &[])));
+    let (public, secret) = (keys.path().join("acme.pub"), keys.path().join("acme.key"));
+    let out = sign(&cat, &secret, &[], &[]);
+    assert!(succeeded(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("manifest.json.minisig")
+            && text.contains("-Vm ")
+            && text.contains("cat/manifest.json -p"),
+        "{text}"
+    );
+    assert!(cat.join("manifest.json.minisig").exists());
+    assert!(!cat.join("manifest.yaml.minisig").exists());
+    let out = plugins(
+        root.path(),
+        &["verify", "cat", "--trust", public.to_str().unwrap()],
+    );
+    assert!(succeeded(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("signed by acme"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    minisign_verifies(&cat.join("manifest.json"), &public);
+
+    // An edit after signing no longer verifies.
+    let edited = std::fs::read_to_string(cat.join("manifest.json"))
+        .unwrap()
+        .replace("the cat", "a cat");
+    std::fs::write(cat.join("manifest.json"), edited).unwrap();
+    let out = plugins(
+        root.path(),
+        &["verify", "cat", "--trust", public.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A JSON mistake is shown where it is, as a YAML one is.
+    std::fs::write(cat.join("manifest.json"), "{\n  \"plugin\": {,}\n}\n").unwrap();
+    let out = plugins(root.path(), &["info", "cat"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("manifest.json:2:14"), "{text}");
+}

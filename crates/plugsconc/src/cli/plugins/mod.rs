@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 /// Arguments shared by every `plugins` subcommand.
 #[derive(Debug, Args)]
 pub struct PluginsArgs {
-    /// The plugins folder (one sub-folder with a manifest.yaml per plugin; by default the
-    /// configuration's directories.plugins_dir, `plugins`).
+    /// The plugins folder (one sub-folder with a manifest.yaml or manifest.json per plugin; by
+    /// default the configuration's directories.plugins_dir, `plugins`).
     #[arg(long, global = true, env = "PLUGSCONC_PLUGINS_DIR")]
     dir: Option<PathBuf>,
     /// Print JSON instead of a table.
