@@ -396,7 +396,7 @@ BEGIN
         PERFORM pg_notify(channel, json_build_object(
             'table', TG_TABLE_NAME, 'op', TG_OP, 'plugin', new_name)::text);
     END IF;
-    IF TG_OP = 'DELETE' OR old_name IS DISTINCT FROM new_name THEN
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND old_name IS DISTINCT FROM new_name) THEN
         PERFORM pg_notify(channel, json_build_object(
             'table', TG_TABLE_NAME, 'op', TG_OP, 'plugin', old_name)::text);
     END IF;
