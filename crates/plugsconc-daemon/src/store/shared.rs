@@ -455,13 +455,17 @@ where
             .map_err(query_error("remove a plugin endpoint"))?;
         }
         for (method, path) in wanted.difference(&recorded) {
-            sqlx::query("INSERT INTO plugin_endpoints (plugin, method, path) VALUES ($1, $2, $3)")
-                .bind(plugin)
-                .bind(method.as_str())
-                .bind(path.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("record a plugin endpoint"))?;
+            // Another daemon sharing the store may record the same plugin at the same moment.
+            sqlx::query(
+                "INSERT INTO plugin_endpoints (plugin, method, path) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(plugin)
+            .bind(method.as_str())
+            .bind(path.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("record a plugin endpoint"))?;
         }
         tx.commit().await.map_err(query_error("commit"))
     }

@@ -407,6 +407,37 @@ async fn postgres_records_and_lists_endpoints() {
     drop_postgres_schema(&pg_url(), &schema).await;
 }
 
+/// Daemons sharing a store record the same plugin's endpoints at the same time when they start
+/// together: none of them fails on the other's rows.
+#[tokio::test]
+async fn daemons_recording_the_same_endpoints_at_once_all_succeed() {
+    let schema = fresh_schema("endpoint_race");
+    let Some(first) = postgres(&schema).await else {
+        return;
+    };
+    let second = open(&pg_store_url(), &schema, std::path::Path::new("."))
+        .await
+        .unwrap();
+    let stores: [std::sync::Arc<dyn Store>; 2] = [first.into(), second.into()];
+    for round in 0..20 {
+        let plugin = format!("p{round}");
+        let endpoints = [
+            ("GET".to_owned(), "/a".to_owned()),
+            ("POST".to_owned(), "/b".to_owned()),
+        ];
+        let write = |store: &std::sync::Arc<dyn Store>| {
+            let (store, plugin, endpoints) = (store.clone(), plugin.clone(), endpoints.clone());
+            tokio::spawn(async move { store.set_endpoints(&plugin, &endpoints).await })
+        };
+        let (a, b) = tokio::join!(write(&stores[0]), write(&stores[1]));
+        a.unwrap().unwrap();
+        b.unwrap().unwrap();
+    }
+    assert_eq!(stores[0].endpoints().await.unwrap().len(), 40);
+    drop(stores);
+    drop_postgres_schema(&pg_url(), &schema).await;
+}
+
 /// The next thing heard, bounded.
 async fn next(heard: &mut tokio::sync::mpsc::Receiver<Heard>) -> Heard {
     match tokio::time::timeout(std::time::Duration::from_secs(30), heard.recv()).await {
