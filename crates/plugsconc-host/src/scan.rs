@@ -214,8 +214,12 @@ impl Scanners {
         if let Some(verdict) = self.cached(&key) {
             return verdict;
         }
-        let verdict = self.run_all(&dir);
-        self.remember(&key, &verdict);
+        let (verdict, settled) = self.run_all(&dir);
+        // A timeout or a scanner that could not run says nothing about the content: the next
+        // check runs it again (after the timeout was raised or the scanner installed, say).
+        if settled {
+            self.remember(&key, &verdict);
+        }
         verdict
     }
 
@@ -281,17 +285,18 @@ impl Scanners {
         }
     }
 
-    fn run_all(&self, dir: &Path) -> ScanVerdict {
+    /// The verdict, and whether it is settled: every scanner that ran exited on its own.
+    fn run_all(&self, dir: &Path) -> (ScanVerdict, bool) {
         for command in &self.inner.commands {
             self.inner.runs.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
-            let verdict = run(command, dir, self.inner.timeout);
+            let (verdict, settled) = run(command, dir, self.inner.timeout);
             tracing::info!(command = %command.line, dir = %dir.display(), passed = verdict == ScanVerdict::Passed, ms = started.elapsed().as_millis(), "security scan");
             if verdict != ScanVerdict::Passed {
-                return verdict;
+                return (verdict, settled);
             }
         }
-        ScanVerdict::Passed
+        (ScanVerdict::Passed, true)
     }
 }
 
@@ -338,8 +343,9 @@ fn content_hash(dir: &Path) -> std::io::Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
-/// Runs one scanner on `dir` within `timeout` (blocking).
-fn run(command: &ScanCommand, dir: &Path, timeout: Duration) -> ScanVerdict {
+/// Runs one scanner on `dir` within `timeout` (blocking); says whether the verdict is the
+/// scanner's own (it exited) rather than a failure to run it or a timeout.
+fn run(command: &ScanCommand, dir: &Path, timeout: Duration) -> (ScanVerdict, bool) {
     use std::os::unix::process::CommandExt as _;
     let refused = |reason: String, output: String| ScanVerdict::Refused {
         command: command.line.clone(),
@@ -348,7 +354,12 @@ fn run(command: &ScanCommand, dir: &Path, timeout: Duration) -> ScanVerdict {
     };
     let (mut reader, writer) = match std::io::pipe() {
         Ok(pipe) => pipe,
-        Err(err) => return refused(format!("cannot capture its output: {err}"), String::new()),
+        Err(err) => {
+            return (
+                refused(format!("cannot capture its output: {err}"), String::new()),
+                false,
+            );
+        }
     };
     let spawned = writer.try_clone().and_then(|stderr| {
         // The command (holding the pipe's write ends) is dropped right after the spawn, so the
@@ -364,7 +375,12 @@ fn run(command: &ScanCommand, dir: &Path, timeout: Duration) -> ScanVerdict {
     });
     let mut child = match spawned {
         Ok(child) => child,
-        Err(err) => return refused(format!("cannot run it: {err}"), String::new()),
+        Err(err) => {
+            return (
+                refused(format!("cannot run it: {err}"), String::new()),
+                false,
+            );
+        }
     };
     let captured = Arc::new(Mutex::new(Vec::<u8>::new()));
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -425,9 +441,9 @@ fn run(command: &ScanCommand, dir: &Path, timeout: Duration) -> ScanVerdict {
     let _ = done_rx.recv_timeout(DRAIN);
     let output = tail(&captured.lock().unwrap_or_else(PoisonError::into_inner));
     match status {
-        Ok(status) if status.success() => ScanVerdict::Passed,
-        Ok(status) => refused(format!("it exited with {status}"), output),
-        Err(reason) => refused(reason, output),
+        Ok(status) if status.success() => (ScanVerdict::Passed, true),
+        Ok(status) => (refused(format!("it exited with {status}"), output), true),
+        Err(reason) => (refused(reason, output), false),
     }
 }
 

@@ -167,6 +167,10 @@ fn a_scanner_past_its_timeout_is_killed_with_its_process_group() {
         dead
     });
     assert!(gone, "the scanner's child {pid} still runs");
+    // A timeout is not the content's verdict: the next check runs the scanner again.
+    let runs = scanners.runs();
+    assert!(scanners.check("kv", &dir).is_err());
+    assert_eq!(scanners.runs(), runs + 1, "a timeout is not cached");
 }
 
 #[test]
