@@ -215,7 +215,8 @@ impl Tree {
         Ok(())
     }
 
-    /// Sets `key` from text, parsed as the default's type (lists are comma-separated).
+    /// Sets `key` from text, parsed as the default's type (lists are comma-separated, or a JSON
+    /// list of strings when an item holds a comma).
     pub fn set_text(&mut self, key: &str, text: &str, source: Source) -> Result<(), ConfigError> {
         let Some(default) = self.default_at(key) else {
             return Err(self.unknown(key, source));
@@ -231,6 +232,13 @@ impl Tree {
                 .parse::<u64>()
                 .map(Value::from)
                 .map_err(|_| format!("{text:?} is not a whole number")),
+            // A JSON array where items hold commas (`["trivy fs --scanners vuln,secret"]`).
+            Value::Array(_) if text.trim_start().starts_with('[') => {
+                match serde_json::from_str::<Vec<String>>(text) {
+                    Ok(items) => Ok(Value::Array(items.into_iter().map(Value::String).collect())),
+                    Err(err) => Err(format!("{text:?} is not a JSON list of strings: {err}")),
+                }
+            }
             Value::Array(_) => Ok(Value::Array(
                 text.split(',')
                     .map(str::trim)

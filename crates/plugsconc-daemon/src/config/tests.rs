@@ -410,6 +410,31 @@ fn an_unreadable_file_names_its_os_error_once() {
 }
 
 #[test]
+fn a_list_set_as_a_json_array_keeps_the_commas_inside_its_items() {
+    let sets =
+        [r#"security.scan_commands=["trivy fs --scanners vuln,secret", "clamscan -r"]"#.into()];
+    let loaded = Config::load(None, env(&[]), &sets).unwrap();
+    assert_eq!(
+        loaded.config.security.scan_commands,
+        ["trivy fs --scanners vuln,secret", "clamscan -r"]
+    );
+    let loaded = Config::load(
+        None,
+        env(&[("PLUGSCONC_SECURITY_SCAN_COMMANDS", r#"["a,b"]"#)]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(loaded.config.security.scan_commands, ["a,b"]);
+    // Comma-separated as before when it is not a JSON list.
+    let loaded = Config::load(None, env(&[]), &["security.scan_commands=a, b".into()]).unwrap();
+    assert_eq!(loaded.config.security.scan_commands, ["a", "b"]);
+    let err = Config::load(None, env(&[]), &["security.scan_commands=[\"open".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a JSON list of strings"), "{err}");
+}
+
+#[test]
 fn scan_commands_default_to_none_and_are_split_when_loaded() {
     let loaded = Config::load(None, env(&[]), &[]).unwrap();
     assert!(loaded.config.security.scan_commands.is_empty());
