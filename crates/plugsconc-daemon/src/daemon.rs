@@ -580,7 +580,9 @@ async fn record_versions(registry: Registry, store: Arc<dyn Store>, origin: Arc<
     }
     loop {
         match events.recv().await {
-            Ok(Event::Added { name } | Event::Reloaded { name, .. }) => record(name).await,
+            Ok(Event::Added { name } | Event::Reloaded { name, .. } | Event::Updated { name }) => {
+                record(name).await
+            }
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }

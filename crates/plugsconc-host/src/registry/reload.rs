@@ -338,6 +338,9 @@ impl Registry {
             } else {
                 inner.set_status(slot, Status::Discovered, Some("updated on disk".into()));
             }
+            inner.emit(Event::Updated {
+                name: slot.name.clone(),
+            });
             return Change::Updated(slot.name.clone());
         };
 

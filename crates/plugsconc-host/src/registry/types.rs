@@ -145,6 +145,13 @@ pub enum Event {
         /// Its name.
         name: String,
     },
+    /// A plugin that was not running took what changed on disk (manifest, binary, sidecars); it
+    /// starts with them on its next call. A running plugin is reloaded instead
+    /// ([`Event::Reloaded`]).
+    Updated {
+        /// Its name.
+        name: String,
+    },
     /// A plugin's status changed.
     StatusChanged {
         /// Its name.
@@ -191,6 +198,7 @@ impl Event {
         match self {
             Event::Added { name }
             | Event::Removed { name }
+            | Event::Updated { name }
             | Event::StatusChanged { name, .. }
             | Event::Reloaded { name, .. }
             | Event::ReloadRejected { name, .. }

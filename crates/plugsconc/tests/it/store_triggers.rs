@@ -111,6 +111,17 @@ fn rows_changed_by_hand_reach_every_daemon_and_bad_ones_are_skipped() {
         get(&b, "/api/v1/plugins/cat").1["endpoints"],
         serde_json::json!([{"method": "GET", "path": "/speak"}])
     );
+    // A manifest edited while its plugin is not running (an update, not a reload) records its
+    // new endpoints too.
+    let manifest = root_b.path().join("plugins/cat/manifest.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("path: /speak", "path: /talk")).unwrap();
+    let talk = serde_json::json!([{"method": "GET", "path": "/talk"}]);
+    assert!(
+        eventually(|| get(&b, "/api/v1/plugins/cat").1["endpoints"] == talk),
+        "{}",
+        get(&b, "/api/v1/plugins/cat").1
+    );
 
     // Disabled by hand: every daemon disables it, with no API call.
     let table = format!("\"{schema}\".plugin_state");
