@@ -301,7 +301,8 @@ impl Scanners {
 }
 
 /// The hash of what is in folder `dir`: each file's path relative to it, executable bit and
-/// bytes, and each link's target, in a fixed order.
+/// bytes, and each link's target with, when it leads to a file, that file's bytes; in a fixed
+/// order.
 fn content_hash(dir: &Path) -> std::io::Result<[u8; 32]> {
     fn walk(
         hasher: &mut sha2::Sha256,
@@ -310,7 +311,6 @@ fn content_hash(dir: &Path) -> std::io::Result<[u8; 32]> {
         depth: usize,
     ) -> std::io::Result<()> {
         use std::os::unix::ffi::OsStrExt as _;
-        use std::os::unix::fs::PermissionsExt as _;
         if depth > 32 {
             return Err(std::io::Error::other("folders nested too deep"));
         }
@@ -327,15 +327,32 @@ fn content_hash(dir: &Path) -> std::io::Result<[u8; 32]> {
             } else if meta.is_symlink() {
                 hasher.update(b"\0l");
                 hasher.update(std::fs::read_link(entry.path())?.as_os_str().as_bytes());
+                // What the link leads to is what runs: a file's bytes count, wherever it is
+                // (a linked folder is not followed; a dangling link is its target path alone).
+                if let Ok(target) = std::fs::metadata(entry.path())
+                    && target.is_file()
+                {
+                    file_content(hasher, &entry.path(), &target)?;
+                }
             } else {
-                let exec = meta.permissions().mode() & 0o111 != 0;
-                hasher.update(if exec { b"\0x" } else { b"\0f" });
-                hasher.update(meta.len().to_le_bytes());
-                let mut file = std::fs::File::open(entry.path())?;
-                std::io::copy(&mut file, hasher)?;
+                file_content(hasher, &entry.path(), &meta)?;
             }
             hasher.update([0]);
         }
+        Ok(())
+    }
+    /// A file's executable bit, length and bytes.
+    fn file_content(
+        hasher: &mut sha2::Sha256,
+        path: &Path,
+        meta: &std::fs::Metadata,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let exec = meta.permissions().mode() & 0o111 != 0;
+        hasher.update(if exec { b"\0x" } else { b"\0f" });
+        hasher.update(meta.len().to_le_bytes());
+        let mut file = std::fs::File::open(path)?;
+        std::io::copy(&mut file, hasher)?;
         Ok(())
     }
     let mut hasher = sha2::Sha256::new();

@@ -214,6 +214,19 @@ fn verdicts_are_cached_per_content_in_memory_and_on_disk() {
     std::fs::set_permissions(dir.join("lib/data"), std::fs::Permissions::from_mode(0o755)).unwrap();
     second.check("kv", &dir).unwrap();
     assert_eq!(runs(tools.path()), 3);
+    // A link to a file outside the folder: its bytes count, so swapping them rescans.
+    let outside = tools.path().join("entry");
+    std::fs::write(&outside, "v1").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("linked")).unwrap();
+    second.check("kv", &dir).unwrap();
+    assert_eq!(runs(tools.path()), 4);
+    std::fs::write(&outside, "v2").unwrap();
+    second.check("kv", &dir).unwrap();
+    assert_eq!(
+        runs(tools.path()),
+        5,
+        "a swapped link target is scanned again"
+    );
 
     // Another command list: its own verdicts.
     let other = scanners(
@@ -222,7 +235,7 @@ fn verdicts_are_cached_per_content_in_memory_and_on_disk() {
         Some(cache.path().join("scans")),
     );
     other.check("kv", &dir).unwrap();
-    assert_eq!(runs(tools.path()), 4);
+    assert_eq!(runs(tools.path()), 6);
 }
 
 #[test]
